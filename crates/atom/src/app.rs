@@ -1,0 +1,188 @@
+//! Assembly: [`Application`] opens the database, migrates, binds the listener and serves
+//! until a shutdown future resolves; [`AppState`] is what every handler receives.
+//!
+//! The listener is bound in [`Application::build`], so a caller (a test) can bind port 0 and
+//! read the real address before serving. `AppState` holds only cheap clones of handles.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::cache::Redis;
+use crate::config::{Config, ConfigError};
+use crate::error::ErrorChain;
+use crate::storage::{Db, MigrationState, StorageError};
+use crate::{http, telemetry};
+
+/// Handles shared by every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub redis: Option<Arc<Redis>>,
+    pub metrics: PrometheusHandle,
+    /// Set when shutdown begins; `/ready` answers 503 from then on.
+    pub draining: Arc<AtomicBool>,
+    pub started_at: Instant,
+    pub instance_id: Arc<str>,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{pending} migration(s) pending and database.migrate_on_start is false: run `atom migrate` first")]
+    PendingMigrations { pending: usize },
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("redis.url is not usable")]
+    Redis(#[source] redis::RedisError),
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+impl StartError {
+    /// 2 for a configuration problem (the operator must change something), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A bound, migrated server that has not started serving yet.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    routes: Router<AppState>,
+}
+
+impl Application {
+    /// Opens the database (retrying PostgreSQL at start-up), applies pending migrations
+    /// unless disabled, and binds `config.listen`.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let target = config.database_target()?;
+        let db = Db::connect(&target, &config.database).await?;
+        if config.database.migrate_on_start {
+            db.migrate().await?;
+        } else {
+            let status = db.migration_status().await?;
+            let pending = status.iter().filter(|m| m.state == MigrationState::Pending).count();
+            if pending > 0 {
+                return Err(StartError::PendingMigrations { pending });
+            }
+        }
+        let instance_id: Arc<str> = db.instance_id().await.map_err(StorageError::Query)?.into();
+        let redis = match &config.redis.url {
+            Some(url) => {
+                let timeout = Duration::from_millis(config.http.ready_check_timeout_ms);
+                Some(Arc::new(Redis::new(url, timeout).map_err(StartError::Redis)?))
+            }
+            None => None,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            redis,
+            metrics: telemetry::metrics_handle(),
+            draining: Arc::new(AtomicBool::new(false)),
+            started_at: Instant::now(),
+            instance_id,
+        };
+        Ok(Self { listener, state, routes: Router::new() })
+    }
+
+    /// The address actually bound (the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.config.listen)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Adds routes that get the same middleware as the built-in ones (for embedding and tests).
+    pub fn with_routes(mut self, routes: Router<AppState>) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let Self { listener, state, routes } = self;
+        let config = Arc::clone(&state.config);
+        let app = http::with_middleware(http::router().merge(routes), &config).with_state(state.clone());
+        tracing::info!(
+            listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
+            database = state.db.kind(),
+            instance_id = %state.instance_id,
+            "atom is serving"
+        );
+
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+        let mut server = tokio::spawn(server.into_future());
+
+        tokio::select! {
+            result = &mut server => {
+                // The server ended without being asked to: report why.
+                state.db.close().await;
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(StartError::Serve(e)),
+                    Err(e) => Err(StartError::Serve(std::io::Error::other(e))),
+                };
+            }
+            () = shutdown => {}
+        }
+
+        state.draining.store(true, Ordering::SeqCst);
+        let drain = Duration::from_secs(config.shutdown.drain_secs);
+        if !drain.is_zero() {
+            tracing::info!(?drain, "shutdown: /ready answers 503; still accepting while load balancers notice");
+            tokio::time::sleep(drain).await;
+        }
+        let _ = stop_accepting.send(());
+        let grace = Duration::from_secs(config.shutdown.grace_secs);
+        tracing::info!(?grace, "shutdown: listener closed; waiting for in-flight requests");
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("shutdown: all requests finished"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %ErrorChain(&e), "shutdown: server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "shutdown: server task failed"),
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown: grace period over; cutting remaining requests");
+                server.abort();
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
+            tracing::warn!("shutdown: database pool did not close within 5s");
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Shared state outside the database. Today: the Redis connection that `/ready` checks and
+//! that later features (shared cache, rate limits, Socket.io adapter) build on.
+//!
+//! The connection is made lazily and re-made after a failure, so a Redis that is down at
+//! start-up or restarts later never stops the server; it shows up in `/ready` instead.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+use crate::config::redact_url;
+
+/// A lazily connected, self-healing Redis connection. Cheap to share behind an `Arc`.
+pub struct Redis {
+    client: redis::Client,
+    shown_url: String,
+    timeout: Duration,
+    manager: Mutex<Option<ConnectionManager>>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("url", &self.shown_url).finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Parses the URL; no connection is made until first use.
+    pub fn new(url: &SecretString, timeout: Duration) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url.expose_secret())?,
+            shown_url: redact_url(url.expose_secret()),
+            timeout,
+            manager: Mutex::new(None),
+        })
+    }
+
+    /// A connection, established now if there is none yet.
+    pub async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        let mut slot = self.manager.lock().await;
+        if let Some(manager) = slot.as_ref() {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        *slot = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// One `PING` round trip, for `/ready`.
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        let mut conn = self.connection().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! Configuration: compiled-in defaults (`defaults.toml`), then an optional `atom.toml`, then
+//! `ATOM_*` environment variables, validated as a whole before anything starts.
+//!
+//! Invariant: a [`Config`] that exists has passed [`Config::validate`]; the rest of the crate
+//! never re-checks ranges or schemes. Secrets (database and Redis URLs may carry passwords)
+//! are [`SecretString`]s and are redacted whenever the configuration is shown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
+const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown"];
+
+/// A configuration value that stops start-up. Its message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub public_url: Option<String>,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default, serialize_with = "redacted_url")]
+    pub url: Option<SecretString>,
+    pub pool_size: u32,
+    pub acquire_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub startup_timeout_secs: u64,
+    pub migrate_on_start: bool,
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    #[serde(default, serialize_with = "redacted_url")]
+    pub url: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub request_timeout_secs: u64,
+    pub body_limit_bytes: usize,
+    pub ready_check_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_secs: u64,
+    pub drain_secs: u64,
+}
+
+/// Which database the configuration points at, parsed from `database.url`.
+#[derive(Debug, Clone)]
+pub enum DatabaseTarget {
+    Sqlite { path: PathBuf },
+    Postgres { url: SecretString },
+}
+
+impl DatabaseTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given; it must exist), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("ATOM_").filter_map(|k| env_key(k.as_str()).map(Into::into)))
+    }
+
+    /// Like [`Config::load`] with explicit `(KEY, value)` pairs instead of the process
+    /// environment (keys without the `ATOM_` prefix). For tests and embedding.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        for (key, value) in pairs {
+            let Some(path) = env_key(key) else { continue };
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::default(path.as_str(), value));
+        }
+        Self::extract(figment)
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::new("config", format!("file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Self::extract(figment.merge(env))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let key = if e.path.is_empty() { "config".to_owned() } else { e.path.join(".") };
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" (from {s})"))
+                .unwrap_or_default();
+            let source = if e.metadata.as_ref().is_some_and(|m| m.name.contains("environment")) {
+                format!(" (from environment variable ATOM_{})", key.replace('.', "_").to_ascii_uppercase())
+            } else {
+                source
+            };
+            ConfigError::new(&key, format!("{}{source}", e.kind))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value whose type alone does not make it valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(ConfigError::new(
+                "data_dir",
+                format!("{} exists and is not a directory", self.data_dir.display()),
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::new("public_url", "must start with https:// or http://"));
+        }
+        let db = &self.database;
+        if db.pool_size == 0 || db.pool_size > 1000 {
+            return Err(ConfigError::new("database.pool_size", "must be between 1 and 1000"));
+        }
+        if db.acquire_timeout_secs == 0 {
+            return Err(ConfigError::new("database.acquire_timeout_secs", "must be at least 1"));
+        }
+        self.database_target()?;
+        if let Some(url) = &self.redis.url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new("redis.url", "must start with redis:// or rediss://"));
+            }
+            redis::Client::open(url)
+                .map_err(|_| ConfigError::new("redis.url", "is not a valid Redis URL"))?;
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(ConfigError::new("http.request_timeout_secs", "must be at least 1"));
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.http.ready_check_timeout_ms == 0 {
+            return Err(ConfigError::new("http.ready_check_timeout_ms", "must be at least 1"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError::new("log.filter", e.to_string()));
+        }
+        if self.shutdown.grace_secs > 3600 || self.shutdown.drain_secs > 3600 {
+            return Err(ConfigError::new("shutdown", "grace_secs and drain_secs must be at most 3600"));
+        }
+        Ok(())
+    }
+
+    /// The database `database.url` names; SQLite in the data directory when it is unset.
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        let Some(url) = &self.database.url else {
+            return Ok(DatabaseTarget::Sqlite { path: self.data_dir.join("atom.db") });
+        };
+        let url = url.expose_secret();
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() || path.contains('?') {
+                return Err(ConfigError::new("database.url", "sqlite URL must be sqlite://PATH, without options"));
+            }
+            return Ok(DatabaseTarget::Sqlite { path: PathBuf::from(path) });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|_| ConfigError::new("database.url", "is not a valid PostgreSQL URL"))?;
+            return Ok(DatabaseTarget::Postgres { url: SecretString::from(url) });
+        }
+        let scheme = url.split_once(':').map_or("(none)", |(s, _)| s);
+        Err(ConfigError::new(
+            "database.url",
+            format!("unknown scheme {scheme:?}: expected sqlite:// or postgres://"),
+        ))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.request_timeout_secs)
+    }
+
+    /// The effective configuration as pretty JSON, secrets redacted.
+    pub fn to_redacted_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+/// Maps `ATOM_DATABASE_POOL_SIZE` (already lower-cased and stripped of `ATOM_` by figment)
+/// to `database.pool_size`. Variables that are not configuration (`ATOM_CONFIG`,
+/// `ATOM_TEST_*`) are dropped.
+fn env_key(key: &str) -> Option<String> {
+    let key = key.to_ascii_lowercase();
+    if key == "config" || key.starts_with("test_") {
+        return None;
+    }
+    if key == "log" {
+        return Some("log.filter".to_owned());
+    }
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return Some(format!("{section}.{rest}"));
+        }
+    }
+    Some(key)
+}
+
+/// Shows scheme, host and path of a URL but never its user information.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+            format!("{scheme}://{rest}")
+        }
+        None => "[redacted]".to_owned(),
+    }
+}
+
+fn redacted_url<S: Serializer>(url: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(&redact_url(url.expose_secret())),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_use_sqlite_in_the_data_dir() {
+        let config = Config::from_pairs([]).expect("defaults load");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
+        assert!(matches!(config.database_target(), Ok(DatabaseTarget::Sqlite { path }) if path.ends_with("atom.db")));
+        assert_eq!(config.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn pairs_override_sections_by_prefix() {
+        let config = Config::from_pairs([
+            ("DATABASE_POOL_SIZE", "3"),
+            ("LOG", "debug"),
+            ("LOG_FORMAT", "json"),
+            ("SHUTDOWN_GRACE_SECS", "5"),
+            ("TEST_DATABASE_URL", "ignored"),
+        ])
+        .expect("loads");
+        assert_eq!(config.database.pool_size, 3);
+        assert_eq!(config.log.filter, "debug");
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.shutdown.grace_secs, 5);
+    }
+
+    #[test]
+    fn each_invalid_value_names_its_key() {
+        let cases = [
+            ("LISTEN", "not-an-address", "listen"),
+            ("DATABASE_URL", "mysql://x", "database.url"),
+            ("DATABASE_POOL_SIZE", "0", "database.pool_size"),
+            ("DATABASE_POOL_SIZE", "many", "database.pool_size"),
+            ("REDIS_URL", "http://x", "redis.url"),
+            ("LOG_FORMAT", "xml", "log.format"),
+            ("HTTP_BODY_LIMIT_BYTES", "1", "http.body_limit_bytes"),
+            ("PUBLIC_URL", "ftp://x", "public_url"),
+            ("DATABASE_POOL_SISE", "3", "database"),
+        ];
+        for (key, value, expected) in cases {
+            let err = Config::from_pairs([(key, value)]).expect_err(key);
+            assert!(err.key.starts_with(expected), "{key}={value}: got key {} ({err})", err.key);
+        }
+    }
+
+    #[test]
+    fn redaction_hides_credentials() {
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/atom?sslmode=require"), "postgres://db:5432/atom");
+        let config = Config::from_pairs([("DATABASE_URL", "postgres://u:hunter2@db/atom")]).expect("loads");
+        let shown = config.to_redacted_json();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://db/atom"), "{shown}");
+    }
+}

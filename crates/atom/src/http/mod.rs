@@ -1,0 +1,50 @@
+//! The HTTP surface: the operational routes, the OpenAPI document, and the middleware stack
+//! that wraps every route, including those other modules contribute.
+//!
+//! Each module owns its routes (`pub fn router() -> Router<AppState>`); [`crate::app`]
+//! merges them and calls [`with_middleware`] once around the whole.
+
+mod health;
+pub mod middleware;
+pub mod openapi;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse};
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Health, readiness, status, metrics and the OpenAPI document.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/status", get(health::status))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::serve))
+}
+
+/// Wraps `routes` in the stack every request passes through (see [`middleware`]).
+pub fn with_middleware(routes: Router<AppState>, config: &Config) -> Router<AppState> {
+    // Router::layer wraps each route, so the outer two see the matched route template.
+    // Listed innermost first.
+    routes
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(config.http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(config.http.request_timeout_secs),
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::finalize_problems))
+        .layer(axum::middleware::from_fn(middleware::observe))
+}

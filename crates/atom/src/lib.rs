@@ -1,0 +1,30 @@
+//! Atom Core: the server behind the Atom conversational agent.
+//!
+//! One binary, `atom`, serves a stable HTTP API over an embedded SQLite database by default,
+//! or PostgreSQL and Redis when configured. The library is the whole server; `main.rs` only
+//! parses the command line, sets up logging and calls in.
+//!
+//! # Layout
+//!
+//! - [`config`]: defaults, `atom.toml` and `ATOM_*` variables, validated as a whole.
+//! - [`app`]: [`Application`] (bind, serve, shut down) and the handlers' [`AppState`].
+//! - [`http`]: the operational routes, the OpenAPI document and the middleware stack.
+//! - [`error`]: [`ApiError`] and its RFC 9457 problem+json form.
+//! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
+//! - [`cache`]: the Redis connection, when one is configured.
+//! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
+//! - [`shutdown`]: the signals that start a graceful shutdown.
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+
+pub use app::{AppState, Application, StartError};
+pub use config::Config;
+pub use error::ApiError;
+pub use storage::Db;

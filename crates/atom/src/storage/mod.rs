@@ -1,0 +1,181 @@
+//! The storage spine: one [`Db`] handle over SQLite (the embedded default) or PostgreSQL,
+//! chosen at run time from configuration, with its pool, its embedded migrations and the
+//! health and pool statistics that `/ready`, `/status` and `/metrics` show.
+//!
+//! Invariants: every SQL statement of the crate lives in this module tree, one place per
+//! query, in both dialects; a migration runs in a transaction, so a failing one leaves the
+//! schema as it was; connection URLs are shown only through [`crate::config::redact_url`].
+
+mod migrate;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use migrate::{MigrationState, MigrationStatus};
+
+use crate::config::{DatabaseConfig, DatabaseTarget, redact_url};
+
+/// Why the database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("could not create the SQLite directory {path}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to the {kind} database at {target} (gave up after {waited:?})")]
+    Connect {
+        kind: &'static str,
+        target: String,
+        waited: Duration,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migration {version} ({description}) failed; the schema was left as it was")]
+    Migration {
+        version: i64,
+        description: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("migrations could not run")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A pooled connection to the configured database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Pool occupancy, for `/status` and the pool gauges.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct PoolStats {
+    pub max_size: u32,
+    pub size: u32,
+    pub idle: u32,
+    pub in_use: u32,
+}
+
+impl Db {
+    /// Opens the pool. PostgreSQL that does not answer is retried with exponential backoff
+    /// until `startup_timeout_secs` has passed.
+    pub async fn connect(target: &DatabaseTarget, config: &DatabaseConfig) -> Result<Self, StorageError> {
+        let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs);
+        let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+        match target {
+            DatabaseTarget::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|source| StorageError::CreateDir { path: dir.display().to_string(), source })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(config.pool_size)
+                    .acquire_timeout(acquire_timeout)
+                    .idle_timeout(idle_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| StorageError::Connect {
+                        kind: "sqlite",
+                        target: path.display().to_string(),
+                        waited: Duration::ZERO,
+                        source,
+                    })?;
+                Ok(Self::Sqlite(pool))
+            }
+            DatabaseTarget::Postgres { url } => {
+                let shown = redact_url(url.expose_secret());
+                let options = PgConnectOptions::from_str(url.expose_secret())
+                    .map_err(|source| StorageError::Connect {
+                        kind: "postgres",
+                        target: shown.clone(),
+                        waited: Duration::ZERO,
+                        source,
+                    })?
+                    .application_name("atom");
+                let pool_options = PgPoolOptions::new()
+                    .max_connections(config.pool_size)
+                    .acquire_timeout(acquire_timeout)
+                    .idle_timeout(idle_timeout);
+                let started = Instant::now();
+                let deadline = Duration::from_secs(config.startup_timeout_secs);
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    match pool_options.clone().connect_with(options.clone()).await {
+                        Ok(pool) => return Ok(Self::Postgres(pool)),
+                        Err(source) if started.elapsed() + backoff >= deadline => {
+                            return Err(StorageError::Connect {
+                                kind: "postgres",
+                                target: shown,
+                                waited: started.elapsed(),
+                                source,
+                            });
+                        }
+                        Err(err) => {
+                            tracing::warn!(target_db = %shown, error = %err, retry_in = ?backoff, "PostgreSQL is not reachable yet");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// One round trip, for `/ready`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
+    /// The installation's id, written by the first migration.
+    pub async fn instance_id(&self) -> Result<String, sqlx::Error> {
+        const SQL: &str = "SELECT instance_id FROM instance WHERE id = 1";
+        match self {
+            Self::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+            Self::Postgres(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+        }
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        let (max_size, size, idle) = match self {
+            Self::Sqlite(pool) => (pool.options().get_max_connections(), pool.size(), pool.num_idle()),
+            Self::Postgres(pool) => (pool.options().get_max_connections(), pool.size(), pool.num_idle()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolStats { max_size, size, idle, in_use: size - idle }
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
