@@ -144,12 +144,8 @@ impl Config {
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
             let key = if e.path.is_empty() { "config".to_owned() } else { e.path.join(".") };
-            let source = e
-                .metadata
-                .as_ref()
-                .and_then(|m| m.source.as_ref())
-                .map(|s| format!(" (from {s})"))
-                .unwrap_or_default();
+            let source =
+                e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
             let source = if e.metadata.as_ref().is_some_and(|m| m.name.contains("environment")) {
                 format!(" (from environment variable ATOM_{})", key.replace('.', "_").to_ascii_uppercase())
             } else {
@@ -190,8 +186,7 @@ impl Config {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::new("redis.url", "must start with redis:// or rediss://"));
             }
-            redis::Client::open(url)
-                .map_err(|_| ConfigError::new("redis.url", "is not a valid Redis URL"))?;
+            redis::Client::open(url).map_err(|_| ConfigError::new("redis.url", "is not a valid Redis URL"))?;
         }
         if self.http.request_timeout_secs == 0 {
             return Err(ConfigError::new("http.request_timeout_secs", "must be at least 1"));
@@ -229,10 +224,7 @@ impl Config {
             return Ok(DatabaseTarget::Postgres { url: SecretString::from(url) });
         }
         let scheme = url.split_once(':').map_or("(none)", |(s, _)| s);
-        Err(ConfigError::new(
-            "database.url",
-            format!("unknown scheme {scheme:?}: expected sqlite:// or postgres://"),
-        ))
+        Err(ConfigError::new("database.url", format!("unknown scheme {scheme:?}: expected sqlite:// or postgres://")))
     }
 
     pub fn request_timeout(&self) -> Duration {

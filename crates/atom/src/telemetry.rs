@@ -6,6 +6,7 @@
 //! tests) share them. Log lines never carry header values or query strings: the request log
 //! in [`crate::http::middleware`] writes only the route template and the path.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,8 @@ use crate::config::LogFormat;
 /// Installs the global subscriber writing to stdout. Call once, from `main`.
 pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(std::io::stdout().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -29,7 +31,8 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 pub fn install_panic_hook() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
             let message = info
                 .payload()
                 .downcast_ref::<&str>()
@@ -38,6 +41,10 @@ pub fn install_panic_hook() {
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
             let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             tracing::error!(panic.message = %message, panic.location = location.as_deref().unwrap_or("unknown"), "panic");
+            // Without a global subscriber (tests, embedding) the default hook still prints.
+            if !tracing::dispatcher::has_been_set() {
+                default_hook(info);
+            }
         }));
     });
 }

@@ -92,6 +92,8 @@ pub async fn health() -> Json<HealthResponse> {
             body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
+    // Taken first: a check that began before shutdown answers as it would have.
+    let draining = state.draining.load(Ordering::SeqCst);
     let timeout = Duration::from_millis(state.config.http.ready_check_timeout_ms);
     let database = timed(timeout, async { state.db.ping().await.map_err(|e| e.to_string()) });
     let redis = async {
@@ -107,18 +109,15 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if let Some(redis) = redis {
         checks.insert("redis", redis);
     }
-    if state.draining.load(Ordering::SeqCst) {
+    if draining {
         checks.insert("shutdown", Check { status: "draining", latency_ms: 0.0, error: None });
     }
     let failing: Vec<&str> = checks.iter().filter(|(_, c)| c.status != "ok").map(|(name, _)| *name).collect();
     if failing.is_empty() {
         return Json(ReadyResponse { status: "ok", checks }).into_response();
     }
-    let mut problem = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not-ready",
-        format!("Not ready: {}.", failing.join(", ")),
-    );
+    let mut problem =
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", format!("Not ready: {}.", failing.join(", ")));
     problem.title = "Service not ready".to_owned();
     problem.extensions.insert("checks".to_owned(), serde_json::to_value(&checks).unwrap_or_default());
     let mut response = problem.into_response();
@@ -157,10 +156,7 @@ pub async fn status(
         git_commit: env!("ATOM_GIT_COMMIT"),
         instance_id: state.instance_id.to_string(),
         uptime_secs: state.started_at.elapsed().as_secs(),
-        backends: Backends {
-            database: state.db.kind(),
-            cache: if state.redis.is_some() { "redis" } else { "memory" },
-        },
+        backends: Backends { database: state.db.kind(), cache: if state.redis.is_some() { "redis" } else { "memory" } },
         database: DatabaseStatus { pool: state.db.pool_stats() },
         limits: Limits {
             request_timeout_secs: config.http.request_timeout_secs,

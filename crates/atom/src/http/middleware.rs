@@ -30,14 +30,10 @@ impl RequestId {
     /// Keeps a client's id when it is 1 to 128 characters of `[A-Za-z0-9._:-]`; otherwise
     /// makes a new one, so a hostile id cannot inject anything into logs or headers.
     fn from_request(req: &Request) -> Self {
-        let incoming = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                (1..=128).contains(&v.len())
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-            });
+        let incoming = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        });
         Self(incoming.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned))
     }
 }
@@ -76,11 +72,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     // Unmatched paths share one label so that scanners cannot blow up the series count.
     let route_label = route.clone().unwrap_or_else(|| "<unmatched>".to_owned());
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route_label),
-        ("status", status.to_string()),
-    ];
+    let labels = [("method", method.to_string()), ("route", route_label), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
     tracing::info!(
@@ -121,9 +113,7 @@ pub async fn finalize_problems(req: Request, next: Next) -> Response {
 }
 
 fn is_problem_json(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
 /// The response for a handler that panicked; the panic hook has logged the location.

@@ -23,7 +23,9 @@ pub struct MigrationStatus {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum MigrationState {
-    Applied { installed_on: String },
+    Applied {
+        installed_on: String,
+    },
     Pending,
     /// Recorded in the database but unknown to this binary: the schema is newer.
     Unknown,
@@ -74,9 +76,7 @@ impl Db {
                 state: applied
                     .iter()
                     .find(|(v, _, _)| *v == m.version)
-                    .map_or(MigrationState::Pending, |(_, _, at)| MigrationState::Applied {
-                        installed_on: at.clone(),
-                    }),
+                    .map_or(MigrationState::Pending, |(_, _, at)| MigrationState::Applied { installed_on: at.clone() }),
             })
             .collect();
         for (version, description, _) in &applied {
@@ -112,9 +112,8 @@ impl Db {
                 .await
             }
             Self::Postgres(pool) => {
-                let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
-                    .fetch_one(pool)
-                    .await?;
+                let exists: Option<String> =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
                 if exists.is_none() {
                     return Ok(Vec::new());
                 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use migrate::{MigrationState, MigrationStatus};
@@ -113,27 +114,41 @@ impl Db {
                     .max_connections(config.pool_size)
                     .acquire_timeout(acquire_timeout)
                     .idle_timeout(idle_timeout);
+                // Probe with single connections first: the pool's own connect retries until
+                // its acquire timeout and then reports only "timed out", hiding the cause.
                 let started = Instant::now();
                 let deadline = Duration::from_secs(config.startup_timeout_secs);
                 let mut backoff = Duration::from_millis(100);
                 loop {
-                    match pool_options.clone().connect_with(options.clone()).await {
-                        Ok(pool) => return Ok(Self::Postgres(pool)),
-                        Err(source) if started.elapsed() + backoff >= deadline => {
-                            return Err(StorageError::Connect {
-                                kind: "postgres",
-                                target: shown,
-                                waited: started.elapsed(),
-                                source,
-                            });
+                    let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+                    let attempt = tokio::time::timeout(remaining, PgConnection::connect_with(&options)).await;
+                    let error = match attempt {
+                        Ok(Ok(conn)) => {
+                            let _ = conn.close().await;
+                            break;
                         }
-                        Err(err) => {
-                            tracing::warn!(target_db = %shown, error = %err, retry_in = ?backoff, "PostgreSQL is not reachable yet");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                        }
+                        Ok(Err(e)) => e,
+                        Err(_) => sqlx::Error::PoolTimedOut,
+                    };
+                    if started.elapsed() + backoff >= deadline {
+                        return Err(StorageError::Connect {
+                            kind: "postgres",
+                            target: shown,
+                            waited: started.elapsed(),
+                            source: error,
+                        });
                     }
+                    tracing::warn!(target_db = %shown, error = %error, retry_in = ?backoff, "PostgreSQL is not reachable yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
+                let pool = pool_options.connect_with(options).await.map_err(|source| StorageError::Connect {
+                    kind: "postgres",
+                    target: shown,
+                    waited: started.elapsed(),
+                    source,
+                })?;
+                Ok(Self::Postgres(pool))
             }
         }
     }
@@ -169,6 +184,13 @@ impl Db {
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
         PoolStats { max_size, size, idle, in_use: size - idle }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Sqlite(pool) => pool.is_closed(),
+            Self::Postgres(pool) => pool.is_closed(),
+        }
     }
 
     /// Closes the pool, waiting for checked-out connections to come back.

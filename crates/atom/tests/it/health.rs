@@ -1,0 +1,99 @@
+//! `/health`, `/ready`, `/status`, `/metrics` and request ids on the suite's backend.
+
+use serde_json::Value;
+
+use crate::common::TestApp;
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/health").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.expect("json"), serde_json::json!({"status": "ok"}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ready_reports_each_dependency_with_its_latency() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["checks"]["database"]["status"], "ok");
+    assert!(body["checks"]["database"]["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{body}");
+    let redis_configured = std::env::var("ATOM_TEST_REDIS_URL").is_ok();
+    assert_eq!(body["checks"]["redis"]["status"].as_str(), redis_configured.then_some("ok"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn status_reports_version_backends_pool_and_limits_to_loopback() {
+    let app = TestApp::spawn_with(&[("HTTP_BODY_LIMIT_BYTES", "4096")], axum::Router::new()).await;
+    let body: Value = app.get("/status").await.json().await.expect("json");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(body["instance_id"].as_str().map(str::len), Some(32), "{body}");
+    assert!(body["uptime_secs"].is_u64());
+    let expected_db = if crate::common::backend_is_postgres() { "postgres" } else { "sqlite" };
+    assert_eq!(body["backends"]["database"], expected_db);
+    let pool = &body["database"]["pool"];
+    assert_eq!(pool["max_size"], 4);
+    let (size, idle, in_use) = (pool["size"].as_u64(), pool["idle"].as_u64(), pool["in_use"].as_u64());
+    assert_eq!(size, idle.zip(in_use).map(|(i, u)| i + u), "size = idle + in use: {pool}");
+    assert_eq!(body["limits"]["body_limit_bytes"], 4096);
+    assert_eq!(body["limits"]["request_timeout_secs"], 30);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_expose_requests_latency_in_flight_pool_and_start_time() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        app.get("/health").await;
+    }
+    app.get("/no/such/path").await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"].to_str().is_ok_and(|c| c.starts_with("text/plain")),
+        "Prometheus text content type"
+    );
+    let text = response.text().await.expect("text");
+    let health_count = text
+        .lines()
+        .find(|l| l.starts_with(r#"http_requests_total{method="GET",route="/health",status="200"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(health_count.is_some_and(|n| n >= 3.0), "health counted:\n{text}");
+    assert!(text.contains(r#"route="<unmatched>",status="404""#), "unmatched paths share one label");
+    assert!(text.contains("http_request_duration_seconds_bucket{"), "latency histogram");
+    assert!(text.contains("http_requests_in_flight"), "in-flight gauge");
+    assert!(text.contains(r#"db_pool_connections{backend=""#), "pool gauges");
+    assert!(text.contains("db_pool_max_connections"), "pool size gauge");
+    assert!(text.contains("process_start_time_seconds"), "start time");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_kept_when_valid_and_replaced_when_hostile() {
+    let app = TestApp::spawn().await;
+    let generated = app.get("/health").await;
+    let id = generated.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+    assert_eq!(id.len(), 32);
+    let other = app.get("/health").await.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+    assert_ne!(id, other, "each request gets its own id");
+
+    let kept =
+        app.client.get(app.url("/health")).header("x-request-id", "trace-abc.123:XYZ").send().await.expect("sent");
+    assert_eq!(kept.headers()["x-request-id"], "trace-abc.123:XYZ");
+
+    for hostile in ["a b", "x\u{7f}", &"a".repeat(129), "<script>", ""] {
+        let Ok(value) = reqwest::header::HeaderValue::from_str(hostile) else { continue };
+        let r = app.client.get(app.url("/health")).header("x-request-id", value).send().await.expect("sent");
+        let got = r.headers()["x-request-id"].to_str().expect("ascii");
+        assert_ne!(got, hostile);
+        assert_eq!(got.len(), 32, "replaced by a generated id");
+    }
+    app.stop().await;
+}

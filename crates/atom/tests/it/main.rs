@@ -1,0 +1,14 @@
+//! Integration tests: the application on port 0 and the real `atom` binary, over real HTTP,
+//! against the suite's backend (SQLite, or PostgreSQL and Redis when `ATOM_TEST_DATABASE_URL`
+//! and `ATOM_TEST_REDIS_URL` are set). One test binary keeps link time down.
+
+mod common;
+
+mod cli;
+mod errors;
+mod health;
+mod logging;
+mod migrations;
+mod openapi;
+mod outage;
+mod shutdown;

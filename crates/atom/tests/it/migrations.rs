@@ -1,0 +1,166 @@
+//! Embedded migrations on the suite's backend: applied by `serve` and `atom migrate`, listed
+//! by `atom migrate status`; a failing migration leaves the schema as it was and is named;
+//! a schema newer than the binary is refused.
+
+use std::path::Path;
+
+use atom::Db;
+use atom::storage::{MigrationState, StorageError};
+
+use crate::common::{TestDb, run_atom, test_config};
+
+async fn open(db: &TestDb) -> Db {
+    let config = test_config(db, &[]);
+    Db::connect(&config.database_target().expect("target"), &config.database).await.expect("connects")
+}
+
+async fn table_exists(db: &Db, table: &str) -> bool {
+    match db {
+        Db::Sqlite(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+                .bind(table)
+                .fetch_one(pool)
+                .await
+                .expect("query")
+                > 0
+        }
+        Db::Postgres(pool) => sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+            .bind(table)
+            .fetch_one(pool)
+            .await
+            .expect("query")
+            .is_some(),
+    }
+}
+
+async fn execute(db: &Db, sql: &str) {
+    match db {
+        Db::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
+        Db::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
+    }
+    .expect("statement runs");
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_are_listed_as_applied() {
+    let test_db = TestDb::new().await;
+    let db = open(&test_db).await;
+    let before = db.migration_status().await.expect("status");
+    assert!(!before.is_empty() && before.iter().all(|m| m.state == MigrationState::Pending), "{before:?}");
+    db.migrate().await.expect("migrates");
+    db.migrate().await.expect("a second run is a no-op");
+    let after = db.migration_status().await.expect("status");
+    assert!(after.iter().all(|m| matches!(m.state, MigrationState::Applied { .. })), "{after:?}");
+    assert_eq!(db.instance_id().await.expect("instance row").len(), 32);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_failing_migration_leaves_the_schema_as_it_was_and_is_named() {
+    let test_db = TestDb::new().await;
+    let db = open(&test_db).await;
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations").join(db.kind());
+    let dir = tempfile::tempdir().expect("dir");
+    for entry in std::fs::read_dir(&source).expect("migrations dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    std::fs::write(
+        dir.path().join("9000_half_broken.sql"),
+        "CREATE TABLE half_done (id INTEGER PRIMARY KEY);\nINSERT INTO instance_typo (id) VALUES (1);\n",
+    )
+    .expect("write");
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.expect("migrator");
+
+    let err = db.migrate_with(&migrator).await.expect_err("the broken migration fails");
+    match &err {
+        StorageError::Migration { version, description, .. } => {
+            assert_eq!(*version, 9000);
+            assert_eq!(description, "half broken");
+        }
+        other => panic!("expected a named migration failure, got {other:?}"),
+    }
+    assert!(err.to_string().contains("migration 9000 (half broken) failed"), "{err}");
+    assert!(!table_exists(&db, "half_done").await, "the half-run migration was rolled back");
+    assert!(table_exists(&db, "instance").await, "earlier migrations stay applied");
+    let status = db.migration_status().await.expect("status");
+    assert!(status.iter().all(|m| m.version != 9000), "9000 is not recorded as applied: {status:?}");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_when_a_migration_fails() {
+    let test_db = TestDb::new().await;
+    let db = open(&test_db).await;
+    // A table in the way of the first migration, with data that must survive.
+    execute(&db, "CREATE TABLE instance (note TEXT); INSERT INTO instance (note) VALUES ('keep me');").await;
+    db.close().await;
+
+    let mut env = test_db.pairs();
+    env.push(("LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
+    let (code, _stdout, stderr) = run_atom(&env, &["serve"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("migration 1 (instance) failed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let db = open(&test_db).await;
+    let note: String = match &db {
+        Db::Sqlite(pool) => sqlx::query_scalar("SELECT note FROM instance").fetch_one(pool).await,
+        Db::Postgres(pool) => sqlx::query_scalar("SELECT note FROM instance").fetch_one(pool).await,
+    }
+    .expect("the existing table is untouched");
+    assert_eq!(note, "keep me");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn cli_migrate_applies_and_status_lists() {
+    let test_db = TestDb::new().await;
+    let env = test_db.pairs();
+    let (code, stdout, stderr) = run_atom(&env, &["migrate", "status"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("instance") && stdout.contains("pending"), "{stdout}");
+
+    let (code, _, stderr) = run_atom(&env, &["migrate"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("0 pending"), "{stderr}");
+
+    let (code, stdout, _) = run_atom(&env, &["migrate", "status"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("applied") && !stdout.contains("pending"), "{stdout}");
+}
+
+#[tokio::test]
+async fn serve_with_migrations_off_refuses_a_schema_that_is_behind() {
+    let test_db = TestDb::new().await;
+    let mut env = test_db.pairs();
+    env.push(("DATABASE_MIGRATE_ON_START".to_owned(), "false".to_owned()));
+    env.push(("LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
+    let (code, _, stderr) = run_atom(&env, &["serve"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("pending") && stderr.contains("atom migrate"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let test_db = TestDb::new().await;
+    let db = open(&test_db).await;
+    db.migrate().await.expect("migrates");
+    execute(
+        &db,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999, 'from the future', TRUE, X'00', 0)"
+            .replace("X'00'", if db.kind() == "postgres" { "'\\x00'::bytea" } else { "X'00'" })
+            .as_str(),
+    )
+    .await;
+    db.close().await;
+
+    let mut env = test_db.pairs();
+    env.push(("LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
+    let (code, _, stderr) = run_atom(&env, &["serve"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("99999"), "names the unknown migration: {stderr}");
+    let (_, stdout, _) = run_atom(&env, &["migrate", "status"]).await;
+    assert!(stdout.contains("newer schema"), "{stdout}");
+}

@@ -1,0 +1,160 @@
+//! Graceful shutdown: in-flight requests finish, new connections are refused, `/ready`
+//! answers 503 while draining, the grace period bounds the wait, the real binary exits 0 on
+//! SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use atom::AppState;
+use axum::Router;
+use axum::routing::get;
+use serde_json::Value;
+
+use crate::common::{
+    TcpProxy, TestApp, TestDb, atom_command, free_port, redis_url, socket_addr_of, via, wait_until_healthy,
+};
+use crate::errors::test_routes;
+
+fn hanging_route() -> Router<AppState> {
+    Router::new().route(
+        "/test/hang",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            "late"
+        }),
+    )
+}
+
+async fn connection_refused(url: &str) -> bool {
+    match reqwest::Client::new().get(url).send().await {
+        Err(e) => e.is_connect(),
+        Ok(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_and_new_connections_are_refused() {
+    let mut app = TestApp::spawn_with(&[], test_routes()).await;
+    let client = app.client.clone();
+    let slow_url = app.url("/test/slow");
+    let slow = tokio::spawn(async move { client.get(slow_url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let server = app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(connection_refused(&app.url("/health")).await, "listener closed once shutdown began");
+
+    let response = slow.await.expect("task").expect("in-flight request completed");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "done");
+    server.await.expect("task").expect("clean shutdown");
+    assert!(started.elapsed() < Duration::from_secs(4), "no waiting past the last request");
+    assert!(app.state.db.is_closed(), "pool closed");
+}
+
+#[tokio::test]
+async fn while_draining_ready_is_503_then_the_listener_closes() {
+    let mut app = TestApp::spawn_with(&[("SHUTDOWN_DRAIN_SECS", "1")], Router::new()).await;
+    let server = app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let fresh = reqwest::Client::new();
+    let ready = fresh.get(app.url("/ready")).send().await.expect("still accepting while draining");
+    let body: Value = crate::common::assert_problem(ready, 503).await;
+    assert_eq!(body["checks"]["shutdown"]["status"], "draining", "{body}");
+    assert_eq!(body["checks"]["database"]["status"], "ok", "{body}");
+    assert_eq!(fresh.get(app.url("/health")).send().await.expect("health").status(), 200);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(connection_refused(&app.url("/health")).await, "listener closed after the drain delay");
+    server.await.expect("task").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_the_wait_for_requests() {
+    let mut app = TestApp::spawn_with(&[("SHUTDOWN_GRACE_SECS", "1")], hanging_route()).await;
+    let client = app.client.clone();
+    let url = app.url("/test/hang");
+    let _hanging = tokio::spawn(async move { client.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    app.begin_shutdown().await.expect("task").expect("shutdown returns Ok");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "took {took:?}");
+}
+
+/// Starts the real binary with Redis behind a proxy, so a test can make `/ready` slow.
+async fn serve_with_slow_redis(grace_secs: &str) -> (tokio::process::Child, String, TcpProxy, TestDb) {
+    let db = TestDb::new().await;
+    let redis = redis_url();
+    let proxy = TcpProxy::start(socket_addr_of(&redis)).await;
+    let port = free_port().await;
+    let mut env: Vec<(String, String)> = db.pairs().into_iter().filter(|(k, _)| k != "REDIS_URL").collect();
+    env.extend(crate::common::pairs(&[
+        ("LISTEN", &format!("127.0.0.1:{port}")),
+        ("REDIS_URL", &via(&redis, proxy.addr)),
+        ("HTTP_READY_CHECK_TIMEOUT_MS", "20000"),
+        ("SHUTDOWN_GRACE_SECS", grace_secs),
+        ("LOG", "info"),
+    ]));
+    let child = atom_command(&env).arg("serve").spawn().expect("atom starts");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_healthy(&format!("{base}/ready"), Duration::from_secs(30)).await;
+    (child, base, proxy, db)
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+}
+
+#[tokio::test]
+async fn sigterm_cuts_requests_still_running_after_the_grace_period() {
+    let (child, base, proxy, _db) = serve_with_slow_redis("1").await;
+    proxy.set_delay(Duration::from_secs(15));
+    let slow = tokio::spawn(async move { reqwest::Client::new().get(format!("{base}/ready")).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    sigterm(&child);
+    let output = tokio::time::timeout(Duration::from_secs(8), child.wait_with_output())
+        .await
+        .expect("exits soon after the grace period")
+        .expect("output");
+    assert_eq!(output.status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "took {took:?}");
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("grace period over"), "{log}");
+    assert!(slow.await.expect("task").is_err(), "the request past the grace period was cut");
+}
+
+/// The real binary: a request held open by a slow dependency (Redis answering through a
+/// proxy that delays every reply) completes during shutdown, and the process exits 0.
+#[tokio::test]
+async fn sigterm_lets_the_slow_request_finish_and_exits_zero() {
+    let (child, base, proxy, _db) = serve_with_slow_redis("10").await;
+    proxy.set_delay(Duration::from_millis(2000));
+    let slow = tokio::spawn({
+        let url = format!("{base}/ready");
+        async move { reqwest::Client::new().get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let started = Instant::now();
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(connection_refused(&format!("{base}/health")).await, "new connections refused after SIGTERM");
+
+    let response = slow.await.expect("task").expect("the slow request completed");
+    assert_eq!(response.status(), 200, "it began before shutdown and finishes normally");
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits within the grace period")
+        .expect("output");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("SIGTERM received") && log.contains("shutdown complete"), "{log}");
+}
