@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown"];
+const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown", "auth"];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub public_url: Option<String>,
+    #[serde(default, serialize_with = "redacted")]
+    pub master_key: Option<SecretString>,
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    pub auth: AuthConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub http: HttpConfig,
@@ -58,6 +63,33 @@ pub struct DatabaseConfig {
     pub startup_timeout_secs: u64,
     pub migrate_on_start: bool,
     pub sqlite_busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub registration: Registration,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub refresh_reuse_grace_secs: u64,
+    pub lockout_threshold: u32,
+    pub lockout_addr_threshold: u32,
+    pub lockout_window_secs: u64,
+    pub lockout_secs: u64,
+    #[serde(default)]
+    pub bootstrap_admin_email: Option<String>,
+    #[serde(default, serialize_with = "redacted")]
+    pub bootstrap_admin_password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Open,
+    Invite,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -173,6 +205,28 @@ impl Config {
         {
             return Err(ConfigError::new("public_url", "must start with https:// or http://"));
         }
+        let auth = &self.auth;
+        if !(60..=86_400).contains(&auth.access_ttl_secs) {
+            return Err(ConfigError::new("auth.access_ttl_secs", "must be between 60 and 86400"));
+        }
+        if auth.refresh_ttl_secs < auth.access_ttl_secs {
+            return Err(ConfigError::new("auth.refresh_ttl_secs", "must be at least auth.access_ttl_secs"));
+        }
+        if auth.refresh_reuse_grace_secs > 60 {
+            return Err(ConfigError::new("auth.refresh_reuse_grace_secs", "must be at most 60"));
+        }
+        if auth.lockout_threshold == 0 || auth.lockout_addr_threshold == 0 {
+            return Err(ConfigError::new("auth.lockout_threshold", "must be at least 1"));
+        }
+        if auth.audience.trim().is_empty() {
+            return Err(ConfigError::new("auth.audience", "must not be empty"));
+        }
+        if auth.bootstrap_admin_email.is_some() != auth.bootstrap_admin_password.is_some() {
+            return Err(ConfigError::new(
+                "auth.bootstrap_admin_password",
+                "bootstrap_admin_email and bootstrap_admin_password (ATOM_AUTH_BOOTSTRAP_ADMIN_PASSWORD) go together",
+            ));
+        }
         let db = &self.database;
         if db.pool_size == 0 || db.pool_size > 1000 {
             return Err(ConfigError::new("database.pool_size", "must be between 1 and 1000"));
@@ -227,6 +281,14 @@ impl Config {
         Err(ConfigError::new("database.url", format!("unknown scheme {scheme:?}: expected sqlite:// or postgres://")))
     }
 
+    /// The `iss` of access tokens.
+    pub fn token_issuer(&self) -> String {
+        if !self.auth.issuer.is_empty() {
+            return self.auth.issuer.clone();
+        }
+        self.public_url.clone().unwrap_or_else(|| "urn:atom".to_owned())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.http.request_timeout_secs)
     }
@@ -265,6 +327,13 @@ pub fn redact_url(url: &str) -> String {
             format!("{scheme}://{rest}")
         }
         None => "[redacted]".to_owned(),
+    }
+}
+
+fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
     }
 }
 

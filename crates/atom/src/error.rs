@@ -122,6 +122,13 @@ pub enum ApiError {
     /// 400: the request is malformed in a way no field error describes.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no valid credentials. `error` is the RFC 6750 code (`invalid_token`) or empty
+    /// when none were sent; `description` is safe to show.
+    #[error("unauthorized: {description}")]
+    Unauthorized { error: &'static str, description: &'static str },
+    /// 429: too many attempts; try again after `retry_after_secs`.
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64, detail: String },
     /// 403: authenticated (or local) but not allowed.
     #[error("{0}")]
     Forbidden(String),
@@ -155,6 +162,12 @@ impl ApiError {
         match self {
             Self::BadRequest(detail) => Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail.clone()),
             Self::Forbidden(detail) => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail.clone()),
+            Self::Unauthorized { description, .. } => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", (*description).to_owned())
+            }
+            Self::TooManyRequests { detail, .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", detail.clone())
+            }
             Self::NotFound => Problem::for_status(StatusCode::NOT_FOUND, ""),
             Self::Conflict { field, message } => {
                 let mut p = Problem::new(StatusCode::CONFLICT, "conflict", format!("{field}: {message}"));
@@ -190,8 +203,26 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = self.to_problem().into_response();
-        if matches!(self, Self::Unavailable { .. }) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unavailable { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::TooManyRequests { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Unauthorized { error, description } => {
+                // RFC 6750 §3: no error attributes when the request carried no credentials.
+                let challenge = if error.is_empty() {
+                    r#"Bearer realm="atom""#.to_owned()
+                } else {
+                    format!(r#"Bearer realm="atom", error="{error}", error_description="{description}""#)
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            _ => {}
         }
         response
     }

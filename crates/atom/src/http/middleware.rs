@@ -38,6 +38,11 @@ impl RequestId {
     }
 }
 
+/// The authenticated user's id, which authentication puts into the response extensions so
+/// that the request log line can name the user.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedUser(pub String);
+
 /// Decrements the in-flight gauge even when the request future is dropped mid-way.
 struct InFlight;
 
@@ -70,6 +75,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
+    let user_id = response.extensions().get::<AuthenticatedUser>().map(|u| u.0.clone());
     // Unmatched paths share one label so that scanners cannot blow up the series count.
     let route_label = route.clone().unwrap_or_else(|| "<unmatched>".to_owned());
     let labels = [("method", method.to_string()), ("route", route_label), ("status", status.to_string())];
@@ -83,6 +89,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
         request_id = %request_id.0,
+        user_id = user_id.as_deref(),
         "request"
     );
     response

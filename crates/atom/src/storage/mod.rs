@@ -6,7 +6,41 @@
 //! query, in both dialects; a migration runs in a transaction, so a failing one leaves the
 //! schema as it was; connection URLs are shown only through [`crate::config::redact_url`].
 
+/// Runs the same sqlx code against whichever pool a [`Db`] holds. The SQL must be text both
+/// engines accept: `$1` placeholders (SQLite reads them positionally), integer times,
+/// TEXT ids. Queries that differ by dialect match on the variants instead.
+macro_rules! with_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::storage::Db::Sqlite($pool) => $body,
+            $crate::storage::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Like [`with_pool!`] for a [`Tx`]: `$conn` is the transaction's connection.
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::storage::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::storage::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+pub mod api_keys;
+pub mod audit;
 mod migrate;
+pub mod sessions;
+pub mod signing_keys;
+pub mod throttle;
+pub mod users;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -56,6 +90,30 @@ pub enum StorageError {
 pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// A transaction on either backend. Dropped without [`Tx::commit`], it rolls back, so a
+/// failure half-way through leaves stored data as it was.
+#[derive(Debug)]
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Pool occupancy, for `/status` and the pool gauges.
@@ -184,6 +242,15 @@ impl Db {
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
         PoolStats { max_size, size, idle, in_use: size - idle }
+    }
+
+    /// Begins a transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes can fail to upgrade its lock.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self {
+            Self::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
+            Self::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -1,0 +1,237 @@
+//! Identity: accounts, sessions (access JWTs and rotating refresh tokens), API keys, roles,
+//! login throttling, and the authentication of every protected request.
+//!
+//! [`Identity`] is the shared service: it holds the signing keys (reloaded from the
+//! database on an unknown `kid` and once a minute, so a rotation by one node or the CLI
+//! reaches every node) and a 30-second cache of account status, which bounds how long a
+//! disabled account's access token still works. Invariants: no password, token or key
+//! secret is stored or logged, only argon2id or SHA-256 of it; every change of an account
+//! and its audit row commit together.
+
+mod accounts;
+pub mod api_keys;
+pub mod auth;
+pub mod passwords;
+mod sessions;
+pub mod signing;
+mod throttle;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+use sha2::{Digest, Sha256};
+
+pub use auth::{Credential, Principal, Role};
+
+use crate::app::AppState;
+use crate::config::{AuthConfig, Config};
+use crate::crypto::MasterKeyring;
+use crate::error::ApiError;
+use crate::storage::{Db, users};
+use tokens::{AccessTokens, TokenConfig, TokenError};
+
+/// How long an account's role and disabled flag are cached: the bound on how long a
+/// disabled account's unexpired access token keeps working.
+const STATUS_TTL: Duration = Duration::from_secs(30);
+/// How often signing keys are re-read from the database.
+const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// The soonest an unknown `kid` may trigger another reload.
+const KEY_RELOAD_MIN_GAP: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("database error")]
+    Storage(#[from] sqlx::Error),
+    #[error(transparent)]
+    Signing(#[from] signing::SigningError),
+    #[error("invalid token settings")]
+    TokenConfig(#[from] tokens::TokenConfigError),
+    #[error("bootstrap admin: {0}")]
+    Bootstrap(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UserStatus {
+    role: Role,
+    disabled: bool,
+}
+
+/// The identity service shared by every request.
+#[derive(Debug)]
+pub struct Identity {
+    db: Db,
+    keyring: Arc<MasterKeyring>,
+    token_config: TokenConfig,
+    tokens: RwLock<Arc<AccessTokens>>,
+    last_reload: Mutex<Instant>,
+    pub settings: AuthConfig,
+    status: Mutex<HashMap<String, (Instant, Option<UserStatus>)>>,
+}
+
+impl Identity {
+    /// Loads the signing keys (creating the first one on a new installation) and creates the
+    /// bootstrap admin when configured and no account exists yet.
+    pub async fn start(db: &Db, keyring: Arc<MasterKeyring>, config: &Config) -> Result<Self, IdentityError> {
+        let mut token_config = TokenConfig::new(config.token_issuer(), config.auth.audience.clone());
+        token_config.access_ttl = Duration::from_secs(config.auth.access_ttl_secs);
+        let keys = signing::load_or_create(db, &keyring).await?;
+        let tokens = AccessTokens::new(token_config.clone(), keys)?;
+        let identity = Self {
+            db: db.clone(),
+            keyring,
+            token_config,
+            tokens: RwLock::new(Arc::new(tokens)),
+            last_reload: Mutex::new(Instant::now()),
+            settings: config.auth.clone(),
+            status: Mutex::new(HashMap::new()),
+        };
+        if let (Some(email), Some(password)) = (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
+            && users::count(db).await? == 0
+        {
+            accounts::create_admin(db, email, password.clone()).await.map_err(|e| IdentityError::Bootstrap(e))?;
+            tracing::info!("created the bootstrap admin account");
+        }
+        Ok(identity)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn keyring(&self) -> &MasterKeyring {
+        &self.keyring
+    }
+
+    /// The current token issuer/verifier, reloaded from the database when it is stale.
+    pub async fn tokens(&self) -> Arc<AccessTokens> {
+        let stale = self.last_reload.lock().map(|t| t.elapsed() >= KEY_RELOAD_EVERY).unwrap_or(true);
+        if stale {
+            self.reload_keys().await;
+        }
+        self.tokens.read().map(|t| Arc::clone(&t)).unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    /// Re-reads the signing keys; on failure keeps the ones it has and logs why.
+    pub async fn reload_keys(&self) {
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Instant::now();
+        }
+        let keys = match signing::load(&self.db, &self.keyring).await {
+            Ok(Some(keys)) => keys,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "could not reload signing keys");
+                return;
+            }
+        };
+        match AccessTokens::new(self.token_config.clone(), keys) {
+            Ok(tokens) => {
+                if let Ok(mut slot) = self.tokens.write() {
+                    *slot = Arc::new(tokens);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reloaded signing keys are unusable"),
+        }
+    }
+
+    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ApiError> {
+        let claims = match self.tokens().await.verify(token) {
+            Err(TokenError::UnknownKey) => {
+                // Perhaps another node rotated; look once more, but not on every bad token.
+                let gap = self.last_reload.lock().map(|t| t.elapsed()).unwrap_or(KEY_RELOAD_MIN_GAP);
+                if gap >= KEY_RELOAD_MIN_GAP {
+                    self.reload_keys().await;
+                }
+                self.tokens().await.verify(token)
+            }
+            other => other,
+        }
+        .map_err(|e| ApiError::Unauthorized { error: "invalid_token", description: e.description() })?;
+        let status = self.user_status(&claims.sub).await?;
+        let Some(status) = status.filter(|s| !s.disabled) else {
+            return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
+        };
+        Ok(Principal { user_id: claims.sub, role: status.role, credential: Credential::AccessToken { jti: claims.jti } })
+    }
+
+    pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, ApiError> {
+        let key = api_keys::verify(&self.db, token).await?;
+        let status = self.user_status(&key.user_id).await?;
+        let Some(status) = status.filter(|s| !s.disabled) else {
+            return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
+        };
+        let scopes = key.scopes.split_whitespace().map(str::to_owned).collect();
+        Ok(Principal {
+            user_id: key.user_id,
+            role: status.role,
+            credential: Credential::ApiKey { key_id: key.id, scopes },
+        })
+    }
+
+    async fn user_status(&self, user_id: &str) -> Result<Option<UserStatus>, ApiError> {
+        if let Ok(cache) = self.status.lock()
+            && let Some((at, status)) = cache.get(user_id)
+            && at.elapsed() < STATUS_TTL
+        {
+            return Ok(*status);
+        }
+        let status = users::by_id(&self.db, user_id)
+            .await?
+            .map(|u| UserStatus { role: Role::parse(&u.role), disabled: u.disabled_at.is_some() });
+        if let Ok(mut cache) = self.status.lock() {
+            if cache.len() > 100_000 {
+                cache.retain(|_, (at, _)| at.elapsed() < STATUS_TTL);
+            }
+            cache.insert(user_id.to_owned(), (Instant::now(), status));
+        }
+        Ok(status)
+    }
+
+    /// Drops the cached status of an account after a change on this node.
+    pub fn forget_user_status(&self, user_id: &str) {
+        if let Ok(mut cache) = self.status.lock() {
+            cache.remove(user_id);
+        }
+    }
+}
+
+/// SHA-256 hex of a high-entropy secret (refresh token, API key, invite code). A fast hash
+/// is right here: the secrets are 256-bit random, so there is nothing to brute-force.
+pub fn secret_hash(secret: &str) -> String {
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
+}
+
+/// A URL-safe random secret of 256 bits.
+pub fn random_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Identity routes: the public ones, and the protected ones behind [`auth::authenticate`].
+pub fn router(state: &AppState) -> Router<AppState> {
+    let public = Router::new()
+        .route("/v1/auth/register", post(accounts::register))
+        .route("/v1/auth/login", post(accounts::login))
+        .route("/v1/auth/refresh", post(accounts::refresh))
+        .route("/v1/auth/logout", post(accounts::logout))
+        .route("/.well-known/jwks.json", get(signing::jwks));
+    let protected = Router::new()
+        .route("/v1/me", get(accounts::me))
+        .route("/v1/me/password", post(accounts::change_password))
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .route("/v1/admin/users", get(accounts::admin_list_users))
+        .route("/v1/admin/users/{id}/disable", post(accounts::admin_disable))
+        .route("/v1/admin/users/{id}/enable", post(accounts::admin_enable))
+        .route("/v1/admin/invites", post(accounts::admin_invite))
+        .merge(crate::audit::router())
+        .route("/status", get(crate::http::status))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    public.merge(protected)
+}

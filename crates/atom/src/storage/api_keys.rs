@@ -1,0 +1,77 @@
+//! SQL of API keys. Only a SHA-256 of each key's secret is stored; the prefix finds the row.
+
+use super::{Db, Tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub key_hash: String,
+    /// Space-separated.
+    pub scopes: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, user_id, name, prefix, key_hash, scopes, created_at, last_used_at, expires_at, revoked_at";
+
+pub async fn insert(tx: &mut Tx, key: &ApiKeyRow) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(&key.user_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(&key.scopes)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
+pub async fn by_prefix(db: &Db, prefix: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE prefix = $1");
+    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(prefix).fetch_optional(pool).await)
+}
+
+/// The keys of one user, newest first.
+pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 500");
+    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await)
+}
+
+/// Revokes the user's key `id`; false when the user has no such live key.
+pub async fn revoke(tx: &mut Tx, id: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(user_id)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    })
+}
+
+/// Records use, at most once a minute per key so that busy keys do not write on every call.
+pub async fn touch(db: &Db, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    with_pool!(db, |pool| {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
+            .bind(id)
+            .bind(now)
+            .bind(now - 60_000)
+            .execute(pool)
+            .await
+            .map(drop)
+    })
+}

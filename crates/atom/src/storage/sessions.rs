@@ -1,0 +1,88 @@
+//! SQL of refresh tokens. Only a SHA-256 of each token is stored.
+
+use super::Tx;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshRow {
+    pub id: String,
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub async fn insert(tx: &mut Tx, row: &RefreshRow) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, token_hash, family_id, user_id, created_at, expires_at, used_at, \
+             revoked_at, client_addr, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&row.id)
+        .bind(&row.token_hash)
+        .bind(&row.family_id)
+        .bind(&row.user_id)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(row.used_at)
+        .bind(row.revoked_at)
+        .bind(&row.client_addr)
+        .bind(&row.user_agent)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
+/// The token with this hash, locked for the rest of the transaction on PostgreSQL (SQLite's
+/// write lock is already held), so two refreshes of one token run one after the other.
+pub async fn by_hash_for_update(tx: &mut Tx, token_hash: &str) -> Result<Option<RefreshRow>, sqlx::Error> {
+    const COLUMNS: &str = "SELECT id, token_hash, family_id, user_id, created_at, expires_at, used_at, revoked_at, \
+         client_addr, user_agent FROM refresh_tokens WHERE token_hash = $1";
+    match tx {
+        Tx::Sqlite(tx) => sqlx::query_as(COLUMNS).bind(token_hash).fetch_optional(&mut **tx).await,
+        Tx::Postgres(tx) => {
+            let sql = format!("{COLUMNS} FOR UPDATE");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(token_hash).fetch_optional(&mut **tx).await
+        }
+    }
+}
+
+pub async fn mark_used(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}
+
+/// Revokes every live token of a family; returns how many.
+pub async fn revoke_family(tx: &mut Tx, family_id: &str, now: i64) -> Result<u64, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+            .bind(family_id)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}
+
+/// Revokes every live token of a user (password change, account disabled).
+pub async fn revoke_user(tx: &mut Tx, user_id: &str, now: i64) -> Result<u64, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}

@@ -1,0 +1,125 @@
+//! SQL of accounts and invites.
+
+use super::{Db, Tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub password_changed_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, email, password_hash, role, created_at, updated_at, password_changed_at, disabled_at";
+
+pub async fn insert(tx: &mut Tx, user: &UserRow) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, created_at, updated_at, password_changed_at, disabled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(&user.role)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .bind(user.password_changed_at)
+        .bind(user.disabled_at)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
+pub async fn by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
+    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(pool).await)
+}
+
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await)
+}
+
+/// A page of accounts ordered by email, after `after_email` (the cursor).
+pub async fn list(db: &Db, after_email: Option<&str>, limit: i64) -> Result<Vec<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE ($1 IS NULL OR email > $1) ORDER BY email LIMIT $2");
+    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after_email).bind(limit).fetch_all(pool).await)
+}
+
+pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
+    with_pool!(db, |pool| sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool).await)
+}
+
+pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) -> Result<u64, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}
+
+/// Disables (`Some(now)`) or re-enables (`None`) an account.
+pub async fn set_disabled(tx: &mut Tx, id: &str, disabled_at: Option<i64>, now: i64) -> Result<u64, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(disabled_at)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InviteRow {
+    pub code_hash: String,
+    pub created_by: String,
+    pub email: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+pub async fn insert_invite(tx: &mut Tx, invite: &InviteRow) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO invites (code_hash, created_by, email, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&invite.code_hash)
+        .bind(&invite.created_by)
+        .bind(&invite.email)
+        .bind(invite.created_at)
+        .bind(invite.expires_at)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
+/// Marks an unused, unexpired invite used; false when there is none to use.
+pub async fn use_invite(tx: &mut Tx, code_hash: &str, email: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE invites SET used_at = $4, used_by = $3 WHERE code_hash = $1 AND used_at IS NULL \
+             AND expires_at > $4 AND (email IS NULL OR email = $2)",
+        )
+        .bind(code_hash)
+        .bind(email)
+        .bind(user_id)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    })
+}
