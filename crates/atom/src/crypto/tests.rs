@@ -64,7 +64,14 @@ fn each_encryption_uses_fresh_keys_and_nonces() {
     let keyring = keyring();
     let first = keyring.encrypt(&place(), TOKEN).expect("seals");
     let second = keyring.encrypt(&place(), TOKEN).expect("seals");
-    assert_ne!(first[5..], second[5..]);
+    // Wrap nonce, wrapped data key, data nonce, and the ciphertext itself all differ.
+    for (start, end) in [(5, 17), (17, 65), (65, 77), (77, first.len())] {
+        assert_ne!(
+            first[start..end],
+            second[start..end],
+            "bytes {start}..{end}"
+        );
+    }
 }
 
 #[test]
