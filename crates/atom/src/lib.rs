@@ -10,6 +10,7 @@
 //! - [`app`]: [`Application`] (bind, serve, shut down) and the handlers' [`AppState`].
 //! - [`http`]: the operational routes, the OpenAPI document and the middleware stack.
 //! - [`error`]: [`ApiError`] and its RFC 9457 problem+json form.
+//! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod shutdown;
