@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 
 use crate::cache::Redis;
 use crate::config::{Config, ConfigError};
+use crate::crypto::{CryptoError, MasterKeyring};
 use crate::error::ErrorChain;
+use crate::identity::{Identity, IdentityError};
 use crate::storage::{Db, MigrationState, StorageError};
 use crate::{http, telemetry};
 
@@ -27,6 +29,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub redis: Option<Arc<Redis>>,
+    pub identity: Arc<Identity>,
     pub metrics: PrometheusHandle,
     /// Set when shutdown begins; `/ready` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
@@ -49,6 +52,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the master key could not be loaded")]
+    MasterKey(#[source] CryptoError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("redis.url is not usable")]
     Redis(#[source] redis::RedisError),
     #[error("the HTTP server failed")]
@@ -89,6 +96,8 @@ impl Application {
             }
         }
         let instance_id: Arc<str> = db.instance_id().await.map_err(StorageError::Query)?.into();
+        let keyring = Arc::new(load_keyring(&config)?);
+        let identity = Arc::new(Identity::start(&db, keyring, &config).await?);
         let redis = match &config.redis.url {
             Some(url) => {
                 let timeout = Duration::from_millis(config.http.ready_check_timeout_ms);
@@ -103,6 +112,7 @@ impl Application {
             config: Arc::new(config),
             db,
             redis,
+            identity,
             metrics: telemetry::metrics_handle(),
             draining: Arc::new(AtomicBool::new(false)),
             started_at: Instant::now(),
@@ -130,7 +140,8 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let Self { listener, state, routes } = self;
         let config = Arc::clone(&state.config);
-        let app = http::with_middleware(http::router().merge(routes), &config).with_state(state.clone());
+        let routes = http::router().merge(crate::identity::router(&state)).merge(routes);
+        let app = http::with_middleware(routes, &config).with_state(state.clone());
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
             database = state.db.kind(),
@@ -185,4 +196,25 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The master keyring: `master_key` (ATOM_MASTER_KEY), else `master_key_file`, else the key
+/// file in the data directory, generated on first start with a warning.
+pub fn load_keyring(config: &Config) -> Result<MasterKeyring, StartError> {
+    use secrecy::ExposeSecret;
+    if let Some(key) = &config.master_key {
+        return MasterKeyring::from_env_value(key.expose_secret()).map_err(StartError::MasterKey);
+    }
+    if let Some(path) = &config.master_key_file {
+        return MasterKeyring::load(path).map_err(StartError::MasterKey);
+    }
+    let (keyring, generated) = MasterKeyring::load_or_generate(&config.data_dir).map_err(StartError::MasterKey)?;
+    if generated {
+        tracing::warn!(
+            path = %config.data_dir.join(crate::crypto::KEY_FILE_NAME).display(),
+            "generated a new master key in the data directory; back it up separately from the database, \
+             or set ATOM_MASTER_KEY / ATOM_MASTER_KEY_FILE"
+        );
+    }
+    Ok(keyring)
 }

@@ -11,17 +11,21 @@
 //! - [`http`]: the operational routes, the OpenAPI document and the middleware stack.
 //! - [`error`]: [`ApiError`] and its RFC 9457 problem+json form.
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
+//! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
+//! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
 
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

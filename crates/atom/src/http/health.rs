@@ -6,12 +6,11 @@
 //! `http.ready_check_timeout_ms`, and turns 503 the moment shutdown begins.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -19,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
+use crate::identity::Principal;
 use crate::storage::PoolStats;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -136,20 +136,15 @@ async fn timed(timeout: Duration, check: impl Future<Output = Result<(), String>
     }
 }
 
-/// The operator's view: version, uptime, backends, pool statistics and limits. Until
-/// accounts exist it answers only to clients on the loopback interface.
-#[utoipa::path(get, path = "/status", tag = "operations",
+/// The operator's view: version, uptime, backends, pool statistics and limits. Admins only.
+#[utoipa::path(get, path = "/status", tag = "operations", security(("bearer" = [])),
     responses(
         (status = 200, description = "Server status", body = StatusResponse),
-        (status = 403, description = "Not a loopback client", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn status(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Result<Json<StatusResponse>, ApiError> {
-    if !peer.ip().is_loopback() {
-        return Err(ApiError::Forbidden("/status answers only to loopback clients.".to_owned()));
-    }
+pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<StatusResponse>, ApiError> {
+    principal.require_admin()?;
     let config = &state.config;
     Ok(Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION"),

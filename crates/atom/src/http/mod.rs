@@ -17,7 +17,7 @@ use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
-pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse};
+pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
 use crate::app::AppState;
 use crate::config::Config;
@@ -28,7 +28,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/status", get(health::status))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::serve))
 }
@@ -47,4 +46,19 @@ pub fn with_middleware(routes: Router<AppState>, config: &Config) -> Router<AppS
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::finalize_problems))
         .layer(axum::middleware::from_fn(middleware::observe))
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }

@@ -1,0 +1,469 @@
+//! Account routes: register, login, refresh, logout, the caller's own account, and the
+//! admin's view of every account. Request bodies reject unknown fields; every failing field
+//! is reported at once.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{Principal, Role};
+use super::{passwords, random_secret, secret_hash, sessions, throttle};
+use crate::app::AppState;
+use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::config::Registration;
+use crate::error::{ApiError, FieldError};
+use crate::http::rfc3339;
+use crate::storage::users::{self as sql, InviteRow, UserRow};
+use crate::storage::{Db, sessions as session_sql, now_ms};
+
+/// An email address, trimmed and lower-cased, checked for a plausible shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let email = raw.trim().to_lowercase();
+        let invalid = || FieldError::new("email", "must be an email address");
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        if local.is_empty() || local.len() > 64 || domain.contains('@') || !domain.contains('.') {
+            return Err(invalid());
+        }
+        if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+            return Err(invalid());
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An account as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub role: Role,
+    pub created_at: String,
+    pub disabled: bool,
+}
+
+impl From<&UserRow> for UserView {
+    fn from(u: &UserRow) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            role: Role::parse(&u.role),
+            created_at: rfc3339(u.created_at),
+            disabled: u.disabled_at.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub invite_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// A new session: a short-lived access token and the refresh token that renews it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_expires_in: u64,
+    pub user: UserView,
+}
+
+/// Creates an account with `role`, checking the email and the password policy.
+async fn create_account(
+    db: &Db,
+    email: &str,
+    password: SecretString,
+    role: Role,
+    invite: Option<&str>,
+    actor: Actor,
+    context: &RequestContext,
+) -> Result<UserRow, ApiError> {
+    use secrecy::ExposeSecret;
+    let mut errors = Vec::new();
+    let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
+    errors.extend(passwords::check_policy(
+        "password",
+        password.expose_secret(),
+        email.as_ref().map_or("", Email::as_str),
+    ));
+    let Some(email) = email.filter(|_| errors.is_empty()) else { return Err(ApiError::Validation(errors)) };
+    let password_hash = passwords::hash(password).await.map_err(ApiError::internal)?;
+    let now = now_ms();
+    let user = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.as_str().to_owned(),
+        password_hash,
+        role: role.as_str().to_owned(),
+        created_at: now,
+        updated_at: now,
+        password_changed_at: now,
+        disabled_at: None,
+    };
+    let mut tx = db.begin().await?;
+    if let Some(code) = invite
+        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
+    {
+        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    }
+    sql::insert(&mut tx, &user).await.map_err(|e| match ApiError::from(e) {
+        ApiError::Conflict { .. } => ApiError::Conflict {
+            field: "email".to_owned(),
+            message: "is already registered".to_owned(),
+        },
+        other => other,
+    })?;
+    let event = AuditEvent::new(actor, "account.created", Outcome::Success, context)
+        .target(user.id.clone())
+        .details(serde_json::json!({ "role": role.as_str(), "invited": invite.is_some() }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Creates an admin account (for `atom admin create` and the bootstrap admin).
+pub async fn create_admin(db: &Db, email: &str, password: SecretString) -> Result<UserRow, String> {
+    create_account(db, email, password, Role::Admin, None, Actor::System, &RequestContext::default())
+        .await
+        .map_err(|e| match e {
+            ApiError::Validation(errors) => {
+                errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
+            }
+            ApiError::Conflict { .. } => "an account with this email exists".to_owned(),
+            other => crate::error::ErrorChain(&other).to_string(),
+        })
+}
+
+#[utoipa::path(post, path = "/v1/auth/register", tag = "identity", request_body = RegisterRequest,
+    responses((status = 201, body = UserView), (status = 403, description = "Registration is off"),
+        (status = 409, description = "Email taken"), (status = 422, description = "Invalid fields")))]
+pub async fn register(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(body): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let invite = match state.identity.settings.registration {
+        Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
+        Registration::Open => None,
+        Registration::Invite => Some(body.invite_code.as_deref().ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new("invite_code", "is required to register")])
+        })?),
+    };
+    let user = create_account(
+        &state.db,
+        &body.email,
+        SecretString::from(body.password),
+        Role::User,
+        invite,
+        Actor::Anonymous,
+        &context,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+async fn token_response(
+    state: &AppState,
+    user: &UserRow,
+    refresh_token: String,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let tokens = state.identity.tokens().await;
+    let (access_token, claims) = tokens.issue(&user.id, vec![user.role.clone()], None).map_err(ApiError::internal)?;
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: claims.exp.saturating_sub(claims.iat),
+        refresh_token,
+        refresh_expires_in: state.identity.settings.refresh_ttl_secs,
+        user: UserView::from(user),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "identity", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "Wrong email or password"),
+        (status = 429, description = "Locked after repeated failures")))]
+pub async fn login(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let settings = &state.identity.settings;
+    let email = body.email.trim().to_lowercase();
+    let account_key = throttle::account_key(&email);
+    let mut keys = vec![(account_key.clone(), settings.lockout_threshold)];
+    if let Some(addr) = throttle::addr_key(&context) {
+        keys.push((addr, settings.lockout_addr_threshold));
+    }
+    let key_names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+    throttle::check(&state.db, &key_names, now_ms()).await?;
+
+    let user = if email.len() <= 254 { sql::by_email(&state.db, &email).await? } else { None };
+    let password = SecretString::from(body.password);
+    let verified = passwords::verify(user.as_ref().map(|u| u.password_hash.clone()), password)
+        .await
+        .map_err(ApiError::internal)?;
+    let enabled = user.as_ref().is_some_and(|u| u.disabled_at.is_none());
+
+    let mut tx = state.db.begin().await?;
+    let Some(user) = user.filter(|_| verified && enabled) else {
+        let failures = throttle::record_failure(&mut tx, settings, &keys, now_ms(), &context).await?;
+        let event = AuditEvent::new(Actor::Anonymous, "auth.login", Outcome::Failure, &context)
+            .details(serde_json::json!({ "account_key": secret_hash(&account_key)[..16] }));
+        audit::record(&mut tx, event).await?;
+        tx.commit().await?;
+        tokio::time::sleep(throttle::slowdown(failures)).await;
+        return Err(ApiError::Unauthorized { error: "", description: "Wrong email or password." });
+    };
+    throttle::clear(&mut tx, &account_key).await?;
+    let refresh_token = sessions::issue(&mut tx, settings, &user.id, None, &context).await?;
+    audit::record(&mut tx, AuditEvent::new(Actor::User(user.id.clone()), "auth.login", Outcome::Success, &context))
+        .await?;
+    tx.commit().await?;
+    token_response(&state, &user, refresh_token).await
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "identity", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "Invalid, expired, revoked or reused")))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let (user_id, refresh_token) =
+        sessions::rotate(&state.db, &state.identity.settings, &body.refresh_token, &context).await?;
+    let user = sql::by_id(&state.db, &user_id).await?.filter(|u| u.disabled_at.is_none()).ok_or(
+        ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." },
+    )?;
+    token_response(&state, &user, refresh_token).await
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "identity", request_body = RefreshRequest,
+    responses((status = 204, description = "The session (refresh-token family) is revoked")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(body): Json<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    sessions::revoke(&state.db, &body.refresh_token, &context).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/me", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, description = "Not authenticated")))]
+pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<UserView>, ApiError> {
+    let user = sql::by_id(&state.db, &principal.user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(UserView::from(&user)))
+}
+
+#[utoipa::path(post, path = "/v1/me/password", tag = "identity", security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses((status = 204, description = "Changed; every session is signed out"),
+        (status = 422, description = "Wrong current password or weak new one")))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Json(body): Json<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let user = sql::by_id(&state.db, &principal.user_id).await?.ok_or(ApiError::NotFound)?;
+    let mut errors = passwords::check_policy("new_password", &body.new_password, &user.email);
+    let current_ok = passwords::verify(Some(user.password_hash.clone()), SecretString::from(body.current_password))
+        .await
+        .map_err(ApiError::internal)?;
+    if !current_ok {
+        errors.insert(0, FieldError::new("current_password", "is not the current password"));
+    }
+    if !errors.is_empty() {
+        audit::record_alone(
+            &state.db,
+            AuditEvent::new(principal.actor(), "account.password_changed", Outcome::Failure, &context)
+                .target(user.id.clone()),
+        )
+        .await?;
+        return Err(ApiError::Validation(errors));
+    }
+    let hash = passwords::hash(SecretString::from(body.new_password)).await.map_err(ApiError::internal)?;
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    sql::set_password(&mut tx, &user.id, &hash, now).await?;
+    let revoked = session_sql::revoke_user(&mut tx, &user.id, now).await?;
+    let event = AuditEvent::new(principal.actor(), "account.password_changed", Outcome::Success, &context)
+        .target(user.id.clone())
+        .details(serde_json::json!({ "revoked_sessions": revoked }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 200; default 50.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub users: Vec<UserView>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = UserPage), (status = 403, description = "Not an admin")))]
+pub async fn admin_list_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<UserPage>, ApiError> {
+    principal.require_admin()?;
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::Validation(vec![FieldError::new("limit", "must be between 1 and 200")]));
+    }
+    let rows = sql::list(&state.db, page.cursor.as_deref(), i64::from(limit) + 1).await?;
+    let more = rows.len() > limit as usize;
+    let users: Vec<UserView> = rows.iter().take(limit as usize).map(UserView::from).collect();
+    let next_cursor = if more { users.last().map(|u| u.email.clone()) } else { None };
+    Ok(Json(UserPage { users, next_cursor }))
+}
+
+async fn set_disabled(state: &AppState, principal: &Principal, context: &RequestContext, id: &str, disable: bool) -> Result<Json<UserView>, ApiError> {
+    principal.require_admin()?;
+    if disable && id == principal.user_id {
+        return Err(ApiError::BadRequest("An admin cannot disable their own account.".to_owned()));
+    }
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    if sql::set_disabled(&mut tx, id, disable.then_some(now), now).await? == 0 {
+        return Err(ApiError::NotFound);
+    }
+    let revoked = if disable { session_sql::revoke_user(&mut tx, id, now).await? } else { 0 };
+    let action = if disable { "account.disabled" } else { "account.enabled" };
+    let event = AuditEvent::new(principal.actor(), action, Outcome::Success, context)
+        .target(id.to_owned())
+        .details(serde_json::json!({ "revoked_sessions": revoked }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    state.identity.forget_user_status(id);
+    let user = sql::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(UserView::from(&user)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = UserView), (status = 404)))]
+pub async fn admin_disable(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    set_disabled(&state, &principal, &context, &id, true).await
+}
+
+#[utoipa::path(post, path = "/v1/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = UserView), (status = 404)))]
+pub async fn admin_enable(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    set_disabled(&state, &principal, &context, &id, false).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// Restrict the invite to this email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// 1 to 720 hours; default 72.
+    #[serde(default)]
+    pub ttl_hours: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InviteResponse {
+    /// Shown once.
+    pub invite_code: String,
+    pub expires_at: String,
+}
+
+#[utoipa::path(post, path = "/v1/admin/invites", tag = "admin", security(("bearer" = [])), request_body = InviteRequest,
+    responses((status = 201, body = InviteResponse)))]
+pub async fn admin_invite(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Json(body): Json<InviteRequest>,
+) -> Result<(StatusCode, Json<InviteResponse>), ApiError> {
+    principal.require_admin()?;
+    let mut errors = Vec::new();
+    let email = body.email.as_deref().map(Email::parse).transpose().map_err(|e| errors.push(e)).ok().flatten();
+    let ttl_hours = body.ttl_hours.unwrap_or(72);
+    if !(1..=720).contains(&ttl_hours) {
+        errors.push(FieldError::new("ttl_hours", "must be between 1 and 720"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let code = format!("atom_inv_{}", random_secret());
+    let now = now_ms();
+    let invite = InviteRow {
+        code_hash: secret_hash(&code),
+        created_by: principal.user_id.clone(),
+        email: email.map(|e| e.as_str().to_owned()),
+        created_at: now,
+        expires_at: now + i64::from(ttl_hours) * 3_600_000,
+        used_at: None,
+    };
+    let mut tx = state.db.begin().await?;
+    sql::insert_invite(&mut tx, &invite).await?;
+    let event = AuditEvent::new(principal.actor(), "account.invite_created", Outcome::Success, &context)
+        .details(serde_json::json!({ "email": invite.email, "ttl_hours": ttl_hours }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(InviteResponse { invite_code: code, expires_at: rfc3339(invite.expires_at) })))
+}

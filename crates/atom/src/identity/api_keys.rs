@@ -1,0 +1,182 @@
+//! API keys for machine clients (the agent workers): `atom_sk_<prefix>_<secret>`, shown once
+//! at creation, stored as SHA-256, found by their prefix, compared in constant time, acting
+//! as their owner within their scopes.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use super::auth::Principal;
+use super::{random_secret, secret_hash};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, Outcome, RequestContext};
+use crate::error::{ApiError, FieldError};
+use crate::http::rfc3339;
+use crate::storage::api_keys::{self as sql, ApiKeyRow};
+use crate::storage::{Db, now_ms};
+
+pub const API_KEY_PREFIX: &str = "atom_sk_";
+/// Scopes a key may carry. `api` is the ordinary API as its owner; `admin` additionally
+/// allows admin routes when the owner is an admin.
+pub const SCOPES: &[&str] = &["api", "admin"];
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// 1 to 100 printable characters.
+    pub name: String,
+    /// Default `["api"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Days until the key stops working, 1 to 3650; none means no expiry.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    /// The non-secret start of the key, to recognise it by.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked: bool,
+}
+
+impl From<&ApiKeyRow> for ApiKeyView {
+    fn from(k: &ApiKeyRow) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: format!("{API_KEY_PREFIX}{}", k.prefix),
+            scopes: k.scopes.split_whitespace().map(str::to_owned).collect(),
+            created_at: rfc3339(k.created_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            expires_at: k.expires_at.map(rfc3339),
+            revoked: k.revoked_at.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The whole key. It is shown only this once.
+    pub key: String,
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::Unauthorized { error: "invalid_token", description: "The API key is invalid, expired or revoked." }
+}
+
+/// Finds and checks the key `presented`, recording its use.
+pub async fn verify(db: &Db, presented: &str) -> Result<ApiKeyRow, ApiError> {
+    let rest = presented.strip_prefix(API_KEY_PREFIX).ok_or_else(invalid_key)?;
+    let (prefix, _) = rest.split_once('_').ok_or_else(invalid_key)?;
+    if prefix.len() != 12 || presented.len() > 128 {
+        return Err(invalid_key());
+    }
+    let key = sql::by_prefix(db, prefix).await?.ok_or_else(invalid_key)?;
+    let matches: bool = secret_hash(presented).as_bytes().ct_eq(key.key_hash.as_bytes()).into();
+    let now = now_ms();
+    if !matches || key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
+        return Err(invalid_key());
+    }
+    sql::touch(db, &key.id, now).await?;
+    Ok(key)
+}
+
+#[utoipa::path(post, path = "/v1/api-keys", tag = "identity", security(("bearer" = [])), request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 422, description = "Invalid fields")))]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Json(body): Json<CreateApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    let mut errors = Vec::new();
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        errors.push(FieldError::new("name", "must be 1 to 100 printable characters"));
+    }
+    let scopes = body.scopes.unwrap_or_else(|| vec!["api".to_owned()]);
+    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        errors.push(FieldError::new("scopes", format!("must be a non-empty list of {}", SCOPES.join(", "))));
+    }
+    if scopes.iter().any(|s| s == "admin") && principal.require_admin().is_err() {
+        errors.push(FieldError::new("scopes", "admin needs an admin account"));
+    }
+    if body.expires_in_days.is_some_and(|d| !(1..=3650).contains(&d)) {
+        errors.push(FieldError::new("expires_in_days", "must be between 1 and 3650"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    // A key made with an API key cannot carry more than that key's scopes.
+    if let super::Credential::ApiKey { scopes: own, .. } = &principal.credential
+        && scopes.iter().any(|s| !own.contains(s))
+    {
+        return Err(ApiError::Forbidden("A key cannot grant scopes its creator lacks.".to_owned()));
+    }
+
+    let prefix: String = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let key = format!("{API_KEY_PREFIX}{prefix}_{}", random_secret());
+    let now = now_ms();
+    let row = ApiKeyRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: principal.user_id.clone(),
+        name: name.to_owned(),
+        prefix,
+        key_hash: secret_hash(&key),
+        scopes: scopes.join(" "),
+        created_at: now,
+        last_used_at: None,
+        expires_at: body.expires_in_days.map(|d| now + i64::from(d) * 86_400_000),
+        revoked_at: None,
+    };
+    let mut tx = state.db.begin().await?;
+    sql::insert(&mut tx, &row).await?;
+    let event = AuditEvent::new(principal.actor(), "api_key.created", Outcome::Success, &context)
+        .target(row.id.clone())
+        .details(serde_json::json!({ "name": row.name, "scopes": scopes }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, api_key: ApiKeyView::from(&row) })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKeyView>,
+}
+
+#[utoipa::path(get, path = "/v1/api-keys", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, body = ApiKeyList)))]
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<ApiKeyList>, ApiError> {
+    let rows = sql::list_for_user(&state.db, &principal.user_id).await?;
+    Ok(Json(ApiKeyList { api_keys: rows.iter().map(ApiKeyView::from).collect() }))
+}
+
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "identity", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.db.begin().await?;
+    if !sql::revoke(&mut tx, &id, &principal.user_id, now_ms()).await? {
+        return Err(ApiError::NotFound);
+    }
+    let event = AuditEvent::new(principal.actor(), "api_key.revoked", Outcome::Success, &context).target(id);
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
