@@ -10,6 +10,7 @@
 //! - [`app`]: [`Application`] (bind, serve, shut down) and the handlers' [`AppState`].
 //! - [`http`]: the operational routes, the OpenAPI document and the middleware stack.
 //! - [`error`]: [`ApiError`] and its RFC 9457 problem+json form.
+//! - [`identity`]: who the caller is: access tokens (EdDSA JWTs) and their signing keys.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
