@@ -22,6 +22,8 @@ mod error;
 mod header;
 mod keys;
 
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
