@@ -3,18 +3,19 @@
 //! (JWT best current practice).
 //!
 //! A token is a compact JWS signed with Ed25519: header `{"alg":"EdDSA","typ":"at+jwt",
-//! "kid":…}`, claims [`AccessClaims`]. Verification accepts exactly what issuing produces:
+//! "kid":…}`, claims [`AccessClaims`]. Verification accepts a token only if it has
+//! all of:
 //!
 //! 1. at most [`MAX_TOKEN_BYTES`], three base64url segments, a header that is one JSON
 //!    object, `alg` exactly `EdDSA`, no `crit`, `typ` `at+jwt` or `application/at+jwt`;
 //! 2. a `kid` naming one of our keys (current or not yet retired), looked up in our keyset
 //!    only, so the key and the algorithm come from us and never from the token;
 //! 3. the signature, checked by `jsonwebtoken` with the algorithm pinned to EdDSA;
-//! 4. `iss` and `aud` equal to ours, `exp`, `nbf` and `iat` within the leeway, and every
+//! 4. `iss` equal to ours, `aud` naming ours, `exp`, `nbf` and `iat` within the leeway, every
 //!    registered claim present (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`).
 //!
 //! Invariants: an [`AccessClaims`] returned by [`AccessTokens::verify`] came from a token that
-//! passed all of the above; private key material never leaves [`keys`] except through
+//! passed all of the above; private key material never leaves this module except through
 //! [`SigningKey::to_bytes`], for encrypted storage. Persistence of keys, revocation lists and
 //! the HTTP mapping (every [`TokenError`] is a 401) belong to the callers.
 
