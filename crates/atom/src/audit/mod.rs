@@ -7,7 +7,7 @@
 //! back together. Invariant: no secret, token or password is ever passed in; callers record
 //! ids and names only.
 
-mod routes;
+pub mod routes;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -23,7 +23,10 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     User(String),
-    ApiKey { key_id: String, user_id: String },
+    ApiKey {
+        key_id: String,
+        user_id: String,
+    },
     System,
     /// An unauthenticated client, e.g. a failed login.
     Anonymous,
@@ -151,9 +154,15 @@ fn chain_hash(prev_hash: &str, row: &NewAuditRow) -> String {
 /// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
-    Intact { rows: u64 },
+    Intact {
+        rows: u64,
+    },
     /// The first row whose link or content does not hold.
-    Broken { seq: i64, rows_checked: u64, reason: &'static str },
+    Broken {
+        seq: i64,
+        rows_checked: u64,
+        reason: &'static str,
+    },
 }
 
 /// Walks the whole chain in order, a page at a time.
@@ -168,10 +177,18 @@ pub async fn verify(db: &Db) -> Result<Verification, sqlx::Error> {
         }
         for row in page {
             if row.prev_hash != prev {
-                return Ok(Verification::Broken { seq: row.seq, rows_checked: checked, reason: "link to the previous row broken" });
+                return Ok(Verification::Broken {
+                    seq: row.seq,
+                    rows_checked: checked,
+                    reason: "link to the previous row broken",
+                });
             }
             if chain_hash(&prev, &as_new(&row)) != row.hash {
-                return Ok(Verification::Broken { seq: row.seq, rows_checked: checked, reason: "content does not match its hash" });
+                return Ok(Verification::Broken {
+                    seq: row.seq,
+                    rows_checked: checked,
+                    reason: "content does not match its hash",
+                });
             }
             prev = row.hash;
             after = row.seq;

@@ -46,12 +46,7 @@ pub struct Aad<'a> {
 
 impl<'a> Aad<'a> {
     pub fn new(table: &'a str, column: &'a str, row_id: &'a str, owner: &'a str) -> Self {
-        Self {
-            table,
-            column,
-            row_id,
-            owner,
-        }
+        Self { table, column, row_id, owner }
     }
 
     /// `label ‖ format version ‖ [key version] ‖ (length ‖ bytes) for each field`.
@@ -96,18 +91,10 @@ impl<'a> Envelope<'a> {
         }
         let too_short = || CryptoError::Malformed("too short");
         let (version, rest) = rest.split_first_chunk::<4>().ok_or_else(too_short)?;
-        let (wrap_nonce, rest) = rest
-            .split_first_chunk::<NONCE_LEN>()
-            .ok_or_else(too_short)?;
+        let (wrap_nonce, rest) = rest.split_first_chunk::<NONCE_LEN>().ok_or_else(too_short)?;
         let (wrapped_key, rest) = rest.split_first_chunk::<KEY_LEN>().ok_or_else(too_short)?;
         let (wrap_tag, sealed_data) = rest.split_first_chunk::<TAG_LEN>().ok_or_else(too_short)?;
-        Ok(Self {
-            key_version: u32::from_be_bytes(*version),
-            wrap_nonce,
-            wrapped_key,
-            wrap_tag,
-            sealed_data,
-        })
+        Ok(Self { key_version: u32::from_be_bytes(*version), wrap_nonce, wrapped_key, wrap_tag, sealed_data })
     }
 
     /// Opens the wrapped data key with the master key named by [`Self::key_version`].
@@ -129,28 +116,16 @@ impl<'a> Envelope<'a> {
     }
 
     /// Opens the data with its unwrapped data key.
-    pub fn open_data(
-        &self,
-        data_key: &[u8; KEY_LEN],
-        aad: &Aad<'_>,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn open_data(&self, data_key: &[u8; KEY_LEN], aad: &Aad<'_>) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let too_short = || CryptoError::Malformed("too short");
-        let (nonce, rest) = self
-            .sealed_data
-            .split_first_chunk::<NONCE_LEN>()
-            .ok_or_else(too_short)?;
+        let (nonce, rest) = self.sealed_data.split_first_chunk::<NONCE_LEN>().ok_or_else(too_short)?;
         let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or_else(too_short)?;
         // Decrypted in place in a zeroizing buffer, so that neither the plaintext nor anything
         // written before a failed tag check outlives this call unwiped.
         let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
         plaintext.extend_from_slice(ciphertext);
         Aes256Gcm::new(data_key.into())
-            .decrypt_in_place_detached(
-                nonce.into(),
-                &aad.encode(DATA_LABEL, None),
-                &mut plaintext,
-                tag.into(),
-            )
+            .decrypt_in_place_detached(nonce.into(), &aad.encode(DATA_LABEL, None), &mut plaintext, tag.into())
             .map_err(|_| CryptoError::Authentication)?;
         Ok(plaintext)
     }
@@ -234,18 +209,14 @@ fn write_wrapped_key(
 /// A fresh random 256-bit key in a zeroizing buffer.
 pub(super) fn random_key() -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    OsRng
-        .try_fill_bytes(key.as_mut_slice())
-        .map_err(CryptoError::Random)?;
+    OsRng.try_fill_bytes(key.as_mut_slice()).map_err(CryptoError::Random)?;
     Ok(key)
 }
 
 /// Random bytes that are not secret (nonces, file name suffixes).
 pub(super) fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut bytes = [0u8; N];
-    OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(CryptoError::Random)?;
+    OsRng.try_fill_bytes(&mut bytes).map_err(CryptoError::Random)?;
     Ok(bytes)
 }
 
@@ -261,9 +232,7 @@ pub fn to_base64(stored: &[u8]) -> String {
 
 /// The stored form back from [`to_base64`]'s text. Its contents are checked on decryption.
 pub fn from_base64(text: &str) -> Result<Vec<u8>, CryptoError> {
-    STANDARD
-        .decode(text)
-        .map_err(|_| CryptoError::Malformed("not valid base64"))
+    STANDARD.decode(text).map_err(|_| CryptoError::Malformed("not valid base64"))
 }
 
 #[cfg(test)]
@@ -271,10 +240,7 @@ mod tests {
     use super::*;
 
     fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
-            .collect()
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits")).collect()
     }
 
     /// Test Case 16 of McGrew and Viega, "The Galois/Counter Mode of Operation (GCM)"
@@ -283,12 +249,9 @@ mod tests {
     /// right: key, nonce, AAD and the detached tag each reach the place they should.
     #[test]
     fn aes_256_gcm_matches_gcm_spec_test_case_16() {
-        let key: [u8; 32] = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
-            .try_into()
-            .expect("32 bytes");
-        let nonce: [u8; 12] = hex("cafebabefacedbaddecaf888")
-            .try_into()
-            .expect("12 bytes");
+        let key: [u8; 32] =
+            hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308").try_into().expect("32 bytes");
+        let nonce: [u8; 12] = hex("cafebabefacedbaddecaf888").try_into().expect("12 bytes");
         let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
         let plaintext = hex(concat!(
             "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72",
@@ -302,15 +265,11 @@ mod tests {
 
         let cipher = Aes256Gcm::new((&key).into());
         let mut buffer = plaintext.clone();
-        let tag = cipher
-            .encrypt_in_place_detached((&nonce).into(), &aad, &mut buffer)
-            .expect("seals");
+        let tag = cipher.encrypt_in_place_detached((&nonce).into(), &aad, &mut buffer).expect("seals");
         assert_eq!(buffer, expected_ciphertext);
         assert_eq!(tag[..], expected_tag[..]);
 
-        cipher
-            .decrypt_in_place_detached((&nonce).into(), &aad, &mut buffer, &tag)
-            .expect("opens");
+        cipher.decrypt_in_place_detached((&nonce).into(), &aad, &mut buffer, &tag).expect("opens");
         assert_eq!(buffer, plaintext);
     }
 
@@ -321,10 +280,7 @@ mod tests {
         assert_ne!(a.encode(DATA_LABEL, None), b.encode(DATA_LABEL, None));
         let moved = Aad::new("t", "c", "1", "");
         let moved_too = Aad::new("t", "c", "", "1");
-        assert_ne!(
-            moved.encode(DATA_LABEL, None),
-            moved_too.encode(DATA_LABEL, None)
-        );
+        assert_ne!(moved.encode(DATA_LABEL, None), moved_too.encode(DATA_LABEL, None));
         assert_ne!(a.encode(DATA_LABEL, None), a.encode(WRAP_LABEL, None));
         assert_ne!(a.encode(WRAP_LABEL, Some(1)), a.encode(WRAP_LABEL, Some(2)));
     }
@@ -343,33 +299,20 @@ mod tests {
 
     #[test]
     fn parse_names_what_is_wrong() {
-        assert!(matches!(
-            Envelope::parse(&[]),
-            Err(CryptoError::Malformed("empty"))
-        ));
-        assert!(matches!(
-            Envelope::parse(&[2; 100]),
-            Err(CryptoError::Malformed("unknown format version"))
-        ));
+        assert!(matches!(Envelope::parse(&[]), Err(CryptoError::Malformed("empty"))));
+        assert!(matches!(Envelope::parse(&[2; 100]), Err(CryptoError::Malformed("unknown format version"))));
         let mut short = vec![FORMAT_VERSION];
         short.resize(MIN_STORED_LEN - 1, 0);
-        assert!(matches!(
-            Envelope::parse(&short),
-            Err(CryptoError::Malformed("too short"))
-        ));
+        assert!(matches!(Envelope::parse(&short), Err(CryptoError::Malformed("too short"))));
         short.push(0);
         assert!(Envelope::parse(&short).is_ok());
     }
 
     #[test]
     fn base64_text_round_trips() {
-        let stored =
-            seal(1, &[9u8; KEY_LEN], &Aad::new("t", "c", "r", "o"), b"token").expect("seals");
+        let stored = seal(1, &[9u8; KEY_LEN], &Aad::new("t", "c", "r", "o"), b"token").expect("seals");
         let text = to_base64(&stored);
         assert_eq!(from_base64(&text).expect("decodes"), stored);
-        assert!(matches!(
-            from_base64("not base64!"),
-            Err(CryptoError::Malformed(_))
-        ));
+        assert!(matches!(from_base64("not base64!"), Err(CryptoError::Malformed(_))));
     }
 }

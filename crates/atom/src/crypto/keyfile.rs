@@ -100,10 +100,7 @@ impl MasterKeyring {
             _ => Path::new("."),
         };
         let Some(name) = path.file_name() else {
-            return Err(CryptoError::KeyFile {
-                path: path.to_owned(),
-                reason: "is not a file path".to_owned(),
-            });
+            return Err(CryptoError::KeyFile { path: path.to_owned(), reason: "is not a file path".to_owned() });
         };
         // A random suffix, so that a temporary file left by a crash never blocks the next save.
         let suffix = u64::from_be_bytes(random_bytes()?);
@@ -122,9 +119,7 @@ impl MasterKeyring {
 
     /// The key file text. Zeroizing, and reserved up front so that no reallocation copies it.
     fn to_text(&self) -> Zeroizing<String> {
-        let mut text = Zeroizing::new(String::with_capacity(
-            HEADER.len() + 32 + 64 * self.versions().count(),
-        ));
+        let mut text = Zeroizing::new(String::with_capacity(HEADER.len() + 32 + 64 * self.versions().count()));
         text.push_str(HEADER);
         text.push_str(&format!("primary = {}\n", self.primary_version()));
         for (version, key) in self.keys() {
@@ -139,28 +134,19 @@ impl MasterKeyring {
 /// Checks the open file's permissions (of the file opened, not of a path that could change
 /// in between), then reads and parses it.
 fn read_key_file(mut file: File, path: &Path) -> Result<MasterKeyring, CryptoError> {
-    let invalid = |reason: &str| CryptoError::KeyFile {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| CryptoError::KeyFile { path: path.to_owned(), reason: reason.to_owned() };
     let metadata = file.metadata().map_err(io_error("inspect", path))?;
     if !metadata.is_file() {
         return Err(invalid("is not a regular file"));
     }
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(CryptoError::InsecureKeyFile {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(CryptoError::InsecureKeyFile { path: path.to_owned(), mode });
     }
     // Room for the whole limit up front, so that reading never reallocates (and so never
     // leaves a copy of the keys behind); one byte more tells an oversized file.
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_FILE_LEN + 1));
-    (&mut file)
-        .take(MAX_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error("read", path))?;
+    (&mut file).take(MAX_FILE_LEN as u64 + 1).read_to_end(&mut bytes).map_err(io_error("read", path))?;
     if bytes.len() > MAX_FILE_LEN {
         return Err(invalid("is larger than 64 KiB, too large for a key file"));
     }
@@ -168,14 +154,9 @@ fn read_key_file(mut file: File, path: &Path) -> Result<MasterKeyring, CryptoErr
     if text.trim().is_empty() {
         // What a first start interrupted between creating and writing the file leaves; no
         // value can have been sealed under a key that was never written.
-        return Err(invalid(
-            "is empty; if no key was ever in it, remove it to generate one",
-        ));
+        return Err(invalid("is empty; if no key was ever in it, remove it to generate one"));
     }
-    parse(text).map_err(|reason| CryptoError::KeyFile {
-        path: path.to_owned(),
-        reason,
-    })
+    parse(text).map_err(|reason| CryptoError::KeyFile { path: path.to_owned(), reason })
 }
 
 /// Parses key file text; the error is a reason naming the line, never quoting it.
@@ -194,29 +175,21 @@ fn parse(text: &str) -> Result<MasterKeyring, String> {
                 .trim()
                 .strip_prefix('v')
                 .and_then(parse_version)
-                .ok_or_else(|| {
-                    format!(
-                        "line {number}: a key line is `v<version>:<base64 key>`, version from 1"
-                    )
-                })?;
-            let key = decode_key(key)
-                .map_err(|reason| format!("line {number}: key v{version} {reason}"))?;
+                .ok_or_else(|| format!("line {number}: a key line is `v<version>:<base64 key>`, version from 1"))?;
+            let key = decode_key(key).map_err(|reason| format!("line {number}: key v{version} {reason}"))?;
             if keys.insert(version, key).is_some() {
                 return Err(format!("line {number}: version {version} appears twice"));
             }
         } else if let Some((name, value)) = line.split_once('=')
             && name.trim() == "primary"
         {
-            let version = parse_version(value.trim()).ok_or_else(|| {
-                format!("line {number}: `primary` must be a version number from 1")
-            })?;
+            let version = parse_version(value.trim())
+                .ok_or_else(|| format!("line {number}: `primary` must be a version number from 1"))?;
             if primary.replace(version).is_some() {
                 return Err(format!("line {number}: `primary` is set twice"));
             }
         } else {
-            return Err(format!(
-                "line {number}: expected `primary = <version>` or `v<version>:<base64 key>`"
-            ));
+            return Err(format!("line {number}: expected `primary = <version>` or `v<version>:<base64 key>`"));
         }
     }
     let primary = primary.ok_or_else(|| "has no `primary = <version>` line".to_owned())?;
@@ -233,11 +206,7 @@ fn parse_version(text: &str) -> Option<u32> {
 
 /// Creates a new file that only its owner may read or write, failing if the path exists.
 fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }
 
 fn write_synced(mut file: File, contents: &[u8]) -> io::Result<()> {
@@ -247,18 +216,12 @@ fn write_synced(mut file: File, contents: &[u8]) -> io::Result<()> {
 
 /// Makes a created or renamed directory entry durable, not only the file's contents.
 fn sync_dir(dir: &Path) -> Result<(), CryptoError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync the directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync the directory", dir))
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CryptoError {
     let path: PathBuf = path.to_owned();
-    move |source| CryptoError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| CryptoError::Io { action, path, source }
 }
 
 #[cfg(test)]
@@ -291,14 +254,8 @@ mod tests {
         let loaded = MasterKeyring::load(&path).expect("loads");
         assert_eq!(loaded.primary_version(), 2);
         assert_eq!(loaded.versions().collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(
-            loaded.decrypt(&place(), &old).expect("v1 opens").as_slice(),
-            b"old"
-        );
-        assert_eq!(
-            loaded.decrypt(&place(), &new).expect("v2 opens").as_slice(),
-            b"new"
-        );
+        assert_eq!(loaded.decrypt(&place(), &old).expect("v1 opens").as_slice(), b"old");
+        assert_eq!(loaded.decrypt(&place(), &new).expect("v2 opens").as_slice(), b"new");
         assert_eq!(*loaded.to_text(), *keyring.to_text());
     }
 
@@ -310,15 +267,9 @@ mod tests {
         keyring.add_key_and_make_primary().expect("adds v2");
         keyring.save(&path).expect("saves");
 
-        assert_eq!(
-            MasterKeyring::load(&path).expect("loads").primary_version(),
-            2
-        );
+        assert_eq!(MasterKeyring::load(&path).expect("loads").primary_version(), 2);
         assert_eq!(mode_of(&path), 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .expect("lists")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("lists").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names, [KEY_FILE_NAME]);
     }
 
@@ -335,13 +286,7 @@ mod tests {
         let stored = first.encrypt(&place(), b"secret").expect("seals");
         let (second, generated) = MasterKeyring::load_or_generate(&data_dir).expect("loads");
         assert!(!generated);
-        assert_eq!(
-            second
-                .decrypt(&place(), &stored)
-                .expect("same key")
-                .as_slice(),
-            b"secret"
-        );
+        assert_eq!(second.decrypt(&place(), &stored).expect("same key").as_slice(), b"secret");
     }
 
     #[test]
@@ -352,10 +297,7 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o620] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
             let err = MasterKeyring::load_or_generate(dir.path()).expect_err("refused");
-            assert!(
-                matches!(err, CryptoError::InsecureKeyFile { mode: m, .. } if m == mode),
-                "{err}"
-            );
+            assert!(matches!(err, CryptoError::InsecureKeyFile { mode: m, .. } if m == mode), "{err}");
             assert!(err.to_string().contains("chmod 600"), "{err}");
             assert!(MasterKeyring::load(&path).is_err());
         }
@@ -373,33 +315,15 @@ mod tests {
     fn parse_errors_name_the_line_and_never_quote_it() {
         let cases = [
             (format!("v1:{KEY_A}\n"), "no `primary"),
-            (
-                format!("primary = 2\nv1:{KEY_A}\n"),
-                "primary = 2 names no key",
-            ),
+            (format!("primary = 2\nv1:{KEY_A}\n"), "primary = 2 names no key"),
             ("primary = 1\n".to_owned(), "holds no key"),
-            (
-                format!("primary = 1\nv1:{KEY_A}\nv1:{KEY_B}\n"),
-                "line 3: version 1 appears twice",
-            ),
-            (
-                format!("primary = 1\nprimary = 1\nv1:{KEY_A}\n"),
-                "line 2: `primary` is set twice",
-            ),
-            (
-                format!("primary = 0\nv1:{KEY_A}\n"),
-                "line 1: `primary` must be",
-            ),
+            (format!("primary = 1\nv1:{KEY_A}\nv1:{KEY_B}\n"), "line 3: version 1 appears twice"),
+            (format!("primary = 1\nprimary = 1\nv1:{KEY_A}\n"), "line 2: `primary` is set twice"),
+            (format!("primary = 0\nv1:{KEY_A}\n"), "line 1: `primary` must be"),
             (format!("primary = 1\nv0:{KEY_A}\n"), "line 2: a key line"),
             (format!("primary = 1\nkey1:{KEY_A}\n"), "line 2: a key line"),
-            (
-                "primary = 1\nv1:c2VjcmV0LXZhbHVl\n".to_owned(),
-                "line 2: key v1 decodes to 12 bytes",
-            ),
-            (
-                "primary = 1\nv1:s3cr3t!value\n".to_owned(),
-                "line 2: key v1 is not valid base64",
-            ),
+            ("primary = 1\nv1:c2VjcmV0LXZhbHVl\n".to_owned(), "line 2: key v1 decodes to 12 bytes"),
+            ("primary = 1\nv1:s3cr3t!value\n".to_owned(), "line 2: key v1 is not valid base64"),
             (format!("primary = 1\n{KEY_A}\n"), "line 2: expected"),
         ];
         for (text, expected) in cases {
@@ -415,21 +339,12 @@ mod tests {
     fn unreadable_contents_are_a_clear_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join(KEY_FILE_NAME);
-        for contents in [
-            vec![0xff, 0xfe, 0x00],
-            vec![b'#'; MAX_FILE_LEN + 1],
-            Vec::new(),
-        ] {
+        for contents in [vec![0xff, 0xfe, 0x00], vec![b'#'; MAX_FILE_LEN + 1], Vec::new()] {
             let _ = fs::remove_file(&path);
-            create_private(&path)
-                .and_then(|file| write_synced(file, &contents))
-                .expect("writes");
+            create_private(&path).and_then(|file| write_synced(file, &contents)).expect("writes");
             let err = MasterKeyring::load(&path).expect_err("refused");
             assert!(matches!(err, CryptoError::KeyFile { .. }), "{err}");
         }
-        assert!(matches!(
-            MasterKeyring::load(dir.path()),
-            Err(CryptoError::KeyFile { .. })
-        ));
+        assert!(matches!(MasterKeyring::load(dir.path()), Err(CryptoError::KeyFile { .. })));
     }
 }

@@ -51,10 +51,7 @@ impl fmt::Debug for MasterKeyring {
 impl MasterKeyring {
     /// A keyring of one fresh random key, version 1.
     pub fn generate() -> Result<Self, CryptoError> {
-        Ok(Self {
-            keys: BTreeMap::from([(FIRST_VERSION, generate_key()?)]),
-            primary: FIRST_VERSION,
-        })
+        Ok(Self { keys: BTreeMap::from([(FIRST_VERSION, generate_key()?)]), primary: FIRST_VERSION })
     }
 
     /// A keyring of the one key in `ATOM_MASTER_KEY`, as version 1: 32 bytes in standard or
@@ -63,10 +60,7 @@ impl MasterKeyring {
     /// Such a keyring cannot hold older versions, so rotating means moving to a key file.
     pub fn from_env_value(value: &str) -> Result<Self, CryptoError> {
         let key = decode_key(value).map_err(CryptoError::BadKey)?;
-        Ok(Self {
-            keys: BTreeMap::from([(FIRST_VERSION, key)]),
-            primary: FIRST_VERSION,
-        })
+        Ok(Self { keys: BTreeMap::from([(FIRST_VERSION, key)]), primary: FIRST_VERSION })
     }
 
     /// Builds a keyring from parsed parts, checking its invariants; the error is a reason.
@@ -85,9 +79,7 @@ impl MasterKeyring {
 
     /// The keys in ascending version order, for writing the key file.
     pub(super) fn keys(&self) -> impl Iterator<Item = (u32, &[u8; KEY_LEN])> {
-        self.keys
-            .iter()
-            .map(|(version, key)| (*version, key.expose_secret()))
+        self.keys.iter().map(|(version, key)| (*version, key.expose_secret()))
     }
 
     /// The version new values are sealed under.
@@ -103,13 +95,8 @@ impl MasterKeyring {
     /// Adds a fresh random key, one version above the highest, and makes it the primary.
     /// Returns its version. Save the keyring before sealing anything under it.
     pub fn add_key_and_make_primary(&mut self) -> Result<u32, CryptoError> {
-        let highest = self
-            .keys
-            .last_key_value()
-            .map_or(0, |(version, _)| *version);
-        let version = highest
-            .checked_add(1)
-            .ok_or(CryptoError::VersionsExhausted)?;
+        let highest = self.keys.last_key_value().map_or(0, |(version, _)| *version);
+        let version = highest.checked_add(1).ok_or(CryptoError::VersionsExhausted)?;
         self.keys.insert(version, generate_key()?);
         self.primary = version;
         Ok(version)
@@ -120,10 +107,7 @@ impl MasterKeyring {
         if version == self.primary {
             return Err(CryptoError::RemovePrimary(version));
         }
-        self.keys
-            .remove(&version)
-            .map(drop)
-            .ok_or(CryptoError::UnknownKeyVersion(version))
+        self.keys.remove(&version).map(drop).ok_or(CryptoError::UnknownKeyVersion(version))
     }
 
     /// Seals `plaintext` for `aad` under a fresh data key wrapped by the primary key.
@@ -157,10 +141,7 @@ impl MasterKeyring {
     }
 
     fn key(&self, version: u32) -> Result<&[u8; KEY_LEN], CryptoError> {
-        self.keys
-            .get(&version)
-            .map(|key| key.expose_secret())
-            .ok_or(CryptoError::UnknownKeyVersion(version))
+        self.keys.get(&version).map(|key| key.expose_secret()).ok_or(CryptoError::UnknownKeyVersion(version))
     }
 }
 
@@ -189,11 +170,9 @@ pub(super) fn decode_key(text: &str) -> Result<MasterKey, String> {
         .or_else(|_| URL_SAFE_LENIENT.decode(text))
         .map(Zeroizing::new)
         .map_err(|_| "is not valid base64 (standard or URL-safe)".to_owned())?;
-    let bytes: &[u8; KEY_LEN] = decoded.as_slice().try_into().map_err(|_| {
-        format!(
-            "decodes to {} bytes; a master key is exactly {KEY_LEN}",
-            decoded.len()
-        )
-    })?;
+    let bytes: &[u8; KEY_LEN] = decoded
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("decodes to {} bytes; a master key is exactly {KEY_LEN}", decoded.len()))?;
     Ok(key_from_bytes(bytes))
 }

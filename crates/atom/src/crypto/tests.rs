@@ -38,13 +38,7 @@ fn round_trip() {
     let keyring = keyring();
     let stored = keyring.encrypt(&place(), TOKEN).expect("seals");
     assert_eq!(stored.len(), MIN_STORED_LEN + TOKEN.len());
-    assert_eq!(
-        keyring
-            .decrypt(&place(), &stored)
-            .expect("opens")
-            .as_slice(),
-        TOKEN
-    );
+    assert_eq!(keyring.decrypt(&place(), &stored).expect("opens").as_slice(), TOKEN);
 }
 
 #[test]
@@ -52,10 +46,7 @@ fn empty_and_large_plaintexts_round_trip() {
     let keyring = keyring();
     for plaintext in [Vec::new(), vec![0xa5; 1 << 20]] {
         let stored = keyring.encrypt(&place(), &plaintext).expect("seals");
-        assert_eq!(
-            *keyring.decrypt(&place(), &stored).expect("opens"),
-            plaintext
-        );
+        assert_eq!(*keyring.decrypt(&place(), &stored).expect("opens"), plaintext);
     }
 }
 
@@ -66,11 +57,7 @@ fn each_encryption_uses_fresh_keys_and_nonces() {
     let second = keyring.encrypt(&place(), TOKEN).expect("seals");
     // Wrap nonce, wrapped data key, data nonce, and the ciphertext itself all differ.
     for (start, end) in [(5, 17), (17, 65), (65, 77), (77, first.len())] {
-        assert_ne!(
-            first[start..end],
-            second[start..end],
-            "bytes {start}..{end}"
-        );
+        assert_ne!(first[start..end], second[start..end], "bytes {start}..{end}");
     }
 }
 
@@ -82,22 +69,13 @@ fn every_flipped_bit_fails() {
         for bit in 0..8 {
             let mut altered = stored.clone();
             altered[index] ^= 1 << bit;
-            assert!(
-                keyring.rewrap(&place(), &altered).is_err(),
-                "byte {index} bit {bit}"
-            );
+            assert!(keyring.rewrap(&place(), &altered).is_err(), "byte {index} bit {bit}");
             let result = keyring.decrypt(&place(), &altered);
             match index {
                 // The format byte is read before anything else; the key version then names
                 // another key (unknown here). Every other byte is covered by a GCM tag.
-                0 => assert!(
-                    matches!(result, Err(CryptoError::Malformed(_))),
-                    "byte {index} bit {bit}"
-                ),
-                1..=4 => assert!(
-                    matches!(result, Err(CryptoError::UnknownKeyVersion(_))),
-                    "byte {index} bit {bit}"
-                ),
+                0 => assert!(matches!(result, Err(CryptoError::Malformed(_))), "byte {index} bit {bit}"),
+                1..=4 => assert!(matches!(result, Err(CryptoError::UnknownKeyVersion(_))), "byte {index} bit {bit}"),
                 _ => assert!(is_auth_failure(result), "byte {index} bit {bit}"),
             }
         }
@@ -109,22 +87,10 @@ fn another_place_fails() {
     let keyring = keyring();
     let stored = keyring.encrypt(&place(), TOKEN).expect("seals");
     let elsewhere = [
-        Aad {
-            row_id: "row-2",
-            ..place()
-        },
-        Aad {
-            owner: "user-2",
-            ..place()
-        },
-        Aad {
-            column: "refresh_token",
-            ..place()
-        },
-        Aad {
-            table: "api_keys",
-            ..place()
-        },
+        Aad { row_id: "row-2", ..place() },
+        Aad { owner: "user-2", ..place() },
+        Aad { column: "refresh_token", ..place() },
+        Aad { table: "api_keys", ..place() },
     ];
     for aad in elsewhere {
         assert!(is_auth_failure(keyring.decrypt(&aad, &stored)), "{aad:?}");
@@ -136,10 +102,7 @@ fn another_place_fails() {
 fn values_swapped_between_rows_fail() {
     let keyring = keyring();
     let row_1 = place();
-    let row_2 = Aad {
-        row_id: "row-2",
-        ..place()
-    };
+    let row_2 = Aad { row_id: "row-2", ..place() };
     let stored_1 = keyring.encrypt(&row_1, b"token of row 1").expect("seals");
     let stored_2 = keyring.encrypt(&row_2, b"token of row 2").expect("seals");
     assert!(is_auth_failure(keyring.decrypt(&row_1, &stored_2)));
@@ -162,8 +125,7 @@ fn another_master_key_fails() {
 fn a_relabelled_key_version_fails_even_under_the_same_key() {
     // Versions 1 and 2 hold the same key bytes, so only the key version in the wrap AAD can
     // tell a stored form whose header was changed from 1 to 2.
-    let key =
-        || keyring::decode_key("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=").expect("a key");
+    let key = || keyring::decode_key("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=").expect("a key");
     let keys = std::collections::BTreeMap::from([(1, key()), (2, key())]);
     let keyring = MasterKeyring::from_parts(keys, 1).expect("a keyring");
     let mut stored = keyring.encrypt(&place(), TOKEN).expect("seals");
@@ -186,14 +148,8 @@ fn truncated_and_random_input_is_an_error_never_a_panic() {
             candidates.push(stored[stored.len() - len..].to_vec());
         }
         for candidate in candidates {
-            assert!(
-                keyring.decrypt(&place(), &candidate).is_err(),
-                "length {len}"
-            );
-            assert!(
-                keyring.rewrap(&place(), &candidate).is_err(),
-                "length {len}"
-            );
+            assert!(keyring.decrypt(&place(), &candidate).is_err(), "length {len}");
+            assert!(keyring.rewrap(&place(), &candidate).is_err(), "length {len}");
             // Must not panic; whether it parses depends only on the length and first byte.
             let _ = key_version(&candidate);
         }
@@ -206,10 +162,7 @@ fn unknown_key_version_is_reported() {
     let stored = keyring.encrypt(&place(), TOKEN).expect("seals");
     keyring.add_key_and_make_primary().expect("adds v2");
     keyring.remove_key(1).expect("removes v1");
-    assert!(matches!(
-        keyring.decrypt(&place(), &stored),
-        Err(CryptoError::UnknownKeyVersion(1))
-    ));
+    assert!(matches!(keyring.decrypt(&place(), &stored), Err(CryptoError::UnknownKeyVersion(1))));
 }
 
 #[test]
@@ -222,13 +175,7 @@ fn older_keys_still_decrypt_after_rotation() {
 
     assert_eq!(key_version(&stored).expect("parses"), 1);
     assert!(keyring.needs_rewrap(&stored));
-    assert_eq!(
-        keyring
-            .decrypt(&place(), &stored)
-            .expect("opens")
-            .as_slice(),
-        TOKEN
-    );
+    assert_eq!(keyring.decrypt(&place(), &stored).expect("opens").as_slice(), TOKEN);
 
     let fresh = keyring.encrypt(&place(), TOKEN).expect("seals");
     assert_eq!(key_version(&fresh).expect("parses"), 2);
@@ -250,13 +197,7 @@ fn rewrap_moves_the_data_key_and_keeps_the_data_bytes() {
     assert_ne!(rewrapped[..65], stored[..65]);
 
     keyring.remove_key(1).expect("removes v1");
-    assert_eq!(
-        keyring
-            .decrypt(&place(), &rewrapped)
-            .expect("opens")
-            .as_slice(),
-        TOKEN
-    );
+    assert_eq!(keyring.decrypt(&place(), &rewrapped).expect("opens").as_slice(), TOKEN);
 }
 
 #[test]
@@ -269,14 +210,8 @@ fn needs_rewrap_is_true_for_bytes_that_are_not_a_stored_form() {
 #[test]
 fn the_primary_key_cannot_be_removed() {
     let mut keyring = keyring();
-    assert!(matches!(
-        keyring.remove_key(1),
-        Err(CryptoError::RemovePrimary(1))
-    ));
-    assert!(matches!(
-        keyring.remove_key(7),
-        Err(CryptoError::UnknownKeyVersion(7))
-    ));
+    assert!(matches!(keyring.remove_key(1), Err(CryptoError::RemovePrimary(1))));
+    assert!(matches!(keyring.remove_key(7), Err(CryptoError::UnknownKeyVersion(7))));
 }
 
 #[test]
@@ -288,24 +223,11 @@ fn env_value_accepts_either_base64_alphabet_with_or_without_padding() {
     assert!(standard.contains('+') || standard.contains('/'));
     assert!(url_safe.contains('-') || url_safe.contains('_'));
 
-    let sealed = MasterKeyring::from_env_value(&standard)
-        .expect("standard")
-        .encrypt(&place(), TOKEN)
-        .expect("seals");
-    for value in [
-        url_safe.clone(),
-        format!("  {url_safe}\n"),
-        standard.trim_end_matches('=').to_owned(),
-    ] {
+    let sealed = MasterKeyring::from_env_value(&standard).expect("standard").encrypt(&place(), TOKEN).expect("seals");
+    for value in [url_safe.clone(), format!("  {url_safe}\n"), standard.trim_end_matches('=').to_owned()] {
         let keyring = MasterKeyring::from_env_value(&value).expect("accepted");
         assert_eq!(keyring.primary_version(), 1);
-        assert_eq!(
-            keyring
-                .decrypt(&place(), &sealed)
-                .expect("same key")
-                .as_slice(),
-            TOKEN
-        );
+        assert_eq!(keyring.decrypt(&place(), &sealed).expect("same key").as_slice(), TOKEN);
     }
 }
 
@@ -313,21 +235,11 @@ fn env_value_accepts_either_base64_alphabet_with_or_without_padding() {
 fn a_bad_env_value_is_refused_without_being_quoted() {
     let short = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 31]);
     let long = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 33]);
-    for value in [
-        "",
-        "   ",
-        "s3cr3t-but-not!base64",
-        "hunter2hunter2",
-        short.as_str(),
-        long.as_str(),
-    ] {
+    for value in ["", "   ", "s3cr3t-but-not!base64", "hunter2hunter2", short.as_str(), long.as_str()] {
         let err = MasterKeyring::from_env_value(value).expect_err("refused");
         assert!(matches!(err, CryptoError::BadKey(_)), "{value:?}: {err}");
         let message = err.to_string();
-        assert!(
-            value.trim().is_empty() || !message.contains(value.trim()),
-            "{message}"
-        );
+        assert!(value.trim().is_empty() || !message.contains(value.trim()), "{message}");
     }
 }
 
@@ -338,9 +250,6 @@ fn debug_never_shows_key_material() {
     let mut keyring = MasterKeyring::from_env_value(&value).expect("accepted");
     keyring.add_key_and_make_primary().expect("adds v2");
     let debug = format!("{keyring:?} {keyring:#?}");
-    assert!(
-        !debug.contains(&value) && !debug.contains("66, 66") && !debug.contains("4242"),
-        "{debug}"
-    );
+    assert!(!debug.contains(&value) && !debug.contains("66, 66") && !debug.contains("4242"), "{debug}");
     assert!(debug.contains("primary: 2"), "{debug}");
 }

@@ -8,15 +8,49 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use crate::error::{FieldError, Problem};
+use crate::identity;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Atom Core", description = "The backend of the Atom conversational agent."),
-    paths(super::health::health, super::health::ready, super::health::status, super::health::metrics),
+    paths(
+        super::health::health, super::health::ready, super::health::status, super::health::metrics,
+        identity::signing::jwks,
+        identity::accounts::register, identity::accounts::login, identity::accounts::refresh,
+        identity::accounts::logout, identity::accounts::me, identity::accounts::change_password,
+        identity::accounts::admin_list_users, identity::accounts::admin_disable,
+        identity::accounts::admin_enable, identity::accounts::admin_invite,
+        identity::api_keys::create, identity::api_keys::list, identity::api_keys::revoke,
+        crate::audit::routes::list,
+    ),
     components(schemas(Problem, FieldError)),
-    tags((name = "operations", description = "Health, readiness, status and metrics"))
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness, status and metrics"),
+        (name = "identity", description = "Accounts, sessions and API keys"),
+        (name = "admin", description = "Administration (admin role)"),
+    )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme: an access token or an API key.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT access token or atom_sk_ API key")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The document as served and as committed: pretty JSON with a trailing newline.
 pub fn document() -> String {

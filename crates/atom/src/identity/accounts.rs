@@ -17,7 +17,7 @@ use crate::config::Registration;
 use crate::error::{ApiError, FieldError};
 use crate::http::rfc3339;
 use crate::storage::users::{self as sql, InviteRow, UserRow};
-use crate::storage::{Db, sessions as session_sql, now_ms};
+use crate::storage::{Db, now_ms, sessions as session_sql};
 
 /// An email address, trimmed and lower-cased, checked for a plausible shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,10 +147,9 @@ async fn create_account(
         return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
     }
     sql::insert(&mut tx, &user).await.map_err(|e| match ApiError::from(e) {
-        ApiError::Conflict { .. } => ApiError::Conflict {
-            field: "email".to_owned(),
-            message: "is already registered".to_owned(),
-        },
+        ApiError::Conflict { .. } => {
+            ApiError::Conflict { field: "email".to_owned(), message: "is already registered".to_owned() }
+        }
         other => other,
     })?;
     let event = AuditEvent::new(actor, "account.created", Outcome::Success, context)
@@ -163,15 +162,20 @@ async fn create_account(
 
 /// Creates an admin account (for `atom admin create` and the bootstrap admin).
 pub async fn create_admin(db: &Db, email: &str, password: SecretString) -> Result<UserRow, String> {
-    create_account(db, email, password, Role::Admin, None, Actor::System, &RequestContext::default())
-        .await
-        .map_err(|e| match e {
+    create_with_role(db, email, password, Role::Admin).await
+}
+
+/// Creates an account with `role` as the system (CLI, bootstrap, tests); errors as text.
+pub async fn create_with_role(db: &Db, email: &str, password: SecretString, role: Role) -> Result<UserRow, String> {
+    create_account(db, email, password, role, None, Actor::System, &RequestContext::default()).await.map_err(
+        |e| match e {
             ApiError::Validation(errors) => {
                 errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
             }
             ApiError::Conflict { .. } => "an account with this email exists".to_owned(),
             other => crate::error::ErrorChain(&other).to_string(),
-        })
+        },
+    )
 }
 
 #[utoipa::path(post, path = "/v1/auth/register", tag = "identity", request_body = RegisterRequest,
@@ -182,13 +186,14 @@ pub async fn register(
     context: RequestContext,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let invite = match state.identity.settings.registration {
-        Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
-        Registration::Open => None,
-        Registration::Invite => Some(body.invite_code.as_deref().ok_or_else(|| {
-            ApiError::Validation(vec![FieldError::new("invite_code", "is required to register")])
-        })?),
-    };
+    let invite =
+        match state.identity.settings.registration {
+            Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
+            Registration::Open => None,
+            Registration::Invite => Some(body.invite_code.as_deref().ok_or_else(|| {
+                ApiError::Validation(vec![FieldError::new("invite_code", "is required to register")])
+            })?),
+        };
     let user = create_account(
         &state.db,
         &body.email,
@@ -271,9 +276,10 @@ pub async fn refresh(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let (user_id, refresh_token) =
         sessions::rotate(&state.db, &state.identity.settings, &body.refresh_token, &context).await?;
-    let user = sql::by_id(&state.db, &user_id).await?.filter(|u| u.disabled_at.is_none()).ok_or(
-        ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." },
-    )?;
+    let user = sql::by_id(&state.db, &user_id)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." })?;
     token_response(&state, &user, refresh_token).await
 }
 
@@ -369,7 +375,13 @@ pub async fn admin_list_users(
     Ok(Json(UserPage { users, next_cursor }))
 }
 
-async fn set_disabled(state: &AppState, principal: &Principal, context: &RequestContext, id: &str, disable: bool) -> Result<Json<UserView>, ApiError> {
+async fn set_disabled(
+    state: &AppState,
+    principal: &Principal,
+    context: &RequestContext,
+    id: &str,
+    disable: bool,
+) -> Result<Json<UserView>, ApiError> {
     principal.require_admin()?;
     if disable && id == principal.user_id {
         return Err(ApiError::BadRequest("An admin cannot disable their own account.".to_owned()));

@@ -8,7 +8,7 @@
 //! secret is stored or logged, only argon2id or SHA-256 of it; every change of an account
 //! and its audit row commit together.
 
-mod accounts;
+pub mod accounts;
 pub mod api_keys;
 pub mod auth;
 pub mod passwords;
@@ -89,10 +89,11 @@ impl Identity {
             settings: config.auth.clone(),
             status: Mutex::new(HashMap::new()),
         };
-        if let (Some(email), Some(password)) = (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
+        if let (Some(email), Some(password)) =
+            (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
             && users::count(db).await? == 0
         {
-            accounts::create_admin(db, email, password.clone()).await.map_err(|e| IdentityError::Bootstrap(e))?;
+            accounts::create_admin(db, email, password.clone()).await.map_err(IdentityError::Bootstrap)?;
             tracing::info!("created the bootstrap admin account");
         }
         Ok(identity)
@@ -155,7 +156,11 @@ impl Identity {
         let Some(status) = status.filter(|s| !s.disabled) else {
             return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
         };
-        Ok(Principal { user_id: claims.sub, role: status.role, credential: Credential::AccessToken { jti: claims.jti } })
+        Ok(Principal {
+            user_id: claims.sub,
+            role: status.role,
+            credential: Credential::AccessToken { jti: claims.jti },
+        })
     }
 
     pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, ApiError> {

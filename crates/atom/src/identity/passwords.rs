@@ -86,7 +86,7 @@ pub fn check_policy(field: &str, password: &str, email: &str) -> Vec<FieldError>
     if !email.is_empty() && (lower.contains(&email.to_lowercase()) || (local.len() >= 3 && lower.contains(&local))) {
         errors.push(FieldError::new(field, "must not contain the email address"));
     }
-    if length >= 1 && password.chars().all(|c| Some(c) == password.chars().next()) {
+    if length >= 1 && password.chars().all(|c| password.starts_with(c)) {
         errors.push(FieldError::new(field, "must not be one repeated character"));
     }
     errors

@@ -73,9 +73,10 @@ pub async fn rotate(
         let same_client = row.client_addr == context.client_addr && row.user_agent == context.user_agent;
         if now - used_at > grace_ms || !same_client {
             let revoked = sql::revoke_family(&mut tx, &row.family_id, now).await?;
-            let event = AuditEvent::new(Actor::User(row.user_id.clone()), "auth.refresh_reuse", Outcome::Denied, context)
-                .target(row.family_id.clone())
-                .details(serde_json::json!({ "revoked_tokens": revoked, "same_client": same_client }));
+            let event =
+                AuditEvent::new(Actor::User(row.user_id.clone()), "auth.refresh_reuse", Outcome::Denied, context)
+                    .target(row.family_id.clone())
+                    .details(serde_json::json!({ "revoked_tokens": revoked, "same_client": same_client }));
             audit::record(&mut tx, event).await?;
             tx.commit().await?;
             tracing::warn!(user_id = %row.user_id, family = %row.family_id, "refresh token reuse: family revoked");

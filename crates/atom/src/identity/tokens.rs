@@ -74,17 +74,10 @@ impl TokenConfig {
             return Err(TokenConfigError::new("audience", "must not be empty"));
         }
         if self.leeway > MAX_LEEWAY {
-            return Err(TokenConfigError::new(
-                "leeway",
-                format!("must be at most {MAX_LEEWAY:?}"),
-            ));
+            return Err(TokenConfigError::new("leeway", format!("must be at most {MAX_LEEWAY:?}")));
         }
-        check_ttl(self.access_ttl).map_err(|_| {
-            TokenConfigError::new(
-                "access_ttl",
-                format!("must be between 1 s and {MAX_ACCESS_TTL:?}"),
-            )
-        })
+        check_ttl(self.access_ttl)
+            .map_err(|_| TokenConfigError::new("access_ttl", format!("must be between 1 s and {MAX_ACCESS_TTL:?}")))
     }
 }
 
@@ -98,10 +91,7 @@ pub struct TokenConfigError {
 
 impl TokenConfigError {
     fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
+        Self { field, message: message.into() }
     }
 }
 
@@ -195,11 +185,7 @@ impl AccessTokens {
         validation.set_audience(&[&config.audience]);
         // `jsonwebtoken` can require only these; `iat` and `jti` are required in `verify`.
         validation.set_required_spec_claims(&["iss", "sub", "aud", "exp", "nbf"]);
-        Ok(Self {
-            config,
-            keys,
-            validation,
-        })
+        Ok(Self { config, keys, validation })
     }
 
     pub fn config(&self) -> &TokenConfig {
@@ -254,8 +240,7 @@ impl AccessTokens {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(header::ACCESS_TOKEN_TYPE.to_owned());
         header.kid = Some(key.kid().to_owned());
-        let token =
-            jsonwebtoken::encode(&header, &claims, key.encoding_key()).map_err(IssueError::Sign)?;
+        let token = jsonwebtoken::encode(&header, &claims, key.encoding_key()).map_err(IssueError::Sign)?;
         Ok((token, claims))
     }
 
@@ -263,10 +248,9 @@ impl AccessTokens {
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let kid = header::check(token)?;
         let key = self.keys.find(&kid).ok_or(TokenError::UnknownKey)?;
-        let received =
-            jsonwebtoken::decode::<ReceivedClaims>(token, key.decoding_key(), &self.validation)
-                .map_err(TokenError::from_jwt)?
-                .claims;
+        let received = jsonwebtoken::decode::<ReceivedClaims>(token, key.decoding_key(), &self.validation)
+            .map_err(TokenError::from_jwt)?
+            .claims;
         self.complete(received)
     }
 
@@ -282,10 +266,7 @@ impl AccessTokens {
         if !aud.contains(&self.config.audience) {
             return Err(TokenError::WrongAudience);
         }
-        let sub = received
-            .sub
-            .filter(|s| !s.is_empty())
-            .ok_or(TokenError::MissingClaim("sub"))?;
+        let sub = received.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub"))?;
         let exp = received.exp.ok_or(TokenError::MissingClaim("exp"))?;
         let nbf = received.nbf.ok_or(TokenError::MissingClaim("nbf"))?;
         let iat = received.iat.ok_or(TokenError::MissingClaim("iat"))?;
@@ -294,10 +275,7 @@ impl AccessTokens {
         if iat > unix_now().saturating_add(self.config.leeway.as_secs()) {
             return Err(TokenError::NotYetValid);
         }
-        let jti = received
-            .jti
-            .filter(|j| !j.is_empty())
-            .ok_or(TokenError::MissingClaim("jti"))?;
+        let jti = received.jti.filter(|j| !j.is_empty()).ok_or(TokenError::MissingClaim("jti"))?;
         Ok(AccessClaims {
             iss,
             sub,
@@ -322,7 +300,5 @@ fn check_ttl(ttl: Duration) -> Result<(), IssueError> {
 /// Seconds since the Unix epoch. A clock set before 1970 reads as 0, which fails closed:
 /// tokens issued then are already expired, and every other token looks issued in the future.
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

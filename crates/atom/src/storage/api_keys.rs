@@ -66,12 +66,14 @@ pub async fn revoke(tx: &mut Tx, id: &str, user_id: &str, now: i64) -> Result<bo
 /// Records use, at most once a minute per key so that busy keys do not write on every call.
 pub async fn touch(db: &Db, id: &str, now: i64) -> Result<(), sqlx::Error> {
     with_pool!(db, |pool| {
-        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
-            .bind(id)
-            .bind(now)
-            .bind(now - 60_000)
-            .execute(pool)
-            .await
-            .map(drop)
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now - 60_000)
+        .execute(pool)
+        .await
+        .map(drop)
     })
 }

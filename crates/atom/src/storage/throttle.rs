@@ -41,13 +41,15 @@ pub async fn increment(tx: &mut Tx, key: &str, now: i64, window_ms: i64) -> Resu
 /// Locks `key` until `until` and restarts its count.
 pub async fn lock(tx: &mut Tx, key: &str, now: i64, until: i64) -> Result<(), sqlx::Error> {
     with_tx!(tx, |conn| {
-        sqlx::query("UPDATE login_throttle SET locked_until = $3, failures = 0, window_started_at = $2 WHERE throttle_key = $1")
-            .bind(key)
-            .bind(now)
-            .bind(until)
-            .execute(conn)
-            .await
-            .map(drop)
+        sqlx::query(
+            "UPDATE login_throttle SET locked_until = $3, failures = 0, window_started_at = $2 WHERE throttle_key = $1",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(until)
+        .execute(conn)
+        .await
+        .map(drop)
     })
 }
 

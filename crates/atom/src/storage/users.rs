@@ -108,7 +108,13 @@ pub async fn insert_invite(tx: &mut Tx, invite: &InviteRow) -> Result<(), sqlx::
 }
 
 /// Marks an unused, unexpired invite used; false when there is none to use.
-pub async fn use_invite(tx: &mut Tx, code_hash: &str, email: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn use_invite(
+    tx: &mut Tx,
+    code_hash: &str,
+    email: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     with_tx!(tx, |conn| {
         sqlx::query(
             "UPDATE invites SET used_at = $4, used_by = $3 WHERE code_hash = $1 AND used_at IS NULL \

@@ -388,3 +388,50 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
     String::from_utf8_lossy(&response).into_owned()
 }
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// An account of a test application, signed in.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    /// Creates an account with `role` ("user" or "admin") and signs it in over HTTP.
+    pub async fn user(&self, role: &str) -> TestUser {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let role = if role == "admin" { atom::identity::Role::Admin } else { atom::identity::Role::User };
+        let row = atom::identity::accounts::create_with_role(&self.state.db, &email, PASSWORD.into(), role)
+            .await
+            .expect("account created");
+        let body = self.login(&email, PASSWORD).await;
+        TestUser {
+            id: row.id,
+            email,
+            access_token: body["access_token"].as_str().expect("access token").to_owned(),
+            refresh_token: body["refresh_token"].as_str().expect("refresh token").to_owned(),
+        }
+    }
+
+    /// Signs in and returns the token response; panics unless it is a 200.
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url("/v1/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200, "login of {email}");
+        response.json().await.expect("json")
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("sent")
+    }
+}

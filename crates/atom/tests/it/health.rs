@@ -28,9 +28,13 @@ async fn ready_reports_each_dependency_with_its_latency() {
 }
 
 #[tokio::test]
-async fn status_reports_version_backends_pool_and_limits_to_loopback() {
+async fn status_reports_version_backends_pool_and_limits_to_admins_only() {
     let app = TestApp::spawn_with(&[("HTTP_BODY_LIMIT_BYTES", "4096")], axum::Router::new()).await;
-    let body: Value = app.get("/status").await.json().await.expect("json");
+    crate::common::assert_problem(app.get("/status").await, 401).await;
+    let user = app.user("user").await;
+    crate::common::assert_problem(app.get_as(&user.access_token, "/status").await, 403).await;
+    let admin = app.user("admin").await;
+    let body: Value = app.get_as(&admin.access_token, "/status").await.json().await.expect("json");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(body["instance_id"].as_str().map(str::len), Some(32), "{body}");

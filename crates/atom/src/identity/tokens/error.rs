@@ -53,20 +53,11 @@ pub enum TokenError {
 
 impl TokenError {
     pub(super) fn malformed(reason: &'static str) -> Self {
-        Self::Malformed {
-            reason,
-            source: None,
-        }
+        Self::Malformed { reason, source: None }
     }
 
-    pub(super) fn malformed_by(
-        reason: &'static str,
-        source: impl StdError + Send + Sync + 'static,
-    ) -> Self {
-        Self::Malformed {
-            reason,
-            source: Some(Box::new(source)),
-        }
+    pub(super) fn malformed_by(reason: &'static str, source: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Malformed { reason, source: Some(Box::new(source)) }
     }
 
     /// A short text safe to send to any client, as the `error_description` of the
@@ -75,9 +66,7 @@ impl TokenError {
     pub fn description(&self) -> &'static str {
         match self {
             Self::Malformed { .. } => "The access token is malformed.",
-            Self::UnsupportedAlgorithm => {
-                "The access token is signed with an unsupported algorithm."
-            }
+            Self::UnsupportedAlgorithm => "The access token is signed with an unsupported algorithm.",
             Self::UnknownKey => "The access token is signed with an unknown key.",
             Self::BadSignature => "The access token signature is invalid.",
             Self::WrongType => "The token is not an access token.",
@@ -102,14 +91,9 @@ impl TokenError {
             | ErrorKind::MissingAlgorithm
             | ErrorKind::UnsupportedAlgorithm
             | ErrorKind::InvalidAlgorithmName => Self::UnsupportedAlgorithm,
-            ErrorKind::InvalidClaimFormat(_) => {
-                Self::malformed_by("a claim has the wrong type", err)
-            }
+            ErrorKind::InvalidClaimFormat(_) => Self::malformed_by("a claim has the wrong type", err),
             // Base64, JSON and UTF-8 errors, and anything a later version adds: we cannot read it.
-            _ => Self::malformed_by(
-                "the JWT library could not read the header or the claims",
-                err,
-            ),
+            _ => Self::malformed_by("the JWT library could not read the header or the claims", err),
         }
     }
 }

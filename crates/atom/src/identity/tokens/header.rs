@@ -35,22 +35,17 @@ pub(super) fn check(token: &str) -> Result<String, TokenError> {
         return Err(TokenError::malformed("token larger than the size cap"));
     }
     let mut segments = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
         return Err(TokenError::malformed("not three dot-separated segments"));
     };
     if header.is_empty() || payload.is_empty() {
         return Err(TokenError::malformed("empty header or payload segment"));
     }
-    let json = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|e| TokenError::malformed_by("header is not base64url", e))?;
-    let StrictObject(mut header) = serde_json::from_slice(&json)
-        .map_err(|e| TokenError::malformed_by("header is not one JSON object", e))?;
+    let json = URL_SAFE_NO_PAD.decode(header).map_err(|e| TokenError::malformed_by("header is not base64url", e))?;
+    let StrictObject(mut header) =
+        serde_json::from_slice(&json).map_err(|e| TokenError::malformed_by("header is not one JSON object", e))?;
 
     match header.get("alg") {
         // Exact match: JOSE names are case-sensitive, so "none", "None" and "EDDSA" all fail.

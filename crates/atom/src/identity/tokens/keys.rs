@@ -65,11 +65,8 @@ pub struct PublicKey {
 impl PublicKey {
     /// Imports a raw 32-byte Ed25519 public key (the JWK `x` member, decoded).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let bytes: [u8; ED25519_KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| KeyError::Length(bytes.len()))?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map_err(|e| KeyError::InvalidPublicKey(Some(e)))?;
+        let bytes: [u8; ED25519_KEY_LEN] = bytes.try_into().map_err(|_| KeyError::Length(bytes.len()))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| KeyError::InvalidPublicKey(Some(e)))?;
         if key.is_weak() {
             return Err(KeyError::InvalidPublicKey(None));
         }
@@ -80,11 +77,7 @@ impl PublicKey {
         let bytes = key.to_bytes();
         // Despite its name, `from_ed_der` takes the raw 32-byte key: that is what the
         // rust_crypto verifier reads (`from_ed_components` is the same after base64 decoding).
-        Self {
-            kid: thumbprint(&bytes),
-            bytes,
-            decoding: DecodingKey::from_ed_der(&bytes),
-        }
+        Self { kid: thumbprint(&bytes), bytes, decoding: DecodingKey::from_ed_der(&bytes) }
     }
 
     /// The RFC 7638 thumbprint that names this key in token headers and in the JWKS.
@@ -116,9 +109,7 @@ impl PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("PublicKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -141,9 +132,7 @@ impl SigningKey {
         // `try_fill_bytes` rather than `ed25519_dalek::SigningKey::generate`, whose `OsRng`
         // panics when the OS cannot supply randomness; here that is an error to report.
         let mut seed = Zeroizing::new([0u8; ED25519_KEY_LEN]);
-        OsRng
-            .try_fill_bytes(seed.as_mut())
-            .map_err(KeyError::Random)?;
+        OsRng.try_fill_bytes(seed.as_mut()).map_err(KeyError::Random)?;
         Self::from_bytes(seed.as_slice())
     }
 
@@ -159,11 +148,7 @@ impl SigningKey {
         let der = secret.to_pkcs8_der().map_err(KeyError::Pkcs8)?;
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
         let public = PublicKey::from_verified(secret.verifying_key());
-        Ok(Self {
-            secret,
-            encoding,
-            public,
-        })
+        Ok(Self { secret, encoding, public })
     }
 
     /// The 32-byte seed, to be stored encrypted. Zeroized when the returned value drops.
@@ -191,10 +176,7 @@ impl SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid())
-            .field("secret", &"[redacted]")
-            .finish()
+        f.debug_struct("SigningKey").field("kid", &self.kid()).field("secret", &"[redacted]").finish()
     }
 }
 
@@ -211,10 +193,7 @@ pub struct TokenKeys {
 
 impl TokenKeys {
     pub fn new(current: SigningKey) -> Self {
-        Self {
-            current,
-            previous: Vec::new(),
-        }
+        Self { current, previous: Vec::new() }
     }
 
     /// Adds keys that verify but no longer sign, e.g. reloaded from storage at start-up.
@@ -252,29 +231,22 @@ impl TokenKeys {
         if kid == self.current.kid() {
             return Err(RetireError::Current(kid.to_owned()));
         }
-        let index = self
-            .previous
-            .iter()
-            .position(|k| k.kid() == kid)
-            .ok_or_else(|| RetireError::Unknown(kid.to_owned()))?;
+        let index =
+            self.previous.iter().position(|k| k.kid() == kid).ok_or_else(|| RetireError::Unknown(kid.to_owned()))?;
         Ok(self.previous.remove(index))
     }
 
     /// The JWK Set for `GET /.well-known/jwks.json`: the current key, then the previous ones,
     /// most recently replaced first.
     pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = std::iter::once(self.current.public_key())
-            .chain(&self.previous)
-            .map(PublicKey::jwk)
-            .collect();
+        let keys: Vec<Value> =
+            std::iter::once(self.current.public_key()).chain(&self.previous).map(PublicKey::jwk).collect();
         json!({ "keys": keys })
     }
 
     /// The verification key named `kid`, looked up among our keys only.
     pub(super) fn find(&self, kid: &str) -> Option<&PublicKey> {
-        std::iter::once(self.current.public_key())
-            .chain(&self.previous)
-            .find(|k| k.kid() == kid)
+        std::iter::once(self.current.public_key()).chain(&self.previous).find(|k| k.kid() == kid)
     }
 
     fn keep_previous(&mut self, key: PublicKey) {

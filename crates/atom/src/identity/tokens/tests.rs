@@ -41,11 +41,8 @@ fn generate() -> SigningKey {
 }
 
 fn tokens_with(key: &SigningKey) -> AccessTokens {
-    AccessTokens::new(
-        TokenConfig::new(ISSUER, AUDIENCE),
-        TokenKeys::new(key.clone()),
-    )
-    .expect("the test configuration is valid")
+    AccessTokens::new(TokenConfig::new(ISSUER, AUDIENCE), TokenKeys::new(key.clone()))
+        .expect("the test configuration is valid")
 }
 
 /// A verifier with a fresh key, and that key for signing by hand.
@@ -112,31 +109,21 @@ fn sign_raw(header: &[u8], claims: &[u8], key: &SigningKey) -> String {
 
 /// A complete token over JSON header and claims, signed by `key`.
 fn sign(header: &Value, claims: &Value, key: &SigningKey) -> String {
-    sign_raw(
-        header.to_string().as_bytes(),
-        claims.to_string().as_bytes(),
-        key,
-    )
+    sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes(), key)
 }
 
 /// The `kid` in a token's header.
 fn kid_of(token: &str) -> String {
     let header = token.split('.').next().expect("a header segment");
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("JSON");
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("JSON");
     header["kid"].as_str().expect("a kid").to_owned()
 }
 
 #[test]
 fn hand_crafted_token_is_accepted() {
     let (tokens, key) = setup();
-    let claims = tokens
-        .verify(&sign(&header_for(&key), &valid_claims(), &key))
-        .expect("valid");
-    assert_eq!(
-        (claims.sub.as_str(), claims.roles.as_slice()),
-        ("user-42", &["member".to_owned()][..])
-    );
+    let claims = tokens.verify(&sign(&header_for(&key), &valid_claims(), &key)).expect("valid");
+    assert_eq!((claims.sub.as_str(), claims.roles.as_slice()), ("user-42", &["member".to_owned()][..]));
 }
 
 #[test]
@@ -146,25 +133,14 @@ fn issued_token_has_the_rfc9068_header_and_verifies() {
     let (token, issued) = tokens.issue("user-7", roles.clone(), None).expect("issues");
 
     let header = token.split('.').next().expect("a header segment");
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("JSON");
-    assert_eq!(
-        header,
-        json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": key.kid() })
-    );
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("JSON");
+    assert_eq!(header, json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": key.kid() }));
 
     let verified = tokens.verify(&token).expect("an issued token verifies");
     assert_eq!(verified, issued);
-    assert_eq!(
-        (verified.iss.as_str(), verified.aud.as_str()),
-        (ISSUER, AUDIENCE)
-    );
+    assert_eq!((verified.iss.as_str(), verified.aud.as_str()), (ISSUER, AUDIENCE));
     assert_eq!((verified.sub.as_str(), verified.roles), ("user-7", roles));
-    assert_eq!(
-        verified.exp,
-        verified.iat + 15 * 60,
-        "the default lifetime is 15 minutes"
-    );
+    assert_eq!(verified.exp, verified.iat + 15 * 60, "the default lifetime is 15 minutes");
     assert_eq!(verified.nbf, verified.iat);
     assert!(uuid::Uuid::parse_str(&verified.jti).is_ok());
     assert_eq!(verified.scope, None);
@@ -174,14 +150,10 @@ fn issued_token_has_the_rfc9068_header_and_verifies() {
 fn issue_sets_scope_lifetime_and_a_fresh_jti() {
     let (tokens, _) = setup();
     let ttl = Some(Duration::from_secs(60));
-    let (token, issued) = tokens
-        .issue_with_scope("user-7", Vec::new(), Some("read write".to_owned()), ttl)
-        .expect("issues");
+    let (token, issued) =
+        tokens.issue_with_scope("user-7", Vec::new(), Some("read write".to_owned()), ttl).expect("issues");
     assert_eq!(issued.exp, issued.iat + 60);
-    assert_eq!(
-        tokens.verify(&token).expect("verifies").scope.as_deref(),
-        Some("read write")
-    );
+    assert_eq!(tokens.verify(&token).expect("verifies").scope.as_deref(), Some("read write"));
     let (_, again) = tokens.issue("user-7", Vec::new(), ttl).expect("issues");
     assert_ne!(again.jti, issued.jti);
 }
@@ -189,19 +161,9 @@ fn issue_sets_scope_lifetime_and_a_fresh_jti() {
 #[test]
 fn issue_refuses_an_empty_subject_and_out_of_range_lifetimes() {
     let (tokens, _) = setup();
-    assert!(matches!(
-        tokens.issue("", Vec::new(), None),
-        Err(IssueError::EmptySubject)
-    ));
-    for ttl in [
-        Duration::ZERO,
-        Duration::from_millis(999),
-        MAX_ACCESS_TTL + Duration::from_secs(1),
-    ] {
-        assert!(matches!(
-            tokens.issue("u", Vec::new(), Some(ttl)),
-            Err(IssueError::Lifetime(_))
-        ));
+    assert!(matches!(tokens.issue("", Vec::new(), None), Err(IssueError::EmptySubject)));
+    for ttl in [Duration::ZERO, Duration::from_millis(999), MAX_ACCESS_TTL + Duration::from_secs(1)] {
+        assert!(matches!(tokens.issue("u", Vec::new(), Some(ttl)), Err(IssueError::Lifetime(_))));
     }
 }
 
@@ -209,10 +171,7 @@ fn issue_refuses_an_empty_subject_and_out_of_range_lifetimes() {
 fn configuration_is_validated() {
     let keys = || TokenKeys::new(generate());
     let mut config = TokenConfig::new(ISSUER, AUDIENCE);
-    assert_eq!(
-        (config.access_ttl, config.leeway),
-        (Duration::from_secs(900), Duration::from_secs(30))
-    );
+    assert_eq!((config.access_ttl, config.leeway), (Duration::from_secs(900), Duration::from_secs(30)));
     config.leeway = Duration::from_secs(31);
     let err = AccessTokens::new(config, keys()).expect_err("leeway over 30 s");
     assert_eq!(err.field, "leeway");
@@ -222,12 +181,7 @@ fn configuration_is_validated() {
     assert_eq!(err.field, "audience");
     let mut config = TokenConfig::new(ISSUER, AUDIENCE);
     config.access_ttl = Duration::ZERO;
-    assert_eq!(
-        AccessTokens::new(config, keys())
-            .expect_err("zero ttl")
-            .field,
-        "access_ttl"
-    );
+    assert_eq!(AccessTokens::new(config, keys()).expect_err("zero ttl").field, "access_ttl");
 }
 
 #[test]
@@ -248,9 +202,6 @@ fn descriptions_are_safe_in_a_www_authenticate_header() {
         let text = error.description();
         // RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E.
         let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
-        assert!(
-            !text.is_empty() && text.chars().all(allowed),
-            "{error:?}: {text}"
-        );
+        assert!(!text.is_empty() && text.chars().all(allowed), "{error:?}: {text}");
     }
 }

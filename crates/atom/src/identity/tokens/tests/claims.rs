@@ -7,11 +7,7 @@ use super::*;
 
 /// A token signed by our key with `claims` changed as given.
 fn signed_with(key: &SigningKey, changes: &[(&str, Value)]) -> String {
-    let claims = changes
-        .iter()
-        .fold(valid_claims(), |claims, (name, value)| {
-            with(claims, name, value.clone())
-        });
+    let claims = changes.iter().fold(valid_claims(), |claims, (name, value)| with(claims, name, value.clone()));
     sign(&header_for(key), &claims, key)
 }
 
@@ -32,11 +28,7 @@ fn rejects_untyped_jwt_refresh_and_id_tokens() {
         json!(null),
     ];
     for typ in types {
-        let token = sign(
-            &with(header_for(&key), "typ", typ.clone()),
-            &valid_claims(),
-            &key,
-        );
+        let token = sign(&with(header_for(&key), "typ", typ.clone()), &valid_claims(), &key);
         assert_rejected!(tokens, token, TokenError::WrongType);
     }
 }
@@ -44,46 +36,21 @@ fn rejects_untyped_jwt_refresh_and_id_tokens() {
 #[test]
 fn accepts_at_jwt_in_any_case_and_as_a_full_media_type() {
     let (tokens, key) = setup();
-    for typ in [
-        "at+jwt",
-        "AT+JWT",
-        "At+Jwt",
-        "application/at+jwt",
-        "Application/AT+JWT",
-    ] {
-        let token = sign(
-            &with(header_for(&key), "typ", json!(typ)),
-            &valid_claims(),
-            &key,
-        );
-        assert!(
-            tokens.verify(&token).is_ok(),
-            "typ {typ} is an access token"
-        );
+    for typ in ["at+jwt", "AT+JWT", "At+Jwt", "application/at+jwt", "Application/AT+JWT"] {
+        let token = sign(&with(header_for(&key), "typ", json!(typ)), &valid_claims(), &key);
+        assert!(tokens.verify(&token).is_ok(), "typ {typ} is an access token");
     }
 }
 
 #[test]
 fn rejects_a_wrong_issuer() {
     let (tokens, key) = setup();
-    let issuers = [
-        json!("https://evil.example"),
-        json!("https://atom.example/"),
-        json!(""),
-    ];
+    let issuers = [json!("https://evil.example"), json!("https://atom.example/"), json!("")];
     for iss in issuers {
-        assert_rejected!(
-            tokens,
-            signed_with(&key, &[("iss", iss)]),
-            TokenError::WrongIssuer
-        );
+        assert_rejected!(tokens, signed_with(&key, &[("iss", iss)]), TokenError::WrongIssuer);
     }
     // An array is not an issuer (RFC 7519 §4.1.1), even one that holds ours.
-    assert_rejected!(
-        tokens,
-        signed_with(&key, &[("iss", json!([ISSUER]))]),
-        TokenError::Malformed { .. }
-    );
+    assert_rejected!(tokens, signed_with(&key, &[("iss", json!([ISSUER]))]), TokenError::Malformed { .. });
 }
 
 #[test]
@@ -97,11 +64,7 @@ fn rejects_a_wrong_audience() {
         json!([]),
     ];
     for aud in audiences {
-        assert_rejected!(
-            tokens,
-            signed_with(&key, &[("aud", aud)]),
-            TokenError::WrongAudience
-        );
+        assert_rejected!(tokens, signed_with(&key, &[("aud", aud)]), TokenError::WrongAudience);
     }
 }
 
@@ -109,10 +72,7 @@ fn rejects_a_wrong_audience() {
 fn accepts_an_audience_array_that_contains_ours() {
     let (tokens, key) = setup();
     let token = signed_with(&key, &[("aud", json!(["https://other.example", AUDIENCE]))]);
-    assert_eq!(
-        tokens.verify(&token).expect("ours is among them").aud,
-        AUDIENCE
-    );
+    assert_eq!(tokens.verify(&token).expect("ours is among them").aud, AUDIENCE);
 }
 
 #[test]
@@ -120,14 +80,7 @@ fn rejects_a_token_expired_beyond_the_leeway() {
     let (tokens, key) = setup();
     for ago in [60, 3600, 365 * 86400] {
         let exp = now() - ago;
-        let token = signed_with(
-            &key,
-            &[
-                ("exp", json!(exp)),
-                ("nbf", json!(exp - 600)),
-                ("iat", json!(exp - 600)),
-            ],
-        );
+        let token = signed_with(&key, &[("exp", json!(exp)), ("nbf", json!(exp - 600)), ("iat", json!(exp - 600))]);
         assert_rejected!(tokens, token, TokenError::Expired);
     }
 }
@@ -143,27 +96,15 @@ fn accepts_a_token_expired_within_the_leeway() {
 fn rejects_nbf_or_iat_in_the_future_beyond_the_leeway() {
     let (tokens, key) = setup();
     let later = json!(now() + 120);
-    assert_rejected!(
-        tokens,
-        signed_with(&key, &[("nbf", later.clone())]),
-        TokenError::NotYetValid
-    );
-    assert_rejected!(
-        tokens,
-        signed_with(&key, &[("iat", later)]),
-        TokenError::NotYetValid
-    );
+    assert_rejected!(tokens, signed_with(&key, &[("nbf", later.clone())]), TokenError::NotYetValid);
+    assert_rejected!(tokens, signed_with(&key, &[("iat", later)]), TokenError::NotYetValid);
 }
 
 #[test]
 fn accepts_nbf_and_iat_in_the_future_within_the_leeway() {
     let (tokens, key) = setup();
     let soon = json!(now() + 10);
-    assert!(
-        tokens
-            .verify(&signed_with(&key, &[("nbf", soon.clone()), ("iat", soon)]))
-            .is_ok()
-    );
+    assert!(tokens.verify(&signed_with(&key, &[("nbf", soon.clone()), ("iat", soon)])).is_ok());
 }
 
 #[test]
@@ -188,10 +129,7 @@ fn rejects_null_or_empty_subject_and_jti() {
         let mut claims = Value::Object(claims);
         claims[claim] = value;
         let result = tokens.verify(&sign(&header_for(&key), &claims, &key));
-        assert!(
-            matches!(result, Err(TokenError::MissingClaim(missing)) if missing == claim),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(TokenError::MissingClaim(missing)) if missing == claim), "{result:?}");
     }
 }
 
@@ -223,18 +161,12 @@ fn rejects_a_payload_that_repeats_a_claim() {
         now + 600
     );
     let header = header_for(&key).to_string();
-    assert_rejected!(
-        tokens,
-        sign_raw(header.as_bytes(), claims.as_bytes(), &key),
-        TokenError::Malformed { .. }
-    );
+    assert_rejected!(tokens, sign_raw(header.as_bytes(), claims.as_bytes(), &key), TokenError::Malformed { .. });
 }
 
 #[test]
 fn absent_roles_read_as_none() {
     let (tokens, key) = setup();
-    let claims = tokens
-        .verify(&signed_with(&key, &[("roles", Value::Null)]))
-        .expect("valid");
+    let claims = tokens.verify(&signed_with(&key, &[("roles", Value::Null)])).expect("valid");
     assert!(claims.roles.is_empty());
 }
