@@ -152,6 +152,8 @@ impl Config {
 
     /// Like [`Config::load`] with explicit `(KEY, value)` pairs instead of the process
     /// environment (keys without the `ATOM_` prefix). For tests and embedding.
+    /// `ATOM_CONFIG`, `ATOM_ADMIN_PASSWORD` (read by `atom admin create`) and `ATOM_TEST_*` are
+    /// not configuration and are skipped.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         for (key, value) in pairs {
@@ -304,7 +306,7 @@ impl Config {
 /// `ATOM_TEST_*`) are dropped.
 fn env_key(key: &str) -> Option<String> {
     let key = key.to_ascii_lowercase();
-    if key == "config" || key.starts_with("test_") {
+    if key == "config" || key == "admin_password" || key.starts_with("test_") {
         return None;
     }
     if key == "log" {

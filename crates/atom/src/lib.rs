@@ -13,6 +13,7 @@
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
+//! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit).
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
@@ -21,6 +22,7 @@
 pub mod app;
 pub mod audit;
 pub mod cache;
+pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod error;

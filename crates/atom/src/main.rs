@@ -1,13 +1,15 @@
 //! The `atom` command line: parse, set up logging, call into the library.
 
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use atom::commands::{self, CommandError};
 use atom::config::Config;
 use atom::error::ErrorChain;
-use atom::storage::{Db, MigrationState};
 use atom::{Application, StartError, shutdown, telemetry};
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
 #[command(name = "atom", version, about = "Atom Core: the backend of the Atom conversational agent")]
@@ -33,6 +35,21 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Account administration.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Key management: master keys (secrets at rest) and JWT signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,11 +64,44 @@ enum ConfigAction {
     Check,
 }
 
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Create an admin account. The password comes from ATOM_ADMIN_PASSWORD or, if unset,
+    /// the first line of standard input; there is no default.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "ATOM_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Add a master key, make it primary and re-wrap every stored data key under it.
+    Rotate {
+        /// Finish an interrupted rotation without adding another key.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after re-wrapping this many values (to spread the work; resume later).
+        #[arg(long)]
+        max_values: Option<u64>,
+    },
+    /// Add a JWT signing key and make it current.
+    RotateSigning,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Walk the hash chain and report the first tampered row.
+    Verify,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => return fail(&StartError::Config(e)),
+        Err(e) => return fail(&CommandError::Start(StartError::Config(e))),
     };
     if let Command::Config { action: ConfigAction::Check } = cli.command {
         println!("{}", config.to_redacted_json());
@@ -68,9 +118,21 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => Application::build(config).await?.run_until(shutdown::signal()).await,
-            Command::Migrate { action } => migrate(config, action).await,
+            Command::Serve => Ok(Application::build(config).await?.run_until(shutdown::signal()).await?),
+            Command::Migrate { action } => commands::migrate(&config, action.is_none()).await,
             Command::Config { .. } => Ok(()),
+            Command::Admin { action: AdminAction::Create { email, password } } => {
+                let password = match password {
+                    Some(p) => p,
+                    None => read_password_line()?,
+                };
+                commands::admin_create(&config, &email, SecretString::from(password)).await
+            }
+            Command::Keys { action: KeysAction::Rotate { resume, max_values } } => {
+                commands::rotate_master(&config, resume, max_values).await
+            }
+            Command::Keys { action: KeysAction::RotateSigning } => commands::rotate_signing(&config).await,
+            Command::Audit { action: AuditAction::Verify } => commands::audit_verify(&config).await,
         }
     });
     match result {
@@ -79,27 +141,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn migrate(config: Config, action: Option<MigrateAction>) -> Result<(), StartError> {
-    let db = Db::connect(&config.database_target()?, &config.database).await?;
-    if action.is_none() {
-        db.migrate().await?;
+fn read_password_line() -> Result<String, CommandError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CommandError::Failed(format!("cannot read the password from standard input: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(CommandError::Failed("no password: set ATOM_ADMIN_PASSWORD or pipe it on standard input".into()));
     }
-    let status = db.migration_status().await?;
-    for m in &status {
-        let state = match &m.state {
-            MigrationState::Applied { installed_on } => format!("applied {installed_on}"),
-            MigrationState::Pending => "pending".to_owned(),
-            MigrationState::Unknown => "applied, unknown to this binary (newer schema)".to_owned(),
-        };
-        println!("{:>6}  {:<32}  {state}", m.version, m.description);
-    }
-    let pending = status.iter().filter(|m| m.state == MigrationState::Pending).count();
-    eprintln!("{} migration(s), {pending} pending, on {}", status.len(), db.kind());
-    db.close().await;
-    Ok(())
+    Ok(password)
 }
 
-fn fail(err: &StartError) -> ExitCode {
+fn fail(err: &CommandError) -> ExitCode {
     eprintln!("error: {}", ErrorChain(err));
     ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
 }

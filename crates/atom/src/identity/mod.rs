@@ -64,7 +64,10 @@ struct UserStatus {
 #[derive(Debug)]
 pub struct Identity {
     db: Db,
-    keyring: Arc<MasterKeyring>,
+    keyring: RwLock<Arc<MasterKeyring>>,
+    /// Re-read with the signing keys, so that a master-key rotation by `atom keys rotate`
+    /// reaches running servers. `None` when the key comes from ATOM_MASTER_KEY.
+    keyring_file: Option<std::path::PathBuf>,
     token_config: TokenConfig,
     tokens: RwLock<Arc<AccessTokens>>,
     last_reload: Mutex<Instant>,
@@ -80,9 +83,13 @@ impl Identity {
         token_config.access_ttl = Duration::from_secs(config.auth.access_ttl_secs);
         let keys = signing::load_or_create(db, &keyring).await?;
         let tokens = AccessTokens::new(token_config.clone(), keys)?;
+        let keyring_file = config.master_key.is_none().then(|| {
+            config.master_key_file.clone().unwrap_or_else(|| config.data_dir.join(crate::crypto::KEY_FILE_NAME))
+        });
         let identity = Self {
             db: db.clone(),
-            keyring,
+            keyring: RwLock::new(keyring),
+            keyring_file,
             token_config,
             tokens: RwLock::new(Arc::new(tokens)),
             last_reload: Mutex::new(Instant::now()),
@@ -103,8 +110,8 @@ impl Identity {
         &self.db
     }
 
-    pub fn keyring(&self) -> &MasterKeyring {
-        &self.keyring
+    pub fn keyring(&self) -> Arc<MasterKeyring> {
+        self.keyring.read().map(|k| Arc::clone(&k)).unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
     }
 
     /// The current token issuer/verifier, reloaded from the database when it is stale.
@@ -121,7 +128,17 @@ impl Identity {
         if let Ok(mut last) = self.last_reload.lock() {
             *last = Instant::now();
         }
-        let keys = match signing::load(&self.db, &self.keyring).await {
+        if let Some(path) = &self.keyring_file {
+            match MasterKeyring::load(path) {
+                Ok(fresh) => {
+                    if let Ok(mut slot) = self.keyring.write() {
+                        *slot = Arc::new(fresh);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %crate::error::ErrorChain(&e), "could not reload the master key file"),
+            }
+        }
+        let keys = match signing::load(&self.db, &self.keyring()).await {
             Ok(Some(keys)) => keys,
             Ok(None) => return,
             Err(e) => {

@@ -36,6 +36,7 @@ macro_rules! with_tx {
 
 pub mod api_keys;
 pub mod audit;
+pub mod encrypted;
 mod migrate;
 pub mod sessions;
 pub mod signing_keys;

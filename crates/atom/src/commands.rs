@@ -1,0 +1,162 @@
+//! The operator commands behind the CLI (`atom migrate`, `atom admin create`, `atom keys …`,
+//! `atom audit verify`): each opens the database itself, does one job and reports in plain
+//! text. `main.rs` parses arguments and calls in here.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use crate::app::{StartError, load_keyring};
+use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext, Verification};
+use crate::config::Config;
+use crate::crypto::{KEY_FILE_NAME, MasterKeyring};
+use crate::error::ErrorChain;
+use crate::identity::{accounts, signing};
+use crate::storage::{Db, MigrationState, encrypted};
+
+/// A command's failure: what to print, and the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Start(e) => e.exit_code(),
+            Self::Failed(_) => 1,
+        }
+    }
+}
+
+fn failed(context: &str, err: &(dyn std::error::Error + 'static)) -> CommandError {
+    CommandError::Failed(format!("{context}: {}", ErrorChain(err)))
+}
+
+async fn open(config: &Config) -> Result<Db, CommandError> {
+    let db = Db::connect(&config.database_target().map_err(StartError::from)?, &config.database)
+        .await
+        .map_err(StartError::from)?;
+    Ok(db)
+}
+
+/// `atom migrate [status]`.
+pub async fn migrate(config: &Config, apply: bool) -> Result<(), CommandError> {
+    let db = open(config).await?;
+    if apply {
+        db.migrate().await.map_err(StartError::from)?;
+    }
+    let status = db.migration_status().await.map_err(StartError::from)?;
+    for m in &status {
+        let state = match &m.state {
+            MigrationState::Applied { installed_on } => format!("applied {installed_on}"),
+            MigrationState::Pending => "pending".to_owned(),
+            MigrationState::Unknown => "applied, unknown to this binary (newer schema)".to_owned(),
+        };
+        println!("{:>6}  {:<32}  {state}", m.version, m.description);
+    }
+    let pending = status.iter().filter(|m| m.state == MigrationState::Pending).count();
+    eprintln!("{} migration(s), {pending} pending, on {}", status.len(), db.kind());
+    db.close().await;
+    Ok(())
+}
+
+/// `atom admin create --email E`, the password from `ATOM_ADMIN_PASSWORD` or standard input.
+pub async fn admin_create(config: &Config, email: &str, password: SecretString) -> Result<(), CommandError> {
+    let db = open(config).await?;
+    db.migrate().await.map_err(StartError::from)?;
+    let user = accounts::create_admin(&db, email, password).await.map_err(CommandError::Failed)?;
+    println!("created admin {} ({})", user.email, user.id);
+    db.close().await;
+    Ok(())
+}
+
+/// `atom keys rotate-signing`: a new JWT signing key becomes current; tokens signed by the
+/// previous one stay valid until they expire. Running servers pick it up within a minute.
+pub async fn rotate_signing(config: &Config) -> Result<(), CommandError> {
+    let db = open(config).await?;
+    let keyring = load_keyring(config)?;
+    signing::load_or_create(&db, &keyring).await.map_err(|e| failed("signing keys", &e))?;
+    let kid = signing::rotate(&db, &keyring, config.auth.access_ttl_secs, &RequestContext::default())
+        .await
+        .map_err(|e| failed("rotation", &e))?;
+    println!("new signing key {kid} is current");
+    db.close().await;
+    Ok(())
+}
+
+/// The key file rotation reads and rewrites.
+fn key_file(config: &Config) -> Result<PathBuf, CommandError> {
+    if config.master_key.is_some() {
+        return Err(CommandError::Failed(
+            "master key rotation needs a key file: move ATOM_MASTER_KEY into one (`v1:<key>` with `primary = 1`) \
+             and set ATOM_MASTER_KEY_FILE"
+                .to_owned(),
+        ));
+    }
+    Ok(config.master_key_file.clone().unwrap_or_else(|| config.data_dir.join(KEY_FILE_NAME)))
+}
+
+/// `atom keys rotate [--resume]`: adds a master key and makes it primary (unless resuming),
+/// re-wraps every data key under it in batches while servers keep running, then drops old
+/// keys that nothing uses any more. Interrupted, it is resumed with `--resume`.
+pub async fn rotate_master(config: &Config, resume: bool, max_values: Option<u64>) -> Result<(), CommandError> {
+    let path = key_file(config)?;
+    let db = open(config).await?;
+    let mut keyring = MasterKeyring::load(&path).map_err(|e| failed("master key file", &e))?;
+    if !resume {
+        let version = keyring.add_key_and_make_primary().map_err(|e| failed("new master key", &e))?;
+        // Saved before anything is re-wrapped under it, so no value ever needs a key that
+        // is not on disk.
+        keyring.save(&path).map_err(|e| failed("master key file", &e))?;
+        audit::record_alone(
+            &db,
+            AuditEvent::new(Actor::System, "keys.master_rotated", Outcome::Success, &RequestContext::default())
+                .details(serde_json::json!({ "primary_version": version })),
+        )
+        .await
+        .map_err(|e| failed("audit", &e))?;
+        println!("master key v{version} is primary");
+    }
+    let report = encrypted::rewrap_all(&db, &keyring, max_values).await.map_err(|e| failed("re-wrap", &e))?;
+    println!(
+        "re-wrapped {} value(s); {} already current; {} changed meanwhile",
+        report.rewrapped, report.current, report.raced
+    );
+    if report.incomplete || report.raced > 0 {
+        println!("not finished: run `atom keys rotate --resume`");
+        db.close().await;
+        return Ok(());
+    }
+    let in_use = encrypted::versions_in_use(&db).await.map_err(|e| failed("key versions", &e))?;
+    let primary = keyring.primary_version();
+    let unused: Vec<u32> = keyring.versions().filter(|v| *v != primary && !in_use.contains(v)).collect();
+    for version in &unused {
+        keyring.remove_key(*version).map_err(|e| failed("retire key", &e))?;
+    }
+    if !unused.is_empty() {
+        keyring.save(&path).map_err(|e| failed("master key file", &e))?;
+        println!("retired master key(s) {unused:?}");
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// `atom audit verify`: walks the hash chain; exit code 1 names the first broken row.
+pub async fn audit_verify(config: &Config) -> Result<(), CommandError> {
+    let db = open(config).await?;
+    let result = audit::verify(&db).await.map_err(|e| failed("audit log", &e))?;
+    db.close().await;
+    match result {
+        Verification::Intact { rows } => {
+            println!("audit log intact: {rows} row(s)");
+            Ok(())
+        }
+        Verification::Broken { seq, rows_checked, reason } => Err(CommandError::Failed(format!(
+            "audit log tampered at row {seq}: {reason} ({rows_checked} row(s) before it are intact)"
+        ))),
+    }
+}

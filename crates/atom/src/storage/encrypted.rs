@@ -1,0 +1,212 @@
+//! Every envelope-encrypted column in the schema, and the passes over all of them: re-wrap
+//! under the current master key (rotation), list the key versions in use (retirement), and
+//! check that each value decrypts (restore, start-up).
+//!
+//! A feature that stores a new encrypted column adds one line to [`ENCRYPTED_COLUMNS`]; the
+//! passes cover it from then on. Updates compare-and-swap on the old value, so a pass running
+//! beside a live server never overwrites a value the server changed meanwhile.
+
+use std::collections::BTreeSet;
+
+use crate::crypto::{Aad, CryptoError, MasterKeyring, from_base64, key_version, to_base64};
+
+use super::Db;
+
+/// Where the AAD's `owner` comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner {
+    Constant(&'static str),
+    Column(&'static str),
+}
+
+/// One encrypted column; values are base64 of the stored form, bound to
+/// (table, column, id, owner).
+#[derive(Debug, Clone, Copy)]
+pub struct EncryptedColumn {
+    pub table: &'static str,
+    pub id_column: &'static str,
+    pub column: &'static str,
+    pub owner: Owner,
+}
+
+pub const ENCRYPTED_COLUMNS: &[EncryptedColumn] = &[EncryptedColumn {
+    table: "signing_keys",
+    id_column: "kid",
+    column: "private_key",
+    owner: Owner::Constant("system"),
+}];
+
+/// One encrypted value and where it lives.
+#[derive(Debug, Clone)]
+pub struct EncryptedValue {
+    pub id: String,
+    pub owner: String,
+    pub value: String,
+}
+
+impl EncryptedColumn {
+    fn owner_sql(&self) -> String {
+        match self.owner {
+            Owner::Constant(_) => "''".to_owned(),
+            Owner::Column(c) => c.to_owned(),
+        }
+    }
+
+    /// Up to `limit` values with an id after `after`, in id order.
+    pub async fn page(&self, db: &Db, after: &str, limit: i64) -> Result<Vec<EncryptedValue>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {id}, {owner}, {col} FROM {table} WHERE {id} > $1 ORDER BY {id} LIMIT $2",
+            id = self.id_column,
+            owner = self.owner_sql(),
+            col = self.column,
+            table = self.table,
+        );
+        let rows: Vec<(String, String, String)> = with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, owner, value)| {
+                let owner = match self.owner {
+                    Owner::Constant(c) => c.to_owned(),
+                    Owner::Column(_) => owner,
+                };
+                EncryptedValue { id, owner, value }
+            })
+            .collect())
+    }
+
+    /// Replaces `old` by `new` unless the value changed meanwhile; true when replaced.
+    pub async fn swap(&self, db: &Db, id: &str, old: &str, new: &str) -> Result<bool, sqlx::Error> {
+        let sql = format!(
+            "UPDATE {table} SET {col} = $3 WHERE {id} = $1 AND {col} = $2",
+            table = self.table,
+            col = self.column,
+            id = self.id_column,
+        );
+        with_pool!(db, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(old)
+                .bind(new)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
+    }
+
+    pub fn aad<'a>(&'a self, value: &'a EncryptedValue) -> Aad<'a> {
+        Aad::new(self.table, self.column, &value.id, &value.owner)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    pub rewrapped: u64,
+    pub current: u64,
+    /// Values that changed under us; the next pass takes them.
+    pub raced: u64,
+    /// Whether the pass stopped early (`max_values`), to be resumed.
+    pub incomplete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("database error")]
+    Storage(#[from] sqlx::Error),
+    #[error("{table}.{column} of {id} does not decrypt")]
+    Decrypt {
+        table: &'static str,
+        column: &'static str,
+        id: String,
+        #[source]
+        source: CryptoError,
+    },
+}
+
+const BATCH: i64 = 100;
+
+/// Re-wraps every value not under the primary key, at most `max_values` of them (all when
+/// `None`). Idempotent: running it again resumes where an interrupted pass stopped.
+pub async fn rewrap_all(db: &Db, keyring: &MasterKeyring, max_values: Option<u64>) -> Result<RewrapReport, PassError> {
+    let mut report = RewrapReport::default();
+    for column in ENCRYPTED_COLUMNS {
+        let mut after = String::new();
+        loop {
+            let page = column.page(db, &after, BATCH).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for value in &page {
+                let decrypt_error = |source| PassError::Decrypt {
+                    table: column.table,
+                    column: column.column,
+                    id: value.id.clone(),
+                    source,
+                };
+                let stored = from_base64(&value.value).map_err(decrypt_error)?;
+                if !keyring.needs_rewrap(&stored) {
+                    report.current += 1;
+                    continue;
+                }
+                if max_values.is_some_and(|max| report.rewrapped >= max) {
+                    report.incomplete = true;
+                    return Ok(report);
+                }
+                let fresh = keyring.rewrap(&column.aad(value), &stored).map_err(decrypt_error)?;
+                if column.swap(db, &value.id, &value.value, &to_base64(&fresh)).await? {
+                    report.rewrapped += 1;
+                } else {
+                    report.raced += 1;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The master-key versions that stored values use.
+pub async fn versions_in_use(db: &Db) -> Result<BTreeSet<u32>, PassError> {
+    let mut versions = BTreeSet::new();
+    for column in ENCRYPTED_COLUMNS {
+        let mut after = String::new();
+        loop {
+            let page = column.page(db, &after, BATCH).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for value in &page {
+                let version = from_base64(&value.value).and_then(|stored| key_version(&stored)).map_err(|source| {
+                    PassError::Decrypt { table: column.table, column: column.column, id: value.id.clone(), source }
+                })?;
+                versions.insert(version);
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// Decrypts every stored value; the first that fails is the error. Returns how many.
+pub async fn check_all_decrypt(db: &Db, keyring: &MasterKeyring) -> Result<u64, PassError> {
+    let mut count = 0;
+    for column in ENCRYPTED_COLUMNS {
+        let mut after = String::new();
+        loop {
+            let page = column.page(db, &after, BATCH).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for value in &page {
+                from_base64(&value.value).and_then(|stored| keyring.decrypt(&column.aad(value), &stored)).map_err(
+                    |source| PassError::Decrypt {
+                        table: column.table,
+                        column: column.column,
+                        id: value.id.clone(),
+                        source,
+                    },
+                )?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
