@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod errors;
 mod health;
+mod keys;
 mod logging;
 mod migrations;
 mod openapi;
