@@ -104,7 +104,7 @@ async fn signing_key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     let app = TestApp::spawn().await;
     let user = app.user("user").await;
     let old_kid = kid_of(&user.access_token);
-    assert_eq!(jwks_kids(&app).await, [old_kid.clone()]);
+    assert_eq!(jwks_kids(&app).await, std::slice::from_ref(&old_kid));
 
     let (code, stdout, stderr) = run_atom(&app.db.pairs(), &["keys", "rotate-signing"]).await;
     assert_eq!(code, 0, "{stderr}");
