@@ -4,21 +4,19 @@
 //! The listener is bound in [`Application::build`], so a caller (a test) can bind port 0 and
 //! read the real address before serving. `AppState` holds only cheap clones of handles.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::cache::Redis;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{CryptoError, MasterKeyring};
-use crate::error::ErrorChain;
 use crate::identity::{Identity, IdentityError};
 use crate::storage::{Db, MigrationState, StorageError};
 use crate::{http, telemetry};
@@ -58,8 +56,6 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error("redis.url is not usable")]
     Redis(#[source] redis::RedisError),
-    #[error("the HTTP server failed")]
-    Serve(#[source] std::io::Error),
 }
 
 impl StartError {
@@ -149,29 +145,17 @@ impl Application {
             "atom is serving"
         );
 
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let limits = http::server::ConnectionLimits {
+            max_connections: config.http.max_connections,
+            max_connections_per_ip: config.http.max_connections_per_ip,
+            header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
+        };
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-        let mut server = tokio::spawn(server.into_future());
+        let server = tokio::spawn(http::server::serve(listener, app, limits, async move {
+            let _ = stopped.await;
+        }));
 
-        tokio::select! {
-            result = &mut server => {
-                // The server ended without being asked to: report why.
-                state.db.close().await;
-                return match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(StartError::Serve(e)),
-                    Err(e) => Err(StartError::Serve(std::io::Error::other(e))),
-                };
-            }
-            () = shutdown => {}
-        }
-
+        shutdown.await;
         state.draining.store(true, Ordering::SeqCst);
         let drain = Duration::from_secs(config.shutdown.drain_secs);
         if !drain.is_zero() {
@@ -180,15 +164,16 @@ impl Application {
         }
         let _ = stop_accepting.send(());
         let grace = Duration::from_secs(config.shutdown.grace_secs);
-        tracing::info!(?grace, "shutdown: listener closed; waiting for in-flight requests");
-        match tokio::time::timeout(grace, &mut server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("shutdown: all requests finished"),
-            Ok(Ok(Err(e))) => tracing::error!(error = %ErrorChain(&e), "shutdown: server error"),
-            Ok(Err(e)) => tracing::error!(error = %e, "shutdown: server task failed"),
-            Err(_) => {
-                tracing::warn!(?grace, "shutdown: grace period over; cutting remaining requests");
-                server.abort();
+        match server.await {
+            Ok(connections) => {
+                tracing::info!(?grace, "shutdown: listener closed; waiting for in-flight requests");
+                if tokio::time::timeout(grace, connections.shutdown()).await.is_ok() {
+                    tracing::info!("shutdown: all requests finished");
+                } else {
+                    tracing::warn!(?grace, "shutdown: grace period over; cutting remaining requests");
+                }
             }
+            Err(e) => tracing::error!(error = %e, "shutdown: server task failed"),
         }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");

@@ -102,6 +102,9 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_read_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub body_limit_bytes: usize,
     pub ready_check_timeout_ms: u64,
@@ -243,6 +246,12 @@ impl Config {
                 return Err(ConfigError::new("redis.url", "must start with redis:// or rediss://"));
             }
             redis::Client::open(url).map_err(|_| ConfigError::new("redis.url", "is not a valid Redis URL"))?;
+        }
+        if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
+            return Err(ConfigError::new("http.max_connections", "connection caps must be at least 1"));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));
         }
         if self.http.request_timeout_secs == 0 {
             return Err(ConfigError::new("http.request_timeout_secs", "must be at least 1"));

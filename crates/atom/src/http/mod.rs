@@ -7,6 +7,7 @@
 mod health;
 pub mod middleware;
 pub mod openapi;
+pub mod server;
 
 use std::time::Duration;
 

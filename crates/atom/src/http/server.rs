@@ -1,0 +1,139 @@
+//! The accept loop: hyper connections with a header-read timeout (a slowloris client is cut
+//! off), caps on open connections in total and per client address, and graceful shutdown.
+//!
+//! axum's `serve` exposes none of these knobs, so this is the few lines of hyper-util it
+//! would otherwise do for us. Connections over a cap are closed at once, before any byte is
+//! read: answering them would cost the very resources the cap protects.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+
+/// Limits applied per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// Open connections per client address.
+#[derive(Debug, Default)]
+struct PerIp {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Releases one connection of an address when the connection ends.
+struct PerIpGuard {
+    ip: IpAddr,
+    table: Arc<PerIp>,
+}
+
+impl PerIp {
+    fn try_open(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PerIpGuard> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PerIpGuard { ip, table: Arc::clone(self) })
+    }
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.table.open.lock()
+            && let Some(count) = open.get_mut(&self.ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts and serves connections until `stop` resolves, then closes the listener and
+/// returns the handle that resolves once every open connection has finished.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let total = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let mut stop = std::pin::pin!(stop);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Some(connection) = admit(&total, &per_ip, peer.ip(), &limits) else {
+            metrics::counter!("http_connections_rejected_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            },
+        ));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _held = connection;
+            metrics::gauge!("http_connections_open").increment(1.0);
+            let _ = conn.await;
+            metrics::gauge!("http_connections_open").decrement(1.0);
+        });
+    }
+    drop(listener);
+    graceful
+}
+
+fn admit(
+    total: &Arc<Semaphore>,
+    per_ip: &Arc<PerIp>,
+    ip: IpAddr,
+    limits: &ConnectionLimits,
+) -> Option<(OwnedSemaphorePermit, PerIpGuard)> {
+    let permit = Arc::clone(total).try_acquire_owned().ok()?;
+    let guard = per_ip.try_open(ip, limits.max_connections_per_ip)?;
+    Some((permit, guard))
+}
+
+/// The peer address a request arrived from (set on every request by [`serve`]).
+pub fn peer_addr(req: &axum::extract::Request) -> Option<SocketAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
