@@ -28,6 +28,7 @@ pub struct AppState {
     pub db: Db,
     pub redis: Option<Arc<Redis>>,
     pub identity: Arc<Identity>,
+    pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,
     /// Set when shutdown begins; `/ready` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
@@ -104,7 +105,9 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let edge = Arc::new(crate::edge::Edge::new(&config, redis.clone()));
         let state = AppState {
+            edge,
             config: Arc::new(config),
             db,
             redis,
@@ -137,7 +140,7 @@ impl Application {
         let Self { listener, state, routes } = self;
         let config = Arc::clone(&state.config);
         let routes = http::router().merge(crate::identity::router(&state)).merge(routes);
-        let app = http::with_middleware(routes, &config).with_state(state.clone());
+        let app = http::with_middleware(routes, &state).with_state(state.clone());
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
             database = state.db.kind(),

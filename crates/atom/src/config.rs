@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown", "auth"];
+const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown", "auth", "rate_limit"];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,7 @@ pub struct Config {
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
     pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub http: HttpConfig,
@@ -94,6 +95,21 @@ pub enum Registration {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub auth_per_minute: u32,
+    pub auth_burst: u32,
+    pub api_per_minute: u32,
+    pub api_burst: u32,
+    pub anonymous_per_minute: u32,
+    pub anonymous_burst: u32,
+    pub ban_threshold: u32,
+    pub ban_window_secs: u64,
+    pub ban_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     #[serde(default, serialize_with = "redacted_url")]
     pub url: Option<SecretString>,
@@ -102,6 +118,9 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    pub max_in_flight: usize,
+    pub cors_allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<String>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_read_timeout_secs: u64,
@@ -249,6 +268,40 @@ impl Config {
         }
         if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
             return Err(ConfigError::new("http.max_connections", "connection caps must be at least 1"));
+        }
+        if self.http.max_in_flight == 0 {
+            return Err(ConfigError::new("http.max_in_flight", "must be at least 1"));
+        }
+        for origin in &self.http.cors_allowed_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && !origin.contains('*')
+                && origin.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
+            if !valid {
+                return Err(ConfigError::new(
+                    "http.cors_allowed_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path, no wildcard, not null)"),
+                ));
+            }
+        }
+        for proxy in &self.http.trusted_proxies {
+            if crate::edge::Cidr::parse(proxy).is_none() {
+                return Err(ConfigError::new("http.trusted_proxies", format!("{proxy:?} is not an IP or CIDR")));
+            }
+        }
+        let rl = &self.rate_limit;
+        if [
+            rl.auth_per_minute,
+            rl.auth_burst,
+            rl.api_per_minute,
+            rl.api_burst,
+            rl.anonymous_per_minute,
+            rl.anonymous_burst,
+            rl.ban_threshold,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::new("rate_limit", "rates, bursts and ban_threshold must be at least 1"));
         }
         if self.http.header_read_timeout_secs == 0 {
             return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));

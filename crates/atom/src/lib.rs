@@ -11,6 +11,7 @@
 //! - [`http`]: the operational routes, the OpenAPI document and the middleware stack.
 //! - [`error`]: [`ApiError`] and its RFC 9457 problem+json form.
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
+//! - [`edge`]: security headers, CORS, client address, rate limits, bans, load shedding.
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit).
@@ -25,6 +26,7 @@ pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod edge;
 pub mod error;
 pub mod http;
 pub mod identity;

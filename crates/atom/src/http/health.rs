@@ -29,7 +29,8 @@ pub struct HealthResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyResponse {
-    /// `ok` when every check passed.
+    /// `ok` when every check passed; `degraded` when Redis is down (the node then runs on
+    /// local limits and caches).
     pub status: &'static str,
     pub checks: BTreeMap<&'static str, Check>,
 }
@@ -37,7 +38,7 @@ pub struct ReadyResponse {
 /// The outcome of one dependency check.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Check {
-    /// `ok`, `failed`, `timeout` or (for `shutdown`) `draining`.
+    /// `ok`, `failed`, `timeout`, `degraded` (Redis) or `draining` (shutdown).
     pub status: &'static str,
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,15 +107,21 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
     let mut checks = BTreeMap::new();
     checks.insert("database", database);
-    if let Some(redis) = redis {
+    if let Some(mut redis) = redis {
+        // Without Redis each node falls back to local limits and caches: degraded, not down.
+        if redis.status != "ok" {
+            redis.status = "degraded";
+        }
         checks.insert("redis", redis);
     }
     if draining {
         checks.insert("shutdown", Check { status: "draining", latency_ms: 0.0, error: None });
     }
-    let failing: Vec<&str> = checks.iter().filter(|(_, c)| c.status != "ok").map(|(name, _)| *name).collect();
+    let failing: Vec<&str> =
+        checks.iter().filter(|(_, c)| !matches!(c.status, "ok" | "degraded")).map(|(name, _)| *name).collect();
     if failing.is_empty() {
-        return Json(ReadyResponse { status: "ok", checks }).into_response();
+        let status = if checks.values().any(|c| c.status == "degraded") { "degraded" } else { "ok" };
+        return Json(ReadyResponse { status, checks }).into_response();
     }
     let mut problem =
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", format!("Not ready: {}.", failing.join(", ")));

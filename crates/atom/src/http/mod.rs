@@ -21,7 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
 use crate::app::AppState;
-use crate::config::Config;
+use crate::edge;
 use crate::error::ApiError;
 
 /// Health, readiness, status, metrics and the OpenAPI document.
@@ -34,10 +34,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Wraps `routes` in the stack every request passes through (see [`middleware`]).
-pub fn with_middleware(routes: Router<AppState>, config: &Config) -> Router<AppState> {
-    // Router::layer wraps each route, so the outer two see the matched route template.
+pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let config = &state.config;
+    // Router::layer wraps each route, so the outer layers see the matched route template.
     // Listed innermost first.
-    routes
+    let routes = routes
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(config.http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -45,6 +46,15 @@ pub fn with_middleware(routes: Router<AppState>, config: &Config) -> Router<AppS
             Duration::from_secs(config.http.request_timeout_secs),
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::limit_by_address))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::shed_load));
+    let routes = match edge::headers::cors(&config.http.cors_allowed_origins) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    let hsts = edge::headers::Hsts(config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")));
+    routes
+        .layer(axum::middleware::from_fn_with_state(hsts, edge::headers::security_headers))
         .layer(axum::middleware::from_fn(middleware::finalize_problems))
         .layer(axum::middleware::from_fn(middleware::observe))
 }

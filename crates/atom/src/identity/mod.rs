@@ -254,6 +254,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/admin/invites", post(accounts::admin_invite))
         .merge(crate::audit::router())
         .route("/status", get(crate::http::status))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::edge::limit_by_principal))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     public.merge(protected)
 }

@@ -1,0 +1,287 @@
+//! Edge protection: security headers and CORS ([`headers`]), the client address (forwarded
+//! headers trusted only from configured proxies), rate limits per route class
+//! ([`ratelimit`]), bans for clients that keep hitting them, and load shedding.
+//!
+//! Route classes: `/v1/auth/*` is limited per client address (strict); authenticated routes
+//! per user or API key (after authentication); everything else per client address.
+//! `/health`, `/ready` and `/metrics` are never limited or shed, so that orchestrators can
+//! always see the server. Every limited response carries the IETF `RateLimit-Policy` and
+//! `RateLimit` headers; a 429 carries `Retry-After`.
+
+pub mod headers;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::config::Config;
+use crate::error::{ApiError, Problem};
+use ratelimit::{Decision, Limiter, Policy};
+
+pub const AUTH: &str = "auth";
+pub const API: &str = "api";
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Routes that are never limited or shed.
+fn exempt(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// An address range, `ip/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let addr = text.parse::<IpAddr>().ok()?;
+                (addr, if addr.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let shift = |bits: u32, width: u32| if bits == 0 { 0 } else { u128::MAX << (width - bits) };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = shift(u32::from(self.prefix), 32) as u32;
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = shift(u32::from(self.prefix), 128);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Strikes {
+    denials: u32,
+    window_start: Option<Instant>,
+    banned_until: Option<Instant>,
+}
+
+/// The edge state shared by every request.
+#[derive(Debug)]
+pub struct Edge {
+    pub limiter: Limiter,
+    enabled: bool,
+    trusted_proxies: Vec<Cidr>,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+    ban_threshold: u32,
+    ban_window: Duration,
+    ban_for: Duration,
+    strikes: Mutex<HashMap<String, Strikes>>,
+}
+
+impl Edge {
+    pub fn new(config: &Config, redis: Option<std::sync::Arc<crate::cache::Redis>>) -> Self {
+        let rl = &config.rate_limit;
+        let policy = |per_minute: u32, burst: u32| Policy { quota: per_minute, window_secs: 60, burst };
+        let policies = HashMap::from([
+            (AUTH, policy(rl.auth_per_minute, rl.auth_burst)),
+            (API, policy(rl.api_per_minute, rl.api_burst)),
+            (ANONYMOUS, policy(rl.anonymous_per_minute, rl.anonymous_burst)),
+        ]);
+        Self {
+            limiter: Limiter::new(policies, redis),
+            enabled: rl.enabled,
+            trusted_proxies: config.http.trusted_proxies.iter().filter_map(|c| Cidr::parse(c)).collect(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: config.http.max_in_flight,
+            ban_threshold: rl.ban_threshold,
+            ban_window: Duration::from_secs(rl.ban_window_secs),
+            ban_for: Duration::from_secs(rl.ban_secs),
+            strikes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client's address: the peer, or the nearest untrusted address in
+    /// `X-Forwarded-For` when the peer is a configured proxy.
+    pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
+        let peer = crate::http::server::peer_addr(req)?.ip();
+        if !self.trusted_proxies.iter().any(|c| c.contains(peer)) {
+            return Some(peer);
+        }
+        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let chain: Vec<IpAddr> = forwarded.split(',').filter_map(|a| a.trim().parse().ok()).collect();
+        Some(chain.into_iter().rev().find(|ip| !self.trusted_proxies.iter().any(|c| c.contains(*ip))).unwrap_or(peer))
+    }
+
+    /// Seconds of ban left for `key`, if banned.
+    fn banned(&self, key: &str) -> Option<u64> {
+        let strikes = self.strikes.lock().ok()?;
+        let until = strikes.get(key)?.banned_until?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(left.as_secs().max(1))
+    }
+
+    /// Counts a denial; returns true when it starts a ban.
+    fn strike(&self, key: &str) -> bool {
+        let Ok(mut strikes) = self.strikes.lock() else { return false };
+        if strikes.len() > 100_000 {
+            let now = Instant::now();
+            strikes.retain(|_, s| s.banned_until.is_some_and(|u| u > now));
+        }
+        let s = strikes.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        if s.window_start.is_none_or(|w| now.duration_since(w) > self.ban_window) {
+            s.window_start = Some(now);
+            s.denials = 0;
+        }
+        s.denials += 1;
+        if s.denials >= self.ban_threshold && s.banned_until.is_none_or(|u| u <= now) {
+            s.banned_until = Some(now + self.ban_for);
+            s.denials = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Sets `RateLimit-Policy` and `RateLimit` on a response.
+fn set_headers(response: &mut Response, name: &str, policy: Policy, decision: &Decision) {
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", policy.quota, policy.window_secs)) {
+        h.insert("ratelimit-policy", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", decision.remaining, decision.reset_secs)) {
+        h.insert("ratelimit", v);
+    }
+}
+
+fn too_many(retry_after_secs: u64, detail: &str) -> Response {
+    ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1), detail: detail.to_owned() }.into_response()
+}
+
+/// Applies policy `name` to `key`; on denial counts a strike, bans (and audits) a client
+/// that keeps going.
+async fn enforce(state: &AppState, name: &'static str, key: String, req: Request, next: Next) -> Response {
+    let edge = &state.edge;
+    if let Some(left) = edge.banned(&key) {
+        return too_many(left, "This client is temporarily banned for exceeding rate limits.");
+    }
+    let Some(policy) = edge.limiter.policy(name) else { return next.run(req).await };
+    let decision = edge.limiter.check(name, &key).await;
+    if !decision.allowed {
+        metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
+        if edge.strike(&key) {
+            tracing::warn!(client = %key, policy = name, "client banned for repeatedly exceeding rate limits");
+            let context = RequestContext {
+                client_addr: edge.client_ip(&req).map(|ip| ip.to_string()),
+                user_agent: None,
+                request_id: req.extensions().get::<crate::http::middleware::RequestId>().map(|r| r.0.clone()),
+            };
+            let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
+                .target(key.clone())
+                .details(serde_json::json!({ "policy": name, "ban_secs": edge.ban_for.as_secs() }));
+            if let Err(e) = audit::record_alone(&state.db, event).await {
+                tracing::error!(error = %e, "could not audit a ban");
+            }
+        }
+        let mut response = too_many(decision.retry_after_secs, "Rate limit exceeded; slow down.");
+        set_headers(&mut response, name, policy, &decision);
+        return response;
+    }
+    let mut response = next.run(req).await;
+    set_headers(&mut response, name, policy, &decision);
+    response
+}
+
+/// Per client address: `/v1/auth/*` (strict) and unauthenticated requests. Requests with
+/// credentials are limited per principal after authentication ([`limit_by_principal`]).
+pub async fn limit_by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !state.edge.enabled || exempt(path) {
+        return next.run(req).await;
+    }
+    let class = if path.starts_with("/v1/auth/") {
+        AUTH
+    } else if req.headers().contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    } else {
+        ANONYMOUS
+    };
+    let Some(ip) = state.edge.client_ip(&req) else { return next.run(req).await };
+    enforce(&state, class, format!("addr:{ip}"), req, next).await
+}
+
+/// Per user or API key, on authenticated routes.
+pub async fn limit_by_principal(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.edge.enabled {
+        return next.run(req).await;
+    }
+    let key = match req.extensions().get::<crate::identity::Principal>() {
+        Some(p) => match &p.credential {
+            crate::identity::Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
+            crate::identity::Credential::AccessToken { .. } => format!("user:{}", p.user_id),
+        },
+        None => return next.run(req).await,
+    };
+    enforce(&state, API, key, req, next).await
+}
+
+/// Answers 503 with `Retry-After` while more than `max_in_flight` requests are being served;
+/// health, readiness and metrics always pass.
+pub async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if exempt(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let edge = &state.edge;
+    let before = edge.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _release = InFlightGuard(&edge.in_flight);
+    if before >= edge.max_in_flight {
+        metrics::counter!("http_requests_shed_total").increment(1);
+        let mut response =
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "The server is at capacity; retry shortly.")
+                .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    next.run(req).await
+}
+
+struct InFlightGuard<'a>(&'a AtomicUsize);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cidr;
+
+    #[test]
+    fn cidrs_match_by_prefix() {
+        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
+        assert!(net.contains("10.1.200.3".parse().expect("ip")));
+        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
+        assert!(Cidr::parse("127.0.0.1").expect("host").contains("127.0.0.1".parse().expect("ip")));
+        assert!(Cidr::parse("::1/128").expect("v6").contains("::1".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("8.8.8.8".parse().expect("ip")));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nonsense").is_none());
+    }
+}
