@@ -98,7 +98,7 @@ impl Application {
         let redis = match &config.redis.url {
             Some(url) => {
                 let timeout = Duration::from_millis(config.http.ready_check_timeout_ms);
-                Some(Arc::new(Redis::new(url, timeout).map_err(StartError::Redis)?))
+                Some(Arc::new(Redis::new(url, &config.redis.key_prefix, timeout).map_err(StartError::Redis)?))
             }
             None => None,
         };

@@ -113,6 +113,7 @@ pub struct RateLimitConfig {
 pub struct RedisConfig {
     #[serde(default, serialize_with = "redacted_url")]
     pub url: Option<SecretString>,
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -305,6 +306,12 @@ impl Config {
         }
         if self.http.header_read_timeout_secs == 0 {
             return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));
+        }
+        if self.redis.key_prefix.is_empty()
+            || self.redis.key_prefix.len() > 64
+            || self.redis.key_prefix.contains(char::is_whitespace)
+        {
+            return Err(ConfigError::new("redis.key_prefix", "must be 1 to 64 characters without spaces"));
         }
         if self.http.request_timeout_secs == 0 {
             return Err(ConfigError::new("http.request_timeout_secs", "must be at least 1"));

@@ -15,6 +15,7 @@ use crate::config::redact_url;
 /// A lazily connected, self-healing Redis connection. Cheap to share behind an `Arc`.
 pub struct Redis {
     client: redis::Client,
+    prefix: String,
     shown_url: String,
     timeout: Duration,
     manager: Mutex<Option<ConnectionManager>>,
@@ -28,13 +29,19 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Parses the URL; no connection is made until first use.
-    pub fn new(url: &SecretString, timeout: Duration) -> Result<Self, redis::RedisError> {
+    pub fn new(url: &SecretString, prefix: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
         Ok(Self {
             client: redis::Client::open(url.expose_secret())?,
+            prefix: prefix.to_owned(),
             shown_url: redact_url(url.expose_secret()),
             timeout,
             manager: Mutex::new(None),
         })
+    }
+
+    /// `prefix:suffix`, the name of one of our keys.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
     }
 
     /// A connection, established now if there is none yet.

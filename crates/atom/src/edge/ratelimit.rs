@@ -57,7 +57,12 @@ pub struct Limiter {
     redis: Option<Arc<Redis>>,
     script: redis::Script,
     redis_failing: AtomicBool,
+    /// While Redis is failing, requests do not wait on it again before this instant.
+    retry_shared_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a node stays on local limits after Redis failed, before trying it again.
+const SHARED_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,7 +100,14 @@ impl Limiter {
                 (*name, RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
             })
             .collect();
-        Self { policies, local, redis, script: redis::Script::new(GCRA_LUA), redis_failing: AtomicBool::new(false) }
+        Self {
+            policies,
+            local,
+            redis,
+            script: redis::Script::new(GCRA_LUA),
+            redis_failing: AtomicBool::new(false),
+            retry_shared_at: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn policy(&self, name: &str) -> Option<Policy> {
@@ -112,7 +124,9 @@ impl Limiter {
         let Some(policy) = self.policy(name) else {
             return Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 };
         };
-        if let Some(redis) = &self.redis {
+        let backing_off =
+            self.retry_shared_at.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() < at)).unwrap_or(false);
+        if let Some(redis) = self.redis.as_ref().filter(|_| !backing_off) {
             match self.check_shared(redis, name, policy, key).await {
                 Ok(decision) => {
                     if self.redis_failing.swap(false, Ordering::Relaxed) {
@@ -121,6 +135,9 @@ impl Limiter {
                     return decision;
                 }
                 Err(e) => {
+                    if let Ok(mut at) = self.retry_shared_at.lock() {
+                        *at = Some(std::time::Instant::now() + SHARED_RETRY_AFTER);
+                    }
                     if !self.redis_failing.swap(true, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "Redis unreachable: rate limits fall back to this node's");
                     }
@@ -166,7 +183,7 @@ impl Limiter {
         let mut conn = redis.connection().await?;
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
             .script
-            .key(format!("atom:rl:{name}:{key}"))
+            .key(redis.key(&format!("rl:{name}:{key}")))
             .arg(policy.interval_ms())
             .arg(policy.burst)
             .invoke_async(&mut conn)

@@ -102,18 +102,19 @@ pub fn with_database(url: &str, name: &str) -> String {
 pub struct TestDb {
     pub dir: tempfile::TempDir,
     pub pg: Option<PgDatabase>,
+    key_space: String,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let pg = if backend_is_postgres() { Some(PgDatabase::create().await) } else { None };
-        Self { dir, pg }
+        Self { dir, pg, key_space: uuid::Uuid::new_v4().simple().to_string() }
     }
 
     pub async fn postgres() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self { dir, pg: Some(PgDatabase::create().await) }
+        Self { dir, pg: Some(PgDatabase::create().await), key_space: uuid::Uuid::new_v4().simple().to_string() }
     }
 
     /// Configuration pairs (without `ATOM_`) that point an application at this database.
@@ -125,6 +126,8 @@ impl TestDb {
         if let Ok(redis) = std::env::var("ATOM_TEST_REDIS_URL") {
             pairs.push(("REDIS_URL".to_owned(), redis));
         }
+        // Tests share one Redis: each database gets its own key space.
+        pairs.push(("REDIS_KEY_PREFIX".to_owned(), format!("atom-test-{}", self.key_space)));
         pairs
     }
 }
@@ -194,6 +197,9 @@ pub fn test_config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
         ("SHUTDOWN_GRACE_SECS", "5"),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2"),
         ("DATABASE_POOL_SIZE", "4"),
+        // Tests sign in far more often than people; the edge tests set their own limits.
+        ("RATE_LIMIT_AUTH_PER_MINUTE", "6000"),
+        ("RATE_LIMIT_AUTH_BURST", "1000"),
     ];
     pairs.extend(base.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     pairs.extend_from_slice(extra);

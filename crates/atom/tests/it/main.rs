@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod edge;
 mod errors;
 mod health;
 mod keys;
@@ -12,4 +13,5 @@ mod logging;
 mod migrations;
 mod openapi;
 mod outage;
+mod overload;
 mod shutdown;

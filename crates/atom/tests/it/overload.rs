@@ -1,0 +1,93 @@
+//! Overload protection over real sockets: a slowloris client is cut off while a normal one
+//! is served, connection caps per address, load shedding that spares `/health` and `/ready`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::common::{TestApp, assert_problem};
+use crate::errors::test_routes;
+
+async fn connect_from(last_octet: u8, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(IpAddr::from([127, 0, 0, last_octet]), 0)).expect("bind");
+    socket.connect(to).await.expect("connect")
+}
+
+/// Whether the server closed the connection within `within` (a read returns 0 or fails).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    let app = TestApp::spawn_with(&[("HTTP_HEADER_READ_TIMEOUT_SECS", "1")], axum::Router::new()).await;
+    let mut slow = connect_from(8, app.addr).await;
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\n").await.expect("write");
+    let started = Instant::now();
+    let dripping = tokio::spawn(async move {
+        for i in 0..20 {
+            if slow.write_all(format!("X-Drip-{i}: 1\r\n").as_bytes()).await.is_err() {
+                return (slow, true);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        (slow, false)
+    });
+    for _ in 0..5 {
+        assert_eq!(app.get("/health").await.status(), 200, "normal clients are served meanwhile");
+    }
+    let (mut slow, write_failed) = dripping.await.expect("task");
+    assert!(write_failed || closed_within(&mut slow, Duration::from_secs(1)).await, "slowloris was cut off");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut after the header timeout, not at the end");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_at_once() {
+    let app = TestApp::spawn_with(&[("HTTP_MAX_CONNECTIONS_PER_IP", "2")], axum::Router::new()).await;
+    let _held = [connect_from(9, app.addr).await, connect_from(9, app.addr).await];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = connect_from(9, app.addr).await;
+    let _ = third.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\n\r\n").await;
+    assert!(closed_within(&mut third, Duration::from_secs(2)).await, "third connection from one address closed");
+
+    let mut other = connect_from(10, app.addr).await;
+    other.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut response = String::new();
+    other.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "another address is served: {response}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn past_capacity_requests_are_shed_with_503_while_health_and_ready_answer() {
+    let app = TestApp::spawn_with(&[("HTTP_MAX_IN_FLIGHT", "2"), ("RATE_LIMIT_ENABLED", "false")], test_routes()).await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (reqwest::Client::new(), app.url("/test/slow"));
+            tokio::spawn(async move { client.get(url).send().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = app.client.get(app.url("/openapi.json")).send().await.expect("sent");
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body = assert_problem(shed, 503).await;
+    assert_eq!(body["type"], "urn:atom:problem:overloaded");
+    assert_eq!(app.get("/health").await.status(), 200);
+    assert_eq!(app.get("/ready").await.status(), 200);
+    for request in slow {
+        assert_eq!(request.await.expect("task").expect("sent").status(), 200, "admitted requests complete");
+    }
+    assert_eq!(app.get("/openapi.json").await.status(), 200, "capacity is back");
+    app.stop().await;
+}
