@@ -132,6 +132,12 @@ pub enum ApiError {
     /// 403: authenticated (or local) but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 413: the body is larger than `http.body_limit_bytes`.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415: the body is not in a media type the route reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 404: no such resource, or not one the caller may see.
     #[error("not found")]
     NotFound,
@@ -169,6 +175,10 @@ impl ApiError {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", detail.clone())
             }
             Self::NotFound => Problem::for_status(StatusCode::NOT_FOUND, ""),
+            Self::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            Self::UnsupportedMediaType(detail) => {
+                Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail.clone())
+            }
             Self::Conflict { field, message } => {
                 let mut p = Problem::new(StatusCode::CONFLICT, "conflict", format!("{field}: {message}"));
                 p.errors.push(FieldError::new(field.clone(), message.clone()));

@@ -1,14 +1,14 @@
 //! `GET /v1/admin/audit`: the audit log, newest first, filtered and paged by cursor.
 
-use axum::extract::{Query, State};
+use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
-use crate::http::{parse_rfc3339, rfc3339};
+use crate::http::{Json, Query, Validate, parse_rfc3339, rfc3339};
 use crate::identity::Principal;
 use crate::storage::audit::{self as sql, AuditFilter};
 
@@ -34,6 +34,8 @@ pub struct AuditQuery {
     /// 1 to 500; default 100.
     pub limit: Option<u32>,
 }
+
+impl Validate for AuditQuery {}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {

@@ -4,6 +4,7 @@
 //! Each module owns its routes (`pub fn router() -> Router<AppState>`); [`crate::app`]
 //! merges them and calls [`with_middleware`] once around the whole.
 
+pub mod extract;
 mod health;
 pub mod middleware;
 pub mod openapi;
@@ -18,6 +19,7 @@ use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
+pub use extract::{Json, Query, Validate};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
 use crate::app::AppState;

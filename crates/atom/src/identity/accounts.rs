@@ -2,8 +2,7 @@
 //! admin's view of every account. Request bodies reject unknown fields; every failing field
 //! is reported at once.
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -16,6 +15,7 @@ use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::config::Registration;
 use crate::error::{ApiError, FieldError};
 use crate::http::rfc3339;
+use crate::http::{Json, Query, Validate};
 use crate::storage::users::{self as sql, InviteRow, UserRow};
 use crate::storage::{Db, now_ms, sessions as session_sql};
 
@@ -95,6 +95,13 @@ pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
 }
+
+impl Validate for RegisterRequest {}
+impl Validate for LoginRequest {}
+impl Validate for RefreshRequest {}
+impl Validate for ChangePasswordRequest {}
+impl Validate for PageQuery {}
+impl Validate for InviteRequest {}
 
 /// A new session: a short-lived access token and the refresh token that renews it.
 #[derive(Debug, Serialize, ToSchema)]

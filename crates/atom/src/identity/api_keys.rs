@@ -2,7 +2,6 @@
 //! at creation, stored as SHA-256, found by their prefix, compared in constant time, acting
 //! as their owner within their scopes.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent, Outcome, RequestContext};
 use crate::error::{ApiError, FieldError};
 use crate::http::rfc3339;
+use crate::http::{Json, Validate};
 use crate::storage::api_keys::{self as sql, ApiKeyRow};
 use crate::storage::{Db, now_ms};
 
@@ -34,6 +34,25 @@ pub struct CreateApiKey {
     /// Days until the key stops working, 1 to 3650; none means no expiry.
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+}
+
+impl Validate for CreateApiKey {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            errors.push(FieldError::new("name", "must be 1 to 100 printable characters"));
+        }
+        if let Some(scopes) = &self.scopes
+            && (scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())))
+        {
+            errors.push(FieldError::new("scopes", format!("must be a non-empty list of {}", SCOPES.join(", "))));
+        }
+        if self.expires_in_days.is_some_and(|d| !(1..=3650).contains(&d)) {
+            errors.push(FieldError::new("expires_in_days", "must be between 1 and 3650"));
+        }
+        errors
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,24 +120,11 @@ pub async fn create(
     context: RequestContext,
     Json(body): Json<CreateApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let mut errors = Vec::new();
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        errors.push(FieldError::new("name", "must be 1 to 100 printable characters"));
-    }
-    let scopes = body.scopes.unwrap_or_else(|| vec!["api".to_owned()]);
-    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
-        errors.push(FieldError::new("scopes", format!("must be a non-empty list of {}", SCOPES.join(", "))));
-    }
+    let scopes = body.scopes.clone().unwrap_or_else(|| vec!["api".to_owned()]);
     if scopes.iter().any(|s| s == "admin") && principal.require_admin().is_err() {
-        errors.push(FieldError::new("scopes", "admin needs an admin account"));
+        return Err(ApiError::Validation(vec![FieldError::new("scopes", "admin needs an admin account")]));
     }
-    if body.expires_in_days.is_some_and(|d| !(1..=3650).contains(&d)) {
-        errors.push(FieldError::new("expires_in_days", "must be between 1 and 3650"));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let name = body.name.trim();
     // A key made with an API key cannot carry more than that key's scopes.
     if let super::Credential::ApiKey { scopes: own, .. } = &principal.credential
         && scopes.iter().any(|s| !own.contains(s))

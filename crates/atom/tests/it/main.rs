@@ -15,3 +15,4 @@ mod openapi;
 mod outage;
 mod overload;
 mod shutdown;
+mod validation;
