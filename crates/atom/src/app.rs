@@ -75,6 +75,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     routes: Router<AppState>,
+    protected_routes: Router<AppState>,
 }
 
 impl Application {
@@ -117,7 +118,7 @@ impl Application {
             started_at: Instant::now(),
             instance_id,
         };
-        Ok(Self { listener, state, routes: Router::new() })
+        Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new() })
     }
 
     /// The address actually bound (the real port when `listen` asked for port 0).
@@ -135,11 +136,17 @@ impl Application {
         self
     }
 
+    /// Adds routes that require authentication, like the built-in `/v1` ones.
+    pub fn with_protected_routes(mut self, routes: Router<AppState>) -> Self {
+        self.protected_routes = self.protected_routes.merge(routes);
+        self
+    }
+
     /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Self { listener, state, routes } = self;
+        let Self { listener, state, routes, protected_routes } = self;
         let config = Arc::clone(&state.config);
-        let routes = http::router().merge(crate::identity::router(&state)).merge(routes);
+        let routes = http::router().merge(crate::identity::router(&state, protected_routes)).merge(routes);
         let app = http::with_middleware(routes, &state).with_state(state.clone());
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),

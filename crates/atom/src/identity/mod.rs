@@ -235,8 +235,10 @@ pub fn random_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Identity routes: the public ones, and the protected ones behind [`auth::authenticate`].
-pub fn router(state: &AppState) -> Router<AppState> {
+/// Identity routes: the public ones, and the protected ones (with `protected_extra`, routes
+/// other modules or an embedder add) behind [`auth::authenticate`] and the per-principal
+/// rate limit.
+pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<AppState> {
     let public = Router::new()
         .route("/v1/auth/register", post(accounts::register))
         .route("/v1/auth/login", post(accounts::login))
@@ -254,6 +256,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/admin/invites", post(accounts::admin_invite))
         .merge(crate::audit::router())
         .route("/status", get(crate::http::status))
+        .merge(protected_extra)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::edge::limit_by_principal))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     public.merge(protected)
