@@ -241,6 +241,21 @@ pub async fn limit_by_principal(State(state): State<AppState>, req: Request, nex
     enforce(&state, API, key, req, next).await
 }
 
+/// Counts a failed authentication against the address's anonymous budget; the 429 to send
+/// instead of the 401 when the budget is spent.
+pub async fn count_failed_authentication(state: &AppState, ip: Option<IpAddr>) -> Option<ApiError> {
+    if !state.edge.enabled {
+        return None;
+    }
+    let ip = ip?;
+    let key = format!("addr:{ip}");
+    let decision = state.edge.limiter.check(ANONYMOUS, &key).await;
+    (!decision.allowed).then(|| ApiError::TooManyRequests {
+        retry_after_secs: decision.retry_after_secs.max(1),
+        detail: "Too many failed authentications from this address; slow down.".to_owned(),
+    })
+}
+
 /// Answers 503 with `Retry-After` while more than `max_in_flight` requests are being served;
 /// health, readiness and metrics always pass.
 pub async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {

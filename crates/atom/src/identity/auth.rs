@@ -119,12 +119,27 @@ fn bearer(req: &Request) -> Result<Option<&str>, ApiError> {
 }
 
 /// Authenticates the request or answers 401 with a `WWW-Authenticate` challenge.
+///
+/// Failed attempts count against the client address's anonymous rate limit, so that
+/// requests with made-up credentials cannot go around it.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let token = bearer(&req)?.ok_or(ApiError::Unauthorized { error: "", description: "Authentication required." })?;
-    let principal = if token.starts_with(API_KEY_PREFIX) {
-        state.identity.authenticate_api_key(token).await?
-    } else {
-        state.identity.authenticate_access_token(token).await?
+    // Owned, so that no borrow of the request (which is not Sync) lives across an await.
+    let token = bearer(&req).map(|t| t.map(str::to_owned));
+    let outcome = match token {
+        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => state.identity.authenticate_api_key(&token).await,
+        Ok(Some(token)) => state.identity.authenticate_access_token(&token).await,
+        Ok(None) => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
+        Err(e) => Err(e),
+    };
+    let principal = match outcome {
+        Ok(principal) => principal,
+        Err(e) => {
+            let ip = state.edge.client_ip(&req);
+            if let Some(denied) = crate::edge::count_failed_authentication(&state, ip).await {
+                return Err(denied);
+            }
+            return Err(e);
+        }
     };
     let user = AuthenticatedUser(principal.user_id.clone());
     req.extensions_mut().insert(principal);

@@ -254,3 +254,18 @@ async fn without_redis_limits_fall_back_to_the_node() {
     assert_eq!(ready["status"], "degraded");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn made_up_credentials_count_against_the_address() {
+    let extra = [("RATE_LIMIT_ANONYMOUS_BURST", "3"), ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "1")];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let client = client_from(11);
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let bogus = format!("atom_sk_{i:012}_bogus");
+        let response = client.get(app.url("/v1/me")).bearer_auth(bogus).send().await.expect("sent");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    app.stop().await;
+}
