@@ -141,17 +141,19 @@ async fn create_account(
         disabled_at: None,
     };
     let mut tx = db.begin().await?;
-    if let Some(code) = invite
-        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
-    {
-        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
-    }
     sql::insert(&mut tx, &user).await.map_err(|e| match ApiError::from(e) {
         ApiError::Conflict { .. } => {
             ApiError::Conflict { field: "email".to_owned(), message: "is already registered".to_owned() }
         }
         other => other,
     })?;
+    // After the insert: `invites.used_by` references the new user. An invalid invite drops
+    // the transaction, and the user with it.
+    if let Some(code) = invite
+        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
+    {
+        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    }
     let event = AuditEvent::new(actor, "account.created", Outcome::Success, context)
         .target(user.id.clone())
         .details(serde_json::json!({ "role": role.as_str(), "invited": invite.is_some() }));
