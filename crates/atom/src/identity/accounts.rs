@@ -109,6 +109,14 @@ pub struct TokenResponse {
     pub user: UserView,
 }
 
+/// The email, parsed, and every failing field of a new account's email and password.
+fn check_fields(email: &str, password: &str) -> (Option<Email>, Vec<FieldError>) {
+    let mut errors = Vec::new();
+    let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
+    errors.extend(passwords::check_policy("password", password, email.as_ref().map_or("", Email::as_str)));
+    (email, errors)
+}
+
 /// Creates an account with `role`, checking the email and the password policy.
 async fn create_account(
     db: &Db,
@@ -120,13 +128,7 @@ async fn create_account(
     context: &RequestContext,
 ) -> Result<UserRow, ApiError> {
     use secrecy::ExposeSecret;
-    let mut errors = Vec::new();
-    let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
-    errors.extend(passwords::check_policy(
-        "password",
-        password.expose_secret(),
-        email.as_ref().map_or("", Email::as_str),
-    ));
+    let (email, errors) = check_fields(email, password.expose_secret());
     let Some(email) = email.filter(|_| errors.is_empty()) else { return Err(ApiError::Validation(errors)) };
     let password_hash = passwords::hash(password).await.map_err(ApiError::internal)?;
     let now = now_ms();
@@ -188,14 +190,17 @@ pub async fn register(
     context: RequestContext,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let invite =
-        match state.identity.settings.registration {
-            Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
-            Registration::Open => None,
-            Registration::Invite => Some(body.invite_code.as_deref().ok_or_else(|| {
-                ApiError::Validation(vec![FieldError::new("invite_code", "is required to register")])
-            })?),
-        };
+    let invite = match state.identity.settings.registration {
+        Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
+        Registration::Open => None,
+        Registration::Invite if body.invite_code.is_none() => {
+            // Report the other fields too: every failing field in one answer.
+            let mut errors = vec![FieldError::new("invite_code", "is required to register")];
+            errors.extend(check_fields(&body.email, &body.password).1);
+            return Err(ApiError::Validation(errors));
+        }
+        Registration::Invite => body.invite_code.as_deref(),
+    };
     let user = create_account(
         &state.db,
         &body.email,
