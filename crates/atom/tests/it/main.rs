@@ -3,7 +3,10 @@
 //! and `ATOM_TEST_REDIS_URL` are set). One test binary keeps link time down.
 
 mod common;
+mod identity_support;
 
+mod auth_authorization;
+mod auth_tokens;
 mod cli;
 mod errors;
 mod health;
