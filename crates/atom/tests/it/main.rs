@@ -5,7 +5,10 @@
 mod common;
 mod identity_support;
 
+mod auth_accounts;
 mod auth_authorization;
+mod auth_login;
+mod auth_sessions;
 mod auth_tokens;
 mod cli;
 mod errors;
