@@ -5,7 +5,9 @@
 mod common;
 mod identity_support;
 
+mod audit_log;
 mod auth_accounts;
+mod auth_api_keys;
 mod auth_authorization;
 mod auth_login;
 mod auth_sessions;
