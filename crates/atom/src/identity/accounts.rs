@@ -116,6 +116,14 @@ pub struct TokenResponse {
     pub user: UserView,
 }
 
+/// The email, parsed, and every failing field of a new account's email and password.
+fn check_fields(email: &str, password: &str) -> (Option<Email>, Vec<FieldError>) {
+    let mut errors = Vec::new();
+    let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
+    errors.extend(passwords::check_policy("password", password, email.as_ref().map_or("", Email::as_str)));
+    (email, errors)
+}
+
 /// Creates an account with `role`, checking the email and the password policy.
 async fn create_account(
     db: &Db,
@@ -127,13 +135,7 @@ async fn create_account(
     context: &RequestContext,
 ) -> Result<UserRow, ApiError> {
     use secrecy::ExposeSecret;
-    let mut errors = Vec::new();
-    let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
-    errors.extend(passwords::check_policy(
-        "password",
-        password.expose_secret(),
-        email.as_ref().map_or("", Email::as_str),
-    ));
+    let (email, errors) = check_fields(email, password.expose_secret());
     let Some(email) = email.filter(|_| errors.is_empty()) else { return Err(ApiError::Validation(errors)) };
     let password_hash = passwords::hash(password).await.map_err(ApiError::internal)?;
     let now = now_ms();
@@ -148,17 +150,19 @@ async fn create_account(
         disabled_at: None,
     };
     let mut tx = db.begin().await?;
-    if let Some(code) = invite
-        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
-    {
-        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
-    }
     sql::insert(&mut tx, &user).await.map_err(|e| match ApiError::from(e) {
         ApiError::Conflict { .. } => {
             ApiError::Conflict { field: "email".to_owned(), message: "is already registered".to_owned() }
         }
         other => other,
     })?;
+    // After the insert: `invites.used_by` references the new user. An invalid invite drops
+    // the transaction, and the user with it.
+    if let Some(code) = invite
+        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
+    {
+        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    }
     let event = AuditEvent::new(actor, "account.created", Outcome::Success, context)
         .target(user.id.clone())
         .details(serde_json::json!({ "role": role.as_str(), "invited": invite.is_some() }));
@@ -193,14 +197,17 @@ pub async fn register(
     context: RequestContext,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let invite =
-        match state.identity.settings.registration {
-            Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
-            Registration::Open => None,
-            Registration::Invite => Some(body.invite_code.as_deref().ok_or_else(|| {
-                ApiError::Validation(vec![FieldError::new("invite_code", "is required to register")])
-            })?),
-        };
+    let invite = match state.identity.settings.registration {
+        Registration::Off => return Err(ApiError::Forbidden("Registration is closed.".to_owned())),
+        Registration::Open => None,
+        Registration::Invite if body.invite_code.is_none() => {
+            // Report the other fields too: every failing field in one answer.
+            let mut errors = vec![FieldError::new("invite_code", "is required to register")];
+            errors.extend(check_fields(&body.email, &body.password).1);
+            return Err(ApiError::Validation(errors));
+        }
+        Registration::Invite => body.invite_code.as_deref(),
+    };
     let user = create_account(
         &state.db,
         &body.email,

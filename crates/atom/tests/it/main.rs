@@ -3,7 +3,15 @@
 //! and `ATOM_TEST_REDIS_URL` are set). One test binary keeps link time down.
 
 mod common;
+mod identity_support;
 
+mod audit_log;
+mod auth_accounts;
+mod auth_api_keys;
+mod auth_authorization;
+mod auth_login;
+mod auth_sessions;
+mod auth_tokens;
 mod cli;
 mod edge;
 mod errors;

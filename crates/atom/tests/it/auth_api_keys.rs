@@ -1,0 +1,168 @@
+//! API keys: created with scopes and shown once, listed by prefix and last use (never the
+//! secret), usable as a bearer token, revocable, owned by their creator alone; the `admin`
+//! scope needs an admin account, and admin routes through a key need that scope.
+
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, assert_problem};
+use crate::identity_support::{
+    api_key_parts, assert_unauthorized, audit, create_api_key, delete_as, execute, fetch_strings, post,
+};
+
+fn key_of(created: &Value) -> String {
+    created["key"].as_str().expect("key").to_owned()
+}
+
+async fn list(app: &TestApp, token: &str) -> Vec<Value> {
+    let response = app.get_as(token, "/v1/api-keys").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    body["api_keys"].as_array().expect("api_keys").clone()
+}
+
+#[tokio::test]
+async fn a_key_is_shown_once_listed_without_its_secret_and_works_as_a_bearer_token() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let created = create_api_key(&app, &user.access_token, json!({ "name": "worker", "expires_in_days": 30 })).await;
+    let key = key_of(&created);
+    assert!(key.starts_with("atom_sk_"), "{key}");
+    assert_eq!(created["scopes"], json!(["api"]), "default scope");
+    assert!(created["expires_at"].is_string());
+    assert!(key.starts_with(created["prefix"].as_str().expect("prefix")), "the prefix is the key's start");
+
+    let listed = list(&app, &user.access_token).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], created["id"]);
+    assert_eq!(listed[0]["prefix"], created["prefix"]);
+    assert!(listed[0]["last_used_at"].is_null(), "not used yet");
+    assert!(listed[0].get("key").is_none());
+    let secret = api_key_parts(&key).1;
+    assert!(!serde_json::to_string(&listed).expect("json").contains(secret), "the secret is never listed");
+    // Stored as a hash only.
+    let stored = fetch_strings(&app, "SELECT key_hash FROM api_keys").await;
+    assert_eq!(stored, vec![atom::identity::secret_hash(&key)]);
+
+    let me: Value = app.get_as(&key, "/v1/me").await.json().await.expect("json");
+    assert_eq!(me["id"], user.id.as_str());
+    let listed = list(&app, &key).await;
+    assert!(listed[0]["last_used_at"].is_string(), "use recorded: {}", listed[0]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_or_expired_key_gets_401_and_revocation_is_audited() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let admin = app.user("admin").await;
+    let created = create_api_key(&app, &user.access_token, json!({ "name": "ci" })).await;
+    let key = key_of(&created);
+    let id = created["id"].as_str().expect("id");
+    assert_eq!(app.get_as(&key, "/v1/me").await.status(), 200);
+
+    assert_eq!(delete_as(&app, &user.access_token, &format!("/v1/api-keys/{id}")).await.status(), 204);
+    assert_unauthorized(app.get_as(&key, "/v1/me").await, Some("invalid_token")).await;
+    assert_eq!(list(&app, &user.access_token).await[0]["revoked"], true);
+    assert_problem(delete_as(&app, &user.access_token, &format!("/v1/api-keys/{id}")).await, 404).await;
+
+    // A key past its expiry, and keys that only look like keys.
+    let expiring = create_api_key(&app, &user.access_token, json!({ "name": "old", "expires_in_days": 1 })).await;
+    let expiring_id = expiring["id"].as_str().expect("id");
+    execute(&app, &format!("UPDATE api_keys SET expires_at = 1 WHERE id = '{expiring_id}'")).await;
+    assert_unauthorized(app.get_as(&key_of(&expiring), "/v1/me").await, Some("invalid_token")).await;
+    let (prefix, _) = api_key_parts(&key);
+    let wrong_secret = format!("{prefix}_{}", "A".repeat(43));
+    for fake in [wrong_secret.as_str(), "atom_sk_", "atom_sk_short_secret", "atom_sk_000000000000_x"] {
+        assert_unauthorized(app.get_as(fake, "/v1/me").await, Some("invalid_token")).await;
+    }
+
+    let created_rows = audit(&app, &admin.access_token, "action=api_key.created").await;
+    assert_eq!(created_rows.len(), 2);
+    let revoked = audit(&app, &admin.access_token, "action=api_key.revoked").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["target"], id);
+    assert_eq!(revoked[0]["actor_id"], user.id.as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keys_belong_to_their_owner_alone() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("user").await;
+    let bob = app.user("user").await;
+    let bobs = create_api_key(&app, &bob.access_token, json!({ "name": "bob's" })).await;
+    let bobs_id = bobs["id"].as_str().expect("id");
+    create_api_key(&app, &alice.access_token, json!({ "name": "alice's" })).await;
+
+    let alices_list = list(&app, &alice.access_token).await;
+    assert_eq!(alices_list.len(), 1);
+    assert!(alices_list.iter().all(|k| k["id"] != bobs_id), "Bob's key never in Alice's list");
+    // Revoking Bob's key as Alice is a 404 (not a 403: it says nothing about the key), by
+    // token or by Alice's own API key, and Bob's key goes on working.
+    let alices_key = key_of(&create_api_key(&app, &alice.access_token, json!({ "name": "alice's 2" })).await);
+    for credential in [alice.access_token.as_str(), alices_key.as_str()] {
+        assert_problem(delete_as(&app, credential, &format!("/v1/api-keys/{bobs_id}")).await, 404).await;
+    }
+    assert_eq!(app.get_as(&key_of(&bobs), "/v1/me").await.status(), 200);
+    assert_eq!(list(&app, &bob.access_token).await[0]["revoked"], false);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_requests_list_every_failing_field() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let bad = json!({ "name": "", "scopes": ["api", "root"], "expires_in_days": 0 });
+    let body = assert_problem(post(&app, Some(&user.access_token), "/v1/api-keys", &bad).await, 422).await;
+    let fields: Vec<&str> =
+        body["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+    assert_eq!(fields, ["name", "scopes", "expires_in_days"], "{body}");
+    let empty = json!({ "name": "x", "scopes": [] });
+    assert_problem(post(&app, Some(&user.access_token), "/v1/api-keys", &empty).await, 422).await;
+    assert_unauthorized(post(&app, None, "/v1/api-keys", &json!({ "name": "x" })).await, None).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_scope_needs_an_admin_and_admin_routes_need_the_scope() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let admin = app.user("admin").await;
+
+    let asked = json!({ "name": "escalate", "scopes": ["api", "admin"] });
+    let body = assert_problem(post(&app, Some(&user.access_token), "/v1/api-keys", &asked).await, 422).await;
+    assert!(body["errors"].to_string().contains("admin needs an admin account"), "{body}");
+    assert!(list(&app, &user.access_token).await.is_empty());
+
+    let plain = key_of(&create_api_key(&app, &admin.access_token, json!({ "name": "plain" })).await);
+    let scoped = key_of(&create_api_key(&app, &admin.access_token, asked.clone()).await);
+    let users_key = key_of(&create_api_key(&app, &user.access_token, json!({ "name": "u" })).await);
+
+    for path in ["/v1/admin/users", "/v1/admin/audit", "/status"] {
+        assert_problem(app.get_as(&plain, path).await, 403).await;
+        assert_problem(app.get_as(&users_key, path).await, 403).await;
+        assert_eq!(app.get_as(&scoped, path).await.status(), 200, "{path}");
+    }
+    // A key cannot mint a key with more scopes than its own.
+    assert_problem(post(&app, Some(&plain), "/v1/api-keys", &asked).await, 403).await;
+    assert_eq!(post(&app, Some(&scoped), "/v1/api-keys", &json!({ "name": "child" })).await.status(), 201);
+
+    // The audit row names the key as the actor.
+    let rows = audit(&app, &admin.access_token, "action=api_key.created").await;
+    let keys_by_key: Vec<&Value> = rows.iter().filter(|r| r["actor_type"] == "api_key").collect();
+    assert_eq!(keys_by_key.len(), 1, "{rows:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_owners_keys_stop_working() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let admin = app.user("admin").await;
+    let key = key_of(&create_api_key(&app, &user.access_token, json!({ "name": "k" })).await);
+    assert_eq!(app.get_as(&key, "/v1/me").await.status(), 200);
+    let path = format!("/v1/admin/users/{}/disable", user.id);
+    assert_eq!(post(&app, Some(&admin.access_token), &path, &json!({})).await.status(), 200);
+    assert_unauthorized(app.get_as(&key, "/v1/me").await, Some("invalid_token")).await;
+    app.stop().await;
+}
