@@ -81,6 +81,7 @@ impl Identity {
     pub async fn start(db: &Db, keyring: Arc<MasterKeyring>, config: &Config) -> Result<Self, IdentityError> {
         let mut token_config = TokenConfig::new(config.token_issuer(), config.auth.audience.clone());
         token_config.access_ttl = Duration::from_secs(config.auth.access_ttl_secs);
+        passwords::warm_up().await;
         let keys = signing::load_or_create(db, &keyring).await?;
         let tokens = AccessTokens::new(token_config.clone(), keys)?;
         let keyring_file = config.master_key.is_none().then(|| {

@@ -56,6 +56,12 @@ pub async fn verify(stored: Option<String>, password: SecretString) -> Result<bo
     .map_err(|e| HashError(Box::new(e)))?
 }
 
+/// Computes the dummy hash now, at start-up, so that the first login with an unknown email
+/// does not take longer than the others (and so tell that the email is unknown).
+pub async fn warm_up() {
+    let _ = tokio::task::spawn_blocking(dummy_hash).await;
+}
+
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
