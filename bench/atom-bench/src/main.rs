@@ -1,0 +1,141 @@
+//! `atom-bench`: the measurements that need Atom's library rather than its HTTP surface.
+//!
+//! - `jwt [SECS]`: access-token verifications per second on one thread.
+//! - `ratelimit-local [SECS]`: nanoseconds per local GCRA decision.
+//! - `ratelimit-redis URL CONCURRENCY [SECS]`: shared decisions per second and their p50/p99
+//!   latency with CONCURRENCY tasks on one Redis.
+//! - `serve ADDR DATA_DIR`: Atom with `/bench/public` and `/bench/protected` (both answer
+//!   `ok`), for wrk; prints an access token for the protected route on the first line.
+//!
+//! Configuration comes from `ATOM_*` variables as for `atom serve`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atom::Application;
+use atom::edge::ratelimit::{Limiter, Policy};
+use atom::identity::tokens::{AccessTokens, SigningKey, TokenConfig, TokenKeys};
+use axum::Router;
+use axum::routing::get;
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
+    args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.get(1).map(String::as_str) {
+        Some("jwt") => jwt(Duration::from_secs(arg(&args, 2, 5))),
+        Some("ratelimit-local") => ratelimit_local(Duration::from_secs(arg(&args, 2, 5))),
+        Some("ratelimit-redis") => runtime.block_on(ratelimit_redis(
+            args.get(2).cloned().unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+            arg(&args, 3, 32),
+            Duration::from_secs(arg(&args, 4, 5)),
+        )),
+        Some("serve") => runtime.block_on(serve(&args)),
+        _ => Err("usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve …".into()),
+    }
+}
+
+fn jwt(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let tokens = AccessTokens::new(TokenConfig::new("urn:atom", "atom-api"), TokenKeys::new(SigningKey::generate()?))?;
+    let (token, _) = tokens.issue("00000000-0000-4000-8000-000000000000", vec!["user".to_owned()], None)?;
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < duration {
+        for _ in 0..100 {
+            tokens.verify(&token)?;
+        }
+        count += 100;
+    }
+    println!("jwt_verify_per_sec {:.0}", count as f64 / started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn policies() -> HashMap<&'static str, Policy> {
+    // Generous, so that every decision is an allowed one doing the full update.
+    HashMap::from([("bench", Policy { quota: 1_000_000_000, window_secs: 60, burst: 1_000_000 })])
+}
+
+fn ratelimit_local(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let limiter = Limiter::new(policies(), None);
+    let keys: Vec<String> = (0..1000).map(|i| format!("addr:10.0.{}.{}", i / 256, i % 256)).collect();
+    let started = Instant::now();
+    let mut count = 0u64;
+    runtime.block_on(async {
+        while started.elapsed() < duration {
+            for key in &keys {
+                limiter.check("bench", key).await;
+            }
+            count += keys.len() as u64;
+        }
+    });
+    println!("ratelimit_local_ns_per_decision {:.0}", started.elapsed().as_nanos() as f64 / count as f64);
+    Ok(())
+}
+
+async fn ratelimit_redis(url: String, concurrency: usize, duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let redis = atom::cache::Redis::new(&url.into(), "atom-bench", Duration::from_secs(2))?;
+    redis.ping().await?;
+    let limiter = Arc::new(Limiter::new(policies(), Some(Arc::new(redis))));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let key = format!("addr:10.1.0.{t}");
+                while started.elapsed() < duration {
+                    let at = Instant::now();
+                    limiter.check("bench", &key).await;
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    if limiter.degraded() {
+        return Err("Redis failed during the run; the numbers would be local ones".into());
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "ratelimit_redis_decisions_per_sec {:.0} p50_us {} p99_us {}",
+        latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        pct(0.50).as_micros(),
+        pct(0.99).as_micros()
+    );
+    Ok(())
+}
+
+async fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let listen = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:8300".to_owned());
+    let data_dir = args.get(3).cloned().ok_or("serve ADDR DATA_DIR")?;
+    let mut config = atom::Config::load(None)?;
+    config.listen = listen.parse()?;
+    config.data_dir = data_dir.into();
+    let app = Application::build(config).await?;
+    let user = atom::identity::accounts::create_with_role(
+        &app.state().db,
+        "bench@example.com",
+        "a benchmark password".into(),
+        atom::identity::Role::User,
+    )
+    .await?;
+    let tokens = app.state().identity.tokens().await;
+    // The longest lifetime allowed, so that the token outlives any run.
+    let (token, _) = tokens.issue(&user.id, vec!["user".to_owned()], Some(Duration::from_secs(24 * 3600)))?;
+    println!("{token}");
+    let app = app
+        .with_routes(Router::new().route("/bench/public", get(|| async { "ok" })))
+        .with_protected_routes(Router::new().route("/bench/protected", get(|| async { "ok" })));
+    app.run_until(atom::shutdown::signal()).await?;
+    Ok(())
+}
