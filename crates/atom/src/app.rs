@@ -15,11 +15,13 @@ use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::backup::BackupSchedule;
 use crate::cache::Redis;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
 use crate::error::ErrorChain;
 use crate::identity::{Identity, IdentityError};
+use crate::storage::file_lock::DatabaseFileLock;
 use crate::storage::{Db, MigrationState, StorageError};
 use crate::{http, telemetry};
 
@@ -44,6 +46,14 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("the database {path} is being restored by `atom backup restore`: start the server when it has finished")]
+    BeingRestored { path: std::path::PathBuf },
+    #[error("could not lock {path}")]
+    DatabaseLock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{pending} migration(s) pending and database.migrate_on_start is false: run `atom migrate` first")]
     PendingMigrations { pending: usize },
     #[error("could not listen on {addr}")]
@@ -78,6 +88,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     routes: Router<AppState>,
+    /// Held while serving a SQLite file, so that a restore cannot replace it underneath.
+    db_lock: Option<DatabaseFileLock>,
 }
 
 impl Application {
@@ -85,6 +97,14 @@ impl Application {
     /// unless disabled, and binds `config.listen`.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let target = config.database_target()?;
+        let db_lock = match &target {
+            DatabaseTarget::Sqlite { path } => Some(
+                DatabaseFileLock::try_shared(path)
+                    .map_err(|source| StartError::DatabaseLock { path: DatabaseFileLock::path_for(path), source })?
+                    .ok_or_else(|| StartError::BeingRestored { path: path.clone() })?,
+            ),
+            DatabaseTarget::Postgres { .. } => None,
+        };
         let db = Db::connect(&target, &config.database).await?;
         if config.database.migrate_on_start {
             db.migrate().await?;
@@ -118,7 +138,7 @@ impl Application {
             started_at: Instant::now(),
             instance_id,
         };
-        Ok(Self { listener, state, routes: Router::new() })
+        Ok(Self { listener, state, routes: Router::new(), db_lock })
     }
 
     /// The address actually bound (the real port when `listen` asked for port 0).
@@ -138,7 +158,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Self { listener, state, routes } = self;
+        let Self { listener, state, routes, db_lock } = self;
         let config = Arc::clone(&state.config);
         let routes = http::router().merge(crate::identity::router(&state)).merge(routes);
         let app = http::with_middleware(routes, &config).with_state(state.clone());
@@ -158,11 +178,16 @@ impl Application {
                 let _ = stopped.await;
             });
         let mut server = tokio::spawn(server.into_future());
+        let backups = BackupSchedule::start(&state.db, &config);
 
         tokio::select! {
             result = &mut server => {
                 // The server ended without being asked to: report why.
+                if let Some(backups) = backups {
+                    backups.stop(Duration::from_secs(config.shutdown.grace_secs)).await;
+                }
                 state.db.close().await;
+                drop(db_lock);
                 return match result {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(StartError::Serve(e)),
@@ -190,9 +215,13 @@ impl Application {
                 server.abort();
             }
         }
+        if let Some(backups) = backups {
+            backups.stop(grace).await;
+        }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
+        drop(db_lock);
         tracing::info!("shutdown complete");
         Ok(())
     }

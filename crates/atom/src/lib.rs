@@ -13,7 +13,8 @@
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
-//! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit).
+//! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
+//! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod cache;
 pub mod commands;
 pub mod config;
