@@ -4,6 +4,8 @@
 
 mod common;
 
+mod backup;
+mod backup_integrity;
 mod cli;
 mod errors;
 mod health;
