@@ -28,8 +28,8 @@ use crate::config::{Config, DatabaseTarget};
 use crate::crypto::MasterKeyring;
 use crate::storage::Db;
 use crate::storage::snapshot::{
-    create_database, drop_database, export_snapshot, other_server_connections, postgres_digests,
-    postgres_schema_version, quote_ident,
+    create_database, drop_database, drop_tables_script, export_snapshot, other_server_connections, postgres_digests,
+    postgres_schema_version,
 };
 
 /// Connection settings for the PostgreSQL client tools, from `database.url`.
@@ -248,13 +248,9 @@ pub(super) async fn restore(
 
         // `--clean` drops what the archive has; tables it lacks (a newer target schema)
         // would block pending migrations later, so they go in the same transaction.
-        let preamble: String = db
-            .table_names()
-            .await?
-            .into_iter()
-            .filter(|t| !manifest.tables.iter().any(|m| &m.name == t))
-            .map(|t| format!("DROP TABLE IF EXISTS {} CASCADE;\n", quote_ident(&t)))
-            .collect();
+        let mut extra = db.table_names().await?;
+        extra.retain(|t| !manifest.tables.iter().any(|m| &m.name == t));
+        let preamble = drop_tables_script(&extra);
         apply_dump(&tools, None, &manifest.data_path(dir), &preamble).await?;
 
         // Rechecked on the target itself: the scratch check proved the dump, this proves

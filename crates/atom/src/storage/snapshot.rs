@@ -182,6 +182,11 @@ pub async fn drop_database(pool: &PgPool, name: &str) -> Result<(), sqlx::Error>
         .map(drop)
 }
 
+/// SQL that drops `tables` and whatever depends on them, for a script run by `psql`.
+pub fn drop_tables_script(tables: &[String]) -> String {
+    tables.iter().map(|t| format!("DROP TABLE IF EXISTS {} CASCADE;\n", quote_ident(t))).collect()
+}
+
 /// `"name"`, with embedded quotes doubled: an identifier both engines read literally.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
