@@ -283,7 +283,7 @@ async fn apply_dump(tools: &PgTools, database: Option<&str>, dump: &Path, preamb
             return Err(e);
         }
     };
-    let (Some(mut input), Some(mut sql)) = (apply.stdin.take(), script.stdout.take()) else {
+    let (Some(mut input), Some(sql)) = (apply.stdin.take(), script.stdout.take()) else {
         let _ = apply.kill().await;
         return Err(BackupError::ToolSpawn { tool: "psql", source: std::io::Error::other("no pipe") });
     };
@@ -296,6 +296,9 @@ async fn apply_dump(tools: &PgTools, database: Option<&str>, dump: &Path, preamb
         text
     });
     let feed = async {
+        // Owned here so that it closes when feeding stops: a pg_restore still writing to a
+        // full pipe that nobody reads would otherwise never exit.
+        let mut sql = sql;
         input.write_all(preamble.as_bytes()).await?;
         tokio::io::copy(&mut sql, &mut input).await?;
         input.flush().await
@@ -310,9 +313,13 @@ async fn apply_dump(tools: &PgTools, database: Option<&str>, dump: &Path, preamb
         let status = apply.wait().await;
         drop(input);
         let psql_errors = errors.await.unwrap_or_default();
-        let out = scripted?;
-        if !out.status.success() {
-            return Err(tool_failed("pg_restore", out.status, &out.stderr));
+        // psql quitting first (it could not connect, a statement failed) is what stopped the
+        // feed, and pg_restore's own failure then is only its consequence.
+        if fed.is_ok() || psql_errors.is_empty() {
+            let out = scripted?;
+            if !out.status.success() {
+                return Err(tool_failed("pg_restore", out.status, &out.stderr));
+            }
         }
         let status = status.map_err(|source| BackupError::ToolSpawn { tool: "psql", source })?;
         return Err(tool_failed("psql", status, &psql_errors));
