@@ -77,7 +77,11 @@ fn ratelimit_local(duration: Duration) -> Result<(), Box<dyn std::error::Error>>
     Ok(())
 }
 
-async fn ratelimit_redis(url: String, concurrency: usize, duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
+async fn ratelimit_redis(
+    url: String,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
     let redis = atom::cache::Redis::new(&url.into(), "atom-bench", Duration::from_secs(2))?;
     redis.ping().await?;
     let limiter = Arc::new(Limiter::new(policies(), Some(Arc::new(redis))));

@@ -14,10 +14,12 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::backup::BackupSchedule;
 use crate::cache::Redis;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
 use crate::identity::{Identity, IdentityError};
+use crate::storage::file_lock::DatabaseFileLock;
 use crate::storage::{Db, MigrationState, StorageError};
 use crate::{http, telemetry};
 
@@ -43,6 +45,14 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("the database {path} is being restored by `atom backup restore`: start the server when it has finished")]
+    BeingRestored { path: std::path::PathBuf },
+    #[error("could not lock {path}")]
+    DatabaseLock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{pending} migration(s) pending and database.migrate_on_start is false: run `atom migrate` first")]
     PendingMigrations { pending: usize },
     #[error("could not listen on {addr}")]
@@ -76,6 +86,8 @@ pub struct Application {
     state: AppState,
     routes: Router<AppState>,
     protected_routes: Router<AppState>,
+    /// Held while serving a SQLite file, so that a restore cannot replace it underneath.
+    db_lock: Option<DatabaseFileLock>,
 }
 
 impl Application {
@@ -83,6 +95,14 @@ impl Application {
     /// unless disabled, and binds `config.listen`.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let target = config.database_target()?;
+        let db_lock = match &target {
+            DatabaseTarget::Sqlite { path } => Some(
+                DatabaseFileLock::try_shared(path)
+                    .map_err(|source| StartError::DatabaseLock { path: DatabaseFileLock::path_for(path), source })?
+                    .ok_or_else(|| StartError::BeingRestored { path: path.clone() })?,
+            ),
+            DatabaseTarget::Postgres { .. } => None,
+        };
         let db = Db::connect(&target, &config.database).await?;
         if config.database.migrate_on_start {
             db.migrate().await?;
@@ -118,7 +138,7 @@ impl Application {
             started_at: Instant::now(),
             instance_id,
         };
-        Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new() })
+        Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new(), db_lock })
     }
 
     /// The address actually bound (the real port when `listen` asked for port 0).
@@ -144,7 +164,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Self { listener, state, routes, protected_routes } = self;
+        let Self { listener, state, routes, protected_routes, db_lock } = self;
         let config = Arc::clone(&state.config);
         let routes = http::router().merge(crate::identity::router(&state, protected_routes)).merge(routes);
         let app = http::with_middleware(routes, &state).with_state(state.clone());
@@ -164,6 +184,7 @@ impl Application {
         let server = tokio::spawn(http::server::serve(listener, app, limits, async move {
             let _ = stopped.await;
         }));
+        let backups = BackupSchedule::start(&state.db, &config);
 
         shutdown.await;
         state.draining.store(true, Ordering::SeqCst);
@@ -185,9 +206,13 @@ impl Application {
             }
             Err(e) => tracing::error!(error = %e, "shutdown: server task failed"),
         }
+        if let Some(backups) = backups {
+            backups.stop(grace).await;
+        }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
+        drop(db_lock);
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown", "auth", "rate_limit"];
+const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown", "auth", "rate_limit", "backup"];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub backup: BackupConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -149,6 +150,18 @@ pub enum LogFormat {
 pub struct ShutdownConfig {
     pub grace_secs: u64,
     pub drain_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where archives go; `backups` in the data directory when unset.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Seconds between scheduled backups while serving; 0 turns them off.
+    pub interval_secs: u64,
+    /// How many archives scheduled backups keep in `dir`.
+    pub keep: u32,
 }
 
 /// Which database the configuration points at, parsed from `database.url`.
@@ -328,6 +341,14 @@ impl Config {
         if self.shutdown.grace_secs > 3600 || self.shutdown.drain_secs > 3600 {
             return Err(ConfigError::new("shutdown", "grace_secs and drain_secs must be at most 3600"));
         }
+        if self.backup.keep == 0 {
+            return Err(ConfigError::new("backup.keep", "must be at least 1"));
+        }
+        if let Some(dir) = &self.backup.dir
+            && (dir.as_os_str().is_empty() || (dir.exists() && !dir.is_dir()))
+        {
+            return Err(ConfigError::new("backup.dir", "must name a directory"));
+        }
         Ok(())
     }
 
@@ -350,6 +371,11 @@ impl Config {
         }
         let scheme = url.split_once(':').map_or("(none)", |(s, _)| s);
         Err(ConfigError::new("database.url", format!("unknown scheme {scheme:?}: expected sqlite:// or postgres://")))
+    }
+
+    /// Where backup archives are written by default.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup.dir.clone().unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// The `iss` of access tokens.
@@ -435,8 +461,13 @@ mod tests {
             ("LOG_FORMAT", "json"),
             ("SHUTDOWN_GRACE_SECS", "5"),
             ("TEST_DATABASE_URL", "ignored"),
+            ("BACKUP_DIR", "/var/backups/atom"),
+            ("BACKUP_INTERVAL_SECS", "3600"),
         ])
         .expect("loads");
+        assert_eq!(config.backup_dir(), PathBuf::from("/var/backups/atom"));
+        assert_eq!(config.backup.interval_secs, 3600);
+        assert_eq!(config.backup.keep, 7);
         assert_eq!(config.database.pool_size, 3);
         assert_eq!(config.log.filter, "debug");
         assert_eq!(config.log.format, LogFormat::Json);
@@ -455,6 +486,8 @@ mod tests {
             ("HTTP_BODY_LIMIT_BYTES", "1", "http.body_limit_bytes"),
             ("PUBLIC_URL", "ftp://x", "public_url"),
             ("DATABASE_POOL_SISE", "3", "database"),
+            ("BACKUP_KEEP", "0", "backup.keep"),
+            ("BACKUP_INTERVAL_SECS", "-1", "backup.interval_secs"),
         ];
         for (key, value, expected) in cases {
             let err = Config::from_pairs([(key, value)]).expect_err(key);

@@ -14,7 +14,8 @@
 //! - [`edge`]: security headers, CORS, client address, rate limits, bans, load shedding.
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
-//! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit).
+//! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
+//! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod cache;
 pub mod commands;
 pub mod config;

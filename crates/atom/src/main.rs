@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Backups: consistent snapshots, their verification, restores.
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +102,26 @@ enum AuditAction {
     Verify,
 }
 
+#[derive(Debug, Subcommand)]
+enum BackupAction {
+    /// Take a consistent snapshot of the database, also while the server runs. The master
+    /// key is never included: keep it apart.
+    Create {
+        /// Directory to write the archive into (default: backup.dir, ATOM_BACKUP_DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check an archive (files, counts, content hashes, decryption) without restoring it.
+    Verify { dir: PathBuf },
+    /// Restore an archive into the configured database. Stop `atom serve` first.
+    Restore {
+        dir: PathBuf,
+        /// Replace the contents of a database that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
@@ -133,6 +158,11 @@ fn main() -> ExitCode {
             }
             Command::Keys { action: KeysAction::RotateSigning } => commands::rotate_signing(&config).await,
             Command::Audit { action: AuditAction::Verify } => commands::audit_verify(&config).await,
+            Command::Backup { action: BackupAction::Create { out } } => commands::backup_create(&config, out).await,
+            Command::Backup { action: BackupAction::Verify { dir } } => commands::backup_verify(&config, &dir).await,
+            Command::Backup { action: BackupAction::Restore { dir, force } } => {
+                commands::backup_restore(&config, &dir, force).await
+            }
         }
     });
     match result {

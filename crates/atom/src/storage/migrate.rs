@@ -31,6 +31,12 @@ pub enum MigrationState {
     Unknown,
 }
 
+/// The highest migration this binary knows for `kind` (`"sqlite"` or `"postgres"`).
+pub fn latest_known_version(kind: &str) -> i64 {
+    let migrator = if kind == "postgres" { &POSTGRES } else { &SQLITE };
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 impl Db {
     /// The migrations compiled into this binary for this backend.
     pub fn migrator(&self) -> &'static Migrator {

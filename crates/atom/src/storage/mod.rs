@@ -37,9 +37,11 @@ macro_rules! with_tx {
 pub mod api_keys;
 pub mod audit;
 pub mod encrypted;
+pub mod file_lock;
 mod migrate;
 pub mod sessions;
 pub mod signing_keys;
+pub mod snapshot;
 pub mod throttle;
 pub mod users;
 
@@ -48,11 +50,11 @@ use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 
-pub use migrate::{MigrationState, MigrationStatus};
+pub use migrate::{MigrationState, MigrationStatus, latest_known_version};
 
 use crate::config::{DatabaseConfig, DatabaseTarget, redact_url};
 
@@ -130,6 +132,18 @@ impl Db {
     /// Opens the pool. PostgreSQL that does not answer is retried with exponential backoff
     /// until `startup_timeout_secs` has passed.
     pub async fn connect(target: &DatabaseTarget, config: &DatabaseConfig) -> Result<Self, StorageError> {
+        Self::connect_as(target, config, false).await
+    }
+
+    /// Like [`Db::connect`], for operator tools (backup, restore): PostgreSQL connections
+    /// are named `atom-backup`, so a restore can tell running servers (`atom`) from itself,
+    /// and statements are not logged as slow, since theirs (a `VACUUM INTO`, a
+    /// `DROP DATABASE`) are expected to be.
+    pub async fn connect_tool(target: &DatabaseTarget, config: &DatabaseConfig) -> Result<Self, StorageError> {
+        Self::connect_as(target, config, true).await
+    }
+
+    async fn connect_as(target: &DatabaseTarget, config: &DatabaseConfig, tool: bool) -> Result<Self, StorageError> {
         let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs);
         let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
         match target {
@@ -138,13 +152,16 @@ impl Db {
                     std::fs::create_dir_all(dir)
                         .map_err(|source| StorageError::CreateDir { path: dir.display().to_string(), source })?;
                 }
-                let options = SqliteConnectOptions::new()
+                let mut options = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms));
+                if tool {
+                    options = options.disable_statement_logging();
+                }
                 let pool = SqlitePoolOptions::new()
                     .max_connections(config.pool_size)
                     .acquire_timeout(acquire_timeout)
@@ -161,14 +178,17 @@ impl Db {
             }
             DatabaseTarget::Postgres { url } => {
                 let shown = redact_url(url.expose_secret());
-                let options = PgConnectOptions::from_str(url.expose_secret())
+                let mut options = PgConnectOptions::from_str(url.expose_secret())
                     .map_err(|source| StorageError::Connect {
                         kind: "postgres",
                         target: shown.clone(),
                         waited: Duration::ZERO,
                         source,
                     })?
-                    .application_name("atom");
+                    .application_name(if tool { "atom-backup" } else { "atom" });
+                if tool {
+                    options = options.disable_statement_logging();
+                }
                 let pool_options = PgPoolOptions::new()
                     .max_connections(config.pool_size)
                     .acquire_timeout(acquire_timeout)

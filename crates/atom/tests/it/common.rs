@@ -102,7 +102,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 pub struct TestDb {
     pub dir: tempfile::TempDir,
     pub pg: Option<PgDatabase>,
-    key_space: String,
+    pub key_space: String,
 }
 
 impl TestDb {

@@ -12,6 +12,8 @@ mod auth_authorization;
 mod auth_login;
 mod auth_sessions;
 mod auth_tokens;
+mod backup;
+mod backup_integrity;
 mod cli;
 mod edge;
 mod errors;
