@@ -241,6 +241,22 @@ pub async fn limit_by_principal(State(state): State<AppState>, req: Request, nex
     enforce(&state, API, key, req, next).await
 }
 
+/// The `auth` policy per account, for sign-in attempts from any address: one account cannot
+/// be attacked faster by spreading the attempts over many addresses.
+pub async fn limit_account(state: &AppState, email: &str) -> Result<(), ApiError> {
+    if !state.edge.enabled {
+        return Ok(());
+    }
+    let decision = state.edge.limiter.check(AUTH, &format!("account:{email}")).await;
+    if decision.allowed {
+        return Ok(());
+    }
+    Err(ApiError::TooManyRequests {
+        retry_after_secs: decision.retry_after_secs.max(1),
+        detail: "Too many sign-in attempts for this account; slow down.".to_owned(),
+    })
+}
+
 /// Counts a failed authentication against the address's anonymous budget; the 429 to send
 /// instead of the 401 when the budget is spent.
 pub async fn count_failed_authentication(state: &AppState, ip: Option<IpAddr>) -> Option<ApiError> {

@@ -255,6 +255,7 @@ pub async fn login(
     }
     let key_names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
     throttle::check(&state.db, &key_names, now_ms()).await?;
+    crate::edge::limit_account(&state, &email).await?;
 
     let user = if email.len() <= 254 { sql::by_email(&state.db, &email).await? } else { None };
     let password = SecretString::from(body.password);

@@ -100,7 +100,11 @@ async fn cors_allows_exactly_the_configured_origins() {
 }
 
 async fn login_attempt(client: &reqwest::Client, app: &TestApp) -> reqwest::Response {
-    let body = serde_json::json!({"email": "nobody@example.com", "password": "not the password"});
+    login_attempt_as(client, app, "nobody@example.com").await
+}
+
+async fn login_attempt_as(client: &reqwest::Client, app: &TestApp, email: &str) -> reqwest::Response {
+    let body = serde_json::json!({"email": email, "password": "not the password"});
     client.post(app.url("/v1/auth/login")).json(&body).send().await.expect("sent")
 }
 
@@ -123,7 +127,8 @@ async fn auth_routes_are_limited_per_client_address_with_ietf_headers() {
     assert_problem(limited, 429).await;
 
     let other = client_from(3);
-    assert_eq!(login_attempt(&other, &app).await.status(), 401, "another address has its own budget");
+    let status = login_attempt_as(&other, &app, "someone-else@example.com").await.status();
+    assert_eq!(status, 401, "another address has its own budget");
     for _ in 0..20 {
         assert_eq!(first.get(app.url("/health")).send().await.expect("sent").status(), 200, "health is never limited");
     }
@@ -267,5 +272,24 @@ async fn made_up_credentials_count_against_the_address() {
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_account_across_addresses() {
+    let extra = [
+        ("RATE_LIMIT_AUTH_PER_MINUTE", "2"),
+        ("RATE_LIMIT_AUTH_BURST", "4"),
+        ("AUTH_LOCKOUT_THRESHOLD", "100"),
+        ("AUTH_LOCKOUT_ADDR_THRESHOLD", "100"),
+    ];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let mut statuses = Vec::new();
+    // Two attempts from each of three addresses: each address stays within its burst of 4,
+    // the account's budget of 4 runs out.
+    for octet in [12, 12, 13, 13, 14, 14] {
+        statuses.push(login_attempt(&client_from(octet), &app).await.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429]);
     app.stop().await;
 }
