@@ -126,41 +126,64 @@ pub enum PassError {
     },
 }
 
+impl PassError {
+    fn decrypt(column: &EncryptedColumn, value: &EncryptedValue, source: CryptoError) -> Self {
+        Self::Decrypt { table: column.table, column: column.column, id: value.id.clone(), source }
+    }
+}
+
 const BATCH: i64 = 100;
+
+/// Walks every value of every encrypted column in id order, a page at a time.
+struct Walk<'a> {
+    db: &'a Db,
+    column: usize,
+    after: String,
+    page: std::vec::IntoIter<EncryptedValue>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(db: &'a Db) -> Self {
+        Self { db, column: 0, after: String::new(), page: Vec::new().into_iter() }
+    }
+
+    async fn next(&mut self) -> Result<Option<(&'static EncryptedColumn, EncryptedValue)>, sqlx::Error> {
+        loop {
+            let Some(column) = ENCRYPTED_COLUMNS.get(self.column) else { return Ok(None) };
+            if let Some(value) = self.page.next() {
+                self.after.clone_from(&value.id);
+                return Ok(Some((column, value)));
+            }
+            let page = column.page(self.db, &self.after, BATCH).await?;
+            if page.is_empty() {
+                self.column += 1;
+                self.after.clear();
+            }
+            self.page = page.into_iter();
+        }
+    }
+}
 
 /// Re-wraps every value not under the primary key, at most `max_values` of them (all when
 /// `None`). Idempotent: running it again resumes where an interrupted pass stopped.
 pub async fn rewrap_all(db: &Db, keyring: &MasterKeyring, max_values: Option<u64>) -> Result<RewrapReport, PassError> {
     let mut report = RewrapReport::default();
-    for column in ENCRYPTED_COLUMNS {
-        let mut after = String::new();
-        loop {
-            let page = column.page(db, &after, BATCH).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for value in &page {
-                let decrypt_error = |source| PassError::Decrypt {
-                    table: column.table,
-                    column: column.column,
-                    id: value.id.clone(),
-                    source,
-                };
-                let stored = from_base64(&value.value).map_err(decrypt_error)?;
-                if !keyring.needs_rewrap(&stored) {
-                    report.current += 1;
-                    continue;
-                }
-                if max_values.is_some_and(|max| report.rewrapped >= max) {
-                    report.incomplete = true;
-                    return Ok(report);
-                }
-                let fresh = keyring.rewrap(&column.aad(value), &stored).map_err(decrypt_error)?;
-                if column.swap(db, &value.id, &value.value, &to_base64(&fresh)).await? {
-                    report.rewrapped += 1;
-                } else {
-                    report.raced += 1;
-                }
-            }
+    let mut walk = Walk::new(db);
+    while let Some((column, value)) = walk.next().await? {
+        let stored = from_base64(&value.value).map_err(|e| PassError::decrypt(column, &value, e))?;
+        if !keyring.needs_rewrap(&stored) {
+            report.current += 1;
+            continue;
+        }
+        if max_values.is_some_and(|max| report.rewrapped >= max) {
+            report.incomplete = true;
+            return Ok(report);
+        }
+        let fresh = keyring.rewrap(&column.aad(&value), &stored).map_err(|e| PassError::decrypt(column, &value, e))?;
+        if column.swap(db, &value.id, &value.value, &to_base64(&fresh)).await? {
+            report.rewrapped += 1;
+        } else {
+            report.raced += 1;
         }
     }
     Ok(report)
@@ -169,19 +192,12 @@ pub async fn rewrap_all(db: &Db, keyring: &MasterKeyring, max_values: Option<u64
 /// The master-key versions that stored values use.
 pub async fn versions_in_use(db: &Db) -> Result<BTreeSet<u32>, PassError> {
     let mut versions = BTreeSet::new();
-    for column in ENCRYPTED_COLUMNS {
-        let mut after = String::new();
-        loop {
-            let page = column.page(db, &after, BATCH).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for value in &page {
-                let version = from_base64(&value.value).and_then(|stored| key_version(&stored)).map_err(|source| {
-                    PassError::Decrypt { table: column.table, column: column.column, id: value.id.clone(), source }
-                })?;
-                versions.insert(version);
-            }
-        }
+    let mut walk = Walk::new(db);
+    while let Some((column, value)) = walk.next().await? {
+        let version = from_base64(&value.value)
+            .and_then(|stored| key_version(&stored))
+            .map_err(|e| PassError::decrypt(column, &value, e))?;
+        versions.insert(version);
     }
     Ok(versions)
 }
@@ -189,24 +205,12 @@ pub async fn versions_in_use(db: &Db) -> Result<BTreeSet<u32>, PassError> {
 /// Decrypts every stored value; the first that fails is the error. Returns how many.
 pub async fn check_all_decrypt(db: &Db, keyring: &MasterKeyring) -> Result<u64, PassError> {
     let mut count = 0;
-    for column in ENCRYPTED_COLUMNS {
-        let mut after = String::new();
-        loop {
-            let page = column.page(db, &after, BATCH).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for value in &page {
-                from_base64(&value.value).and_then(|stored| keyring.decrypt(&column.aad(value), &stored)).map_err(
-                    |source| PassError::Decrypt {
-                        table: column.table,
-                        column: column.column,
-                        id: value.id.clone(),
-                        source,
-                    },
-                )?;
-                count += 1;
-            }
-        }
+    let mut walk = Walk::new(db);
+    while let Some((column, value)) = walk.next().await? {
+        from_base64(&value.value)
+            .and_then(|stored| keyring.decrypt(&column.aad(&value), &stored))
+            .map_err(|e| PassError::decrypt(column, &value, e))?;
+        count += 1;
     }
     Ok(count)
 }
