@@ -16,7 +16,8 @@
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit).
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
-//! - [`cache`]: the Redis connection, when one is configured.
+//! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
+//!   connection.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
 

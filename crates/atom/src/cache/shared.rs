@@ -248,6 +248,10 @@ impl RedisCache {
             if batch.is_empty() {
                 return true;
             }
+            // The flush this caller waited for just failed: do not wait on Redis again.
+            if self.backing_off() {
+                return false;
+            }
             if let Err(e) = self.send_invalidations(batch.iter().map(|(k, _)| k.as_str())).await {
                 self.failed("invalidate", &e);
                 return false;

@@ -30,7 +30,7 @@ pub struct HealthResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyResponse {
     /// `ok` when every check passed; `degraded` when Redis is down (the node then runs on
-    /// local limits and caches).
+    /// local limits and reads through to the database).
     pub status: &'static str,
     pub checks: BTreeMap<&'static str, Check>,
 }
@@ -108,7 +108,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let mut checks = BTreeMap::new();
     checks.insert("database", database);
     if let Some(mut redis) = redis {
-        // Without Redis each node falls back to local limits and caches: degraded, not down.
+        // Without Redis each node falls back to local limits and database reads: degraded, not down.
         if redis.status != "ok" {
             redis.status = "degraded";
         }
