@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::backup::BackupSchedule;
-use crate::cache::Redis;
+use crate::cache::{Cache, Redis};
 use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
 use crate::identity::{Identity, IdentityError};
@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub redis: Option<Arc<Redis>>,
+    /// Cache-aside for hot reads: in process, or shared through Redis.
+    pub cache: Cache,
     pub identity: Arc<Identity>,
     pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,
@@ -115,14 +117,9 @@ impl Application {
         }
         let instance_id: Arc<str> = db.instance_id().await.map_err(StorageError::Query)?.into();
         let keyring = Arc::new(load_keyring(&config)?);
-        let identity = Arc::new(Identity::start(&db, keyring, &config).await?);
-        let redis = match &config.redis.url {
-            Some(url) => {
-                let timeout = Duration::from_millis(config.http.ready_check_timeout_ms);
-                Some(Arc::new(Redis::new(url, &config.redis.key_prefix, timeout).map_err(StartError::Redis)?))
-            }
-            None => None,
-        };
+        let redis = Redis::from_config(&config).map_err(StartError::Redis)?;
+        let cache = Cache::from_config(&config.cache, redis.clone());
+        let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone()).await?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -132,6 +129,7 @@ impl Application {
             config: Arc::new(config),
             db,
             redis,
+            cache,
             identity,
             metrics: telemetry::metrics_handle(),
             draining: Arc::new(AtomicBool::new(false)),

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use crate::app::{StartError, load_keyring};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext, Verification};
 use crate::backup::{self, Manifest};
+use crate::cache::{Cache, Redis};
 use crate::config::Config;
 use crate::crypto::{KEY_FILE_NAME, MasterKeyring};
 use crate::error::ErrorChain;
@@ -76,17 +77,32 @@ pub async fn admin_create(config: &Config, email: &str, password: SecretString) 
 }
 
 /// `atom keys rotate-signing`: a new JWT signing key becomes current; tokens signed by the
-/// previous one stay valid until they expire. Running servers pick it up within a minute.
+/// previous one stay valid until they expire. Running servers pick it up within a minute;
+/// with Redis their cached JWKS is invalidated at once.
 pub async fn rotate_signing(config: &Config) -> Result<(), CommandError> {
     let db = open(config).await?;
     let keyring = load_keyring(config)?;
-    signing::load_or_create(&db, &keyring).await.map_err(|e| failed("signing keys", &e))?;
-    let kid = signing::rotate(&db, &keyring, config.auth.access_ttl_secs, &RequestContext::default())
+    let cache = command_cache(config)?;
+    signing::load_or_create(&db, &keyring, &cache).await.map_err(|e| failed("signing keys", &e))?;
+    let kid = signing::rotate(&db, &keyring, &cache, config.auth.access_ttl_secs, &RequestContext::default())
         .await
         .map_err(|e| failed("rotation", &e))?;
+    if let Cache::Redis(redis) = &cache
+        && redis.pending_invalidations() > 0
+    {
+        eprintln!("warning: Redis is unreachable: servers publish the new key within a minute instead of now");
+    }
     println!("new signing key {kid} is current");
     db.close().await;
     Ok(())
+}
+
+/// The cache the servers share, so that a command's writes invalidate their entries: Redis
+/// when configured; otherwise one of the command's own, which reaches no server (they
+/// notice within their TTLs).
+fn command_cache(config: &Config) -> Result<Cache, CommandError> {
+    let redis = Redis::from_config(config).map_err(StartError::Redis)?;
+    Ok(Cache::from_config(&config.cache, redis))
 }
 
 /// The key file rotation reads and rewrites.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["database", "redis", "http", "log", "shutdown", "auth", "rate_limit", "backup"];
+const SECTIONS: &[&str] = &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup"];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub cache: CacheConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -115,6 +116,16 @@ pub struct RedisConfig {
     #[serde(default, serialize_with = "redacted_url")]
     pub url: Option<SecretString>,
     pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The longest an entry lives, and so the bound on serving a value after a write that
+    /// could not invalidate it.
+    pub ttl_secs: u64,
+    /// Entries kept in process; with Redis, invalidations queued while Redis is down.
+    pub max_entries: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -279,6 +290,12 @@ impl Config {
                 return Err(ConfigError::new("redis.url", "must start with redis:// or rediss://"));
             }
             redis::Client::open(url).map_err(|_| ConfigError::new("redis.url", "is not a valid Redis URL"))?;
+        }
+        if !(1..=86_400).contains(&self.cache.ttl_secs) {
+            return Err(ConfigError::new("cache.ttl_secs", "must be between 1 and 86400"));
+        }
+        if !(1..=100_000_000).contains(&self.cache.max_entries) {
+            return Err(ConfigError::new("cache.max_entries", "must be between 1 and 100000000"));
         }
         if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
             return Err(ConfigError::new("http.max_connections", "connection caps must be at least 1"));
@@ -460,6 +477,8 @@ mod tests {
             ("LOG", "debug"),
             ("LOG_FORMAT", "json"),
             ("SHUTDOWN_GRACE_SECS", "5"),
+            ("CACHE_TTL_SECS", "7"),
+            ("CACHE_MAX_ENTRIES", "500"),
             ("TEST_DATABASE_URL", "ignored"),
             ("BACKUP_DIR", "/var/backups/atom"),
             ("BACKUP_INTERVAL_SECS", "3600"),
@@ -468,6 +487,7 @@ mod tests {
         assert_eq!(config.backup_dir(), PathBuf::from("/var/backups/atom"));
         assert_eq!(config.backup.interval_secs, 3600);
         assert_eq!(config.backup.keep, 7);
+        assert_eq!((config.cache.ttl_secs, config.cache.max_entries), (7, 500));
         assert_eq!(config.database.pool_size, 3);
         assert_eq!(config.log.filter, "debug");
         assert_eq!(config.log.format, LogFormat::Json);
@@ -485,6 +505,8 @@ mod tests {
             ("LOG_FORMAT", "xml", "log.format"),
             ("HTTP_BODY_LIMIT_BYTES", "1", "http.body_limit_bytes"),
             ("PUBLIC_URL", "ftp://x", "public_url"),
+            ("CACHE_TTL_SECS", "0", "cache.ttl_secs"),
+            ("CACHE_MAX_ENTRIES", "0", "cache.max_entries"),
             ("DATABASE_POOL_SISE", "3", "database"),
             ("BACKUP_KEEP", "0", "backup.keep"),
             ("BACKUP_INTERVAL_SECS", "-1", "backup.interval_secs"),

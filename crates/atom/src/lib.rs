@@ -17,7 +17,8 @@
 //! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
-//! - [`cache`]: the Redis connection, when one is configured.
+//! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
+//!   connection.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
 

@@ -1,68 +1,254 @@
-//! Shared state outside the database. Today: the Redis connection that `/ready` checks and
-//! that later features (shared cache, rate limits, Socket.io adapter) build on.
+//! The cache: cache-aside for hot reads behind one interface, [`Cache`], over two backends
+//! chosen from configuration: in-process ([`MemoryCache`], the default) or Redis
+//! ([`RedisCache`], when `redis.url` is set). Also the Redis connection itself ([`Redis`]).
 //!
-//! The connection is made lazily and re-made after a failure, so a Redis that is down at
-//! start-up or restarts later never stops the server; it shows up in `/ready` instead.
+//! Reads call `cache.get_or_load(namespace, key, ttl, loader)`; writes call
+//! `cache.invalidate(namespace, key)` after their transaction commits.
+//!
+//! Invariants:
+//! - Bounded in time: an entry lives at most `cache.ttl_secs` (a caller may ask for less).
+//!   That is also the bound on staleness wherever an invalidation cannot reach: other nodes
+//!   when there is no Redis, or Redis unreachable when the write happened.
+//! - Bounded in size: at most `cache.max_entries` entries in process; in Redis every entry
+//!   carries its TTL.
+//! - Single flight: concurrent misses of one key on one node run the loader once.
+//! - Only found values are cached. `None` (no such row) is not, so a row created later is
+//!   seen at once without every insert having to invalidate; errors are never cached.
+//! - A load that overlaps an invalidation of its key does not store its result (it may have
+//!   read the database before the write): see [`flight`] and, across nodes, [`shared`].
+//! - Redis failing never fails a read: reads fall through to the database.
+//! - Everything cached is declared in [`Namespace`]. With Redis the values leave the process,
+//!   so no secret is cached (API keys only as the SHA-256 the database holds).
+//!
+//! Metrics: `cache_requests_total{namespace, result="hit"|"miss"}`,
+//! `cache_loads_total{namespace}` (loader runs; fewer than misses when single flight
+//! coalesced some), `cache_errors_total{op}` (Redis failures, undecodable values),
+//! `cache_invalidations_pending` and `cache_invalidations_dropped_total` (Redis down),
+//! `cache_entries` (in process, set when `/metrics` is read).
 
+mod connection;
+mod flight;
+mod memory;
+mod shared;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::config::redact_url;
+pub use connection::Redis;
+use flight::{Loaded, SingleFlight, Ticket};
+pub use memory::MemoryCache;
+pub use shared::RedisCache;
+use shared::RedisLookup;
 
-/// A lazily connected, self-healing Redis connection. Cheap to share behind an `Arc`.
-pub struct Redis {
-    client: redis::Client,
-    prefix: String,
-    shown_url: String,
-    timeout: Duration,
-    manager: Mutex<Option<ConnectionManager>>,
-}
+use crate::config::CacheConfig;
 
-impl std::fmt::Debug for Redis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("url", &self.shown_url).finish_non_exhaustive()
+/// A kind of cached value. Every namespace in use is declared here with what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespace(&'static str);
+
+impl Namespace {
+    /// An account's role and disabled flag, by user id ([`crate::identity`]).
+    pub const USER: Self = Self("user");
+    /// What authenticating an API key needs, by the key's public prefix: ids, scopes, expiry,
+    /// revocation and the SHA-256 of the key, never the key ([`crate::identity::api_keys`]).
+    pub const API_KEY: Self = Self("api_key");
+    /// The public JSON Web Key Set, under the key `current` ([`crate::identity::signing`]).
+    pub const JWKS: Self = Self("jwks");
+
+    pub fn name(self) -> &'static str {
+        self.0
     }
 }
 
-impl Redis {
-    /// Parses the URL; no connection is made until first use.
-    pub fn new(url: &SecretString, prefix: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
-        Ok(Self {
-            client: redis::Client::open(url.expose_secret())?,
-            prefix: prefix.to_owned(),
-            shown_url: redact_url(url.expose_secret()),
-            timeout,
-            manager: Mutex::new(None),
-        })
-    }
+/// The cache, by backend. Cheap to clone: clones share entries and connections.
+#[derive(Debug, Clone)]
+pub enum Cache {
+    Memory(MemoryCache),
+    Redis(RedisCache),
+}
 
-    /// `prefix:suffix`, the name of one of our keys.
-    pub fn key(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.prefix)
-    }
+/// What a read found.
+enum Lookup {
+    Hit(Arc<str>, Fill),
+    Miss(Fill),
+    /// The backend cannot be used now: load, store nothing.
+    Unavailable,
+}
 
-    /// A connection, established now if there is none yet.
-    pub async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
-        let mut slot = self.manager.lock().await;
-        if let Some(manager) = slot.as_ref() {
-            return Ok(manager.clone());
+/// What storing after a miss needs.
+enum Fill {
+    Memory,
+    Redis { generation: String },
+}
+
+impl Cache {
+    /// Redis when one is configured, otherwise in process. Within a Tokio runtime.
+    pub fn from_config(config: &CacheConfig, redis: Option<Arc<Redis>>) -> Self {
+        let ttl = Duration::from_secs(config.ttl_secs);
+        match redis {
+            Some(redis) => {
+                let max_pending = usize::try_from(config.max_entries).unwrap_or(usize::MAX);
+                Self::Redis(RedisCache::new(redis, ttl, max_pending))
+            }
+            None => Self::Memory(MemoryCache::new(config.max_entries, ttl)),
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(manager.clone());
-        Ok(manager)
     }
 
-    /// One `PING` round trip, for `/ready`.
-    pub async fn ping(&self) -> Result<(), redis::RedisError> {
-        let mut conn = self.connection().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(())
+    /// `memory` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
     }
+
+    /// Entries held in process (`None` with Redis).
+    pub fn entry_count(&self) -> Option<u64> {
+        match self {
+            Self::Memory(memory) => Some(memory.entry_count()),
+            Self::Redis(_) => None,
+        }
+    }
+
+    /// The value of `key` in `namespace`: from the cache, or from `load` on a miss (stored
+    /// for `ttl`, at most the configured TTL, unless it is `None`). Errors of `load` are
+    /// returned as they are, never cached.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        namespace: Namespace,
+        key: &str,
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let full_key = format!("{}:{key}", namespace.0);
+        let ttl = ttl.map_or(self.ttl(), |t| t.min(self.ttl()));
+        let fill = match self.lookup(&full_key).await {
+            Lookup::Hit(json, fill) => match serde_json::from_str(&json) {
+                Ok(value) => {
+                    count_request(namespace, "hit");
+                    return Ok(Some(value));
+                }
+                Err(e) => {
+                    // Another shape (a node of another version wrote it): load and overwrite.
+                    tracing::debug!(namespace = namespace.0, error = %e, "undecodable cache entry");
+                    metrics::counter!("cache_errors_total", "op" => "decode").increment(1);
+                    Some(fill)
+                }
+            },
+            Lookup::Miss(fill) => Some(fill),
+            Lookup::Unavailable => None,
+        };
+        count_request(namespace, "miss");
+        match self.flights().join(&full_key) {
+            Ticket::Leader(leader) => {
+                metrics::counter!("cache_loads_total", "namespace" => namespace.0).increment(1);
+                let loaded = load().await;
+                let json = match &loaded {
+                    Ok(Some(value)) => serde_json::to_string(value).map(Arc::<str>::from).map_err(|e| {
+                        tracing::warn!(namespace = namespace.0, error = %e, "value not cacheable");
+                    }),
+                    Ok(None) | Err(_) => Err(()),
+                };
+                leader.finish(match (&loaded, &json) {
+                    (Ok(None), _) => Loaded::Value(None),
+                    (Ok(Some(_)), Ok(json)) => Loaded::Value(Some(Arc::clone(json))),
+                    _ => Loaded::Failed,
+                });
+                if let (Ok(json), Some(fill)) = (json, fill)
+                    && !leader.superseded()
+                {
+                    self.store(&full_key, fill, &json, ttl).await;
+                    if leader.superseded() {
+                        // The invalidation may have run between the check and the store.
+                        self.forget_local(&full_key).await;
+                    }
+                }
+                loaded
+            }
+            Ticket::Follower(follower) => {
+                match follower.outcome().await {
+                    Some(Loaded::Value(None)) => return Ok(None),
+                    Some(Loaded::Value(Some(json))) => {
+                        if let Ok(value) = serde_json::from_str(&json) {
+                            return Ok(Some(value));
+                        }
+                    }
+                    Some(Loaded::Failed) | None => {}
+                }
+                // The leader failed or was cancelled: try for ourselves, storing nothing.
+                load().await
+            }
+        }
+    }
+
+    /// Drops `key` from `namespace` after a write, on every node the backend reaches (all of
+    /// them with Redis, queued while Redis is down; this node only in process). Never fails.
+    pub async fn invalidate(&self, namespace: Namespace, key: &str) {
+        let full_key = format!("{}:{key}", namespace.0);
+        // First: a load in progress must not store what it read before the write.
+        self.flights().supersede(&full_key);
+        match self {
+            Self::Memory(memory) => memory.remove(&full_key).await,
+            Self::Redis(redis) => redis.invalidate(&full_key).await,
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        match self {
+            Self::Memory(memory) => memory.ttl(),
+            Self::Redis(redis) => redis.ttl(),
+        }
+    }
+
+    fn flights(&self) -> &SingleFlight {
+        match self {
+            Self::Memory(memory) => memory.flights(),
+            Self::Redis(redis) => redis.flights(),
+        }
+    }
+
+    async fn lookup(&self, key: &str) -> Lookup {
+        match self {
+            Self::Memory(memory) => match memory.get(key).await {
+                Some(json) => Lookup::Hit(json, Fill::Memory),
+                None => Lookup::Miss(Fill::Memory),
+            },
+            Self::Redis(redis) => match redis.get(key).await {
+                RedisLookup::Hit { json, generation } => Lookup::Hit(json, Fill::Redis { generation }),
+                RedisLookup::Miss { generation } => Lookup::Miss(Fill::Redis { generation }),
+                RedisLookup::Unavailable => Lookup::Unavailable,
+            },
+        }
+    }
+
+    async fn store(&self, key: &str, fill: Fill, json: &Arc<str>, ttl: Duration) {
+        match (self, fill) {
+            (Self::Memory(memory), _) => memory.store(key, Arc::clone(json), ttl).await,
+            (Self::Redis(redis), Fill::Redis { generation }) => redis.store(key, &generation, json, ttl).await,
+            (Self::Redis(_), Fill::Memory) => {}
+        }
+    }
+
+    /// Undoes a store that raced an invalidation. In Redis the fill script already refused
+    /// it (the invalidation count changed), so only the in-process backend has work to do.
+    async fn forget_local(&self, key: &str) {
+        if let Self::Memory(memory) = self {
+            memory.remove(key).await;
+        }
+    }
+}
+
+fn count_request(namespace: Namespace, result: &'static str) {
+    metrics::counter!("cache_requests_total", "namespace" => namespace.0, "result" => result).increment(1);
 }

@@ -30,7 +30,7 @@ pub struct HealthResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyResponse {
     /// `ok` when every check passed; `degraded` when Redis is down (the node then runs on
-    /// local limits and caches).
+    /// local limits and reads through to the database).
     pub status: &'static str,
     pub checks: BTreeMap<&'static str, Check>,
 }
@@ -108,7 +108,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let mut checks = BTreeMap::new();
     checks.insert("database", database);
     if let Some(mut redis) = redis {
-        // Without Redis each node falls back to local limits and caches: degraded, not down.
+        // Without Redis each node falls back to local limits and database reads: degraded, not down.
         if redis.status != "ok" {
             redis.status = "degraded";
         }
@@ -158,7 +158,7 @@ pub async fn status(State(state): State<AppState>, principal: Principal) -> Resu
         git_commit: env!("ATOM_GIT_COMMIT"),
         instance_id: state.instance_id.to_string(),
         uptime_secs: state.started_at.elapsed().as_secs(),
-        backends: Backends { database: state.db.kind(), cache: if state.redis.is_some() { "redis" } else { "memory" } },
+        backends: Backends { database: state.db.kind(), cache: state.cache.backend() },
         database: DatabaseStatus { pool: state.db.pool_stats() },
         limits: Limits {
             request_timeout_secs: config.http.request_timeout_secs,
@@ -179,6 +179,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("db_pool_max_connections", "backend" => kind).set(f64::from(pool.max_size));
     metrics::gauge!("db_pool_connections", "backend" => kind, "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!("db_pool_connections", "backend" => kind, "state" => "in_use").set(f64::from(pool.in_use));
+    if let Some(entries) = state.cache.entry_count() {
+        metrics::gauge!("cache_entries").set(entries as f64);
+    }
     let body = state.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

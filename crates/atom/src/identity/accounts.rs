@@ -353,6 +353,9 @@ pub async fn change_password(
         .details(serde_json::json!({ "revoked_sessions": revoked }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
+    // Nothing cached depends on the password today; dropping the entry keeps it so when
+    // the status grows (e.g. rejecting tokens issued before the change).
+    state.identity.forget_user_status(&user.id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -413,7 +416,7 @@ async fn set_disabled(
         .details(serde_json::json!({ "revoked_sessions": revoked }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
-    state.identity.forget_user_status(id);
+    state.identity.forget_user_status(id).await;
     let user = sql::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(UserView::from(&user)))
 }

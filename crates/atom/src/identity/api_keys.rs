@@ -1,6 +1,9 @@
 //! API keys for machine clients (the agent workers): `atom_sk_<prefix>_<secret>`, shown once
-//! at creation, stored as SHA-256, found by their prefix, compared in constant time, acting
-//! as their owner within their scopes.
+//! at creation, stored as SHA-256, found by their prefix (through the cache, which a
+//! revocation invalidates), compared in constant time, acting as their owner within their
+//! scopes.
+
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,6 +15,7 @@ use super::auth::Principal;
 use super::{random_secret, secret_hash};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, Outcome, RequestContext};
+use crate::cache::{Cache, Namespace};
 use crate::error::{ApiError, FieldError};
 use crate::http::rfc3339;
 use crate::http::{Json, Validate};
@@ -95,20 +99,77 @@ fn invalid_key() -> ApiError {
     ApiError::Unauthorized { error: "invalid_token", description: "The API key is invalid, expired or revoked." }
 }
 
+/// What authenticating a key needs of its row; cached under [`Namespace::API_KEY`] by the
+/// key's prefix. It holds the SHA-256 of the key, as the database does, never the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub id: String,
+    pub user_id: String,
+    pub key_hash: String,
+    /// Space-separated.
+    pub scopes: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl From<ApiKeyRow> for StoredKey {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            key_hash: row.key_hash,
+            scopes: row.scopes,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// How often a key's `last_used_at` is written at most.
+const USE_RECORDED_EVERY: Duration = Duration::from_secs(60);
+
+/// Records that keys were used at most once a minute per key and node, so a busy key costs
+/// one UPDATE a minute rather than a statement on every request (a write lock on SQLite).
+pub struct UseRecorder {
+    recent: moka::future::Cache<String, ()>,
+}
+
+impl std::fmt::Debug for UseRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UseRecorder").field("recent", &self.recent.entry_count()).finish()
+    }
+}
+
+impl UseRecorder {
+    pub fn new(max_keys: u64) -> Self {
+        Self { recent: moka::future::Cache::builder().max_capacity(max_keys).time_to_live(USE_RECORDED_EVERY).build() }
+    }
+
+    async fn record(&self, db: &Db, id: &str, now: i64) -> Result<(), sqlx::Error> {
+        if self.recent.contains_key(id) {
+            return Ok(());
+        }
+        sql::touch(db, id, now).await?;
+        self.recent.insert(id.to_owned(), ()).await;
+        Ok(())
+    }
+}
+
 /// Finds and checks the key `presented`, recording its use.
-pub async fn verify(db: &Db, presented: &str) -> Result<ApiKeyRow, ApiError> {
+pub async fn verify(db: &Db, cache: &Cache, key_use: &UseRecorder, presented: &str) -> Result<StoredKey, ApiError> {
     let rest = presented.strip_prefix(API_KEY_PREFIX).ok_or_else(invalid_key)?;
     let (prefix, _) = rest.split_once('_').ok_or_else(invalid_key)?;
-    if prefix.len() != 12 || presented.len() > 128 {
+    if prefix.len() != 12 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) || presented.len() > 128 {
         return Err(invalid_key());
     }
-    let key = sql::by_prefix(db, prefix).await?.ok_or_else(invalid_key)?;
+    let load = || async { Ok::<_, sqlx::Error>(sql::by_prefix(db, prefix).await?.map(StoredKey::from)) };
+    let key = cache.get_or_load(Namespace::API_KEY, prefix, None, load).await?.ok_or_else(invalid_key)?;
     let matches: bool = secret_hash(presented).as_bytes().ct_eq(key.key_hash.as_bytes()).into();
     let now = now_ms();
     if !matches || key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid_key());
     }
-    sql::touch(db, &key.id, now).await?;
+    key_use.record(db, &key.id, now).await?;
     Ok(key)
 }
 
@@ -179,11 +240,12 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.db.begin().await?;
-    if !sql::revoke(&mut tx, &id, &principal.user_id, now_ms()).await? {
+    let Some(prefix) = sql::revoke(&mut tx, &id, &principal.user_id, now_ms()).await? else {
         return Err(ApiError::NotFound);
-    }
+    };
     let event = AuditEvent::new(principal.actor(), "api_key.revoked", Outcome::Success, &context).target(id);
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
+    state.cache.invalidate(Namespace::API_KEY, &prefix).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,7 +18,7 @@ use crate::audit::{Actor, RequestContext};
 use crate::error::ApiError;
 use crate::http::middleware::{AuthenticatedUser, RequestId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,

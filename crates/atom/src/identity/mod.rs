@@ -3,10 +3,13 @@
 //!
 //! [`Identity`] is the shared service: it holds the signing keys (reloaded from the
 //! database on an unknown `kid` and once a minute, so a rotation by one node or the CLI
-//! reaches every node) and a 30-second cache of account status, which bounds how long a
-//! disabled account's access token still works. Invariants: no password, token or key
-//! secret is stored or logged, only argon2id or SHA-256 of it; every change of an account
-//! and its audit row commit together.
+//! reaches every node) and reads account status and API keys through the cache
+//! ([`crate::cache`]). Every change of an account or a key invalidates its entry after the
+//! commit, on every node with Redis; where an invalidation cannot reach (several nodes
+//! without Redis, Redis down during the write) a disabled account's access token or a
+//! revoked key works for at most 30 s (account status) or the cache TTL (API keys).
+//! Invariants: no password, token or key secret is stored, cached or logged, only argon2id
+//! or SHA-256 of it; every change of an account and its audit row commit together.
 
 pub mod accounts;
 pub mod api_keys;
@@ -17,7 +20,6 @@ pub mod signing;
 mod throttle;
 pub mod tokens;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,14 +30,16 @@ use sha2::{Digest, Sha256};
 pub use auth::{Credential, Principal, Role};
 
 use crate::app::AppState;
+use crate::cache::{Cache, Namespace};
 use crate::config::{AuthConfig, Config};
 use crate::crypto::MasterKeyring;
 use crate::error::ApiError;
 use crate::storage::{Db, users};
 use tokens::{AccessTokens, TokenConfig, TokenError};
 
-/// How long an account's role and disabled flag are cached: the bound on how long a
-/// disabled account's unexpired access token keeps working.
+/// The longest an account's role and disabled flag are cached (less when `cache.ttl_secs`
+/// is less): the bound on how long a disabled account's unexpired access token keeps working
+/// on a node that the invalidation could not reach.
 const STATUS_TTL: Duration = Duration::from_secs(30);
 /// How often signing keys are re-read from the database.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);
@@ -54,7 +58,8 @@ pub enum IdentityError {
     Bootstrap(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What authentication needs of an account; cached under [`Namespace::USER`].
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct UserStatus {
     role: Role,
     disabled: bool,
@@ -72,17 +77,23 @@ pub struct Identity {
     tokens: RwLock<Arc<AccessTokens>>,
     last_reload: Mutex<Instant>,
     pub settings: AuthConfig,
-    status: Mutex<HashMap<String, (Instant, Option<UserStatus>)>>,
+    cache: Cache,
+    key_use: api_keys::UseRecorder,
 }
 
 impl Identity {
     /// Loads the signing keys (creating the first one on a new installation) and creates the
     /// bootstrap admin when configured and no account exists yet.
-    pub async fn start(db: &Db, keyring: Arc<MasterKeyring>, config: &Config) -> Result<Self, IdentityError> {
+    pub async fn start(
+        db: &Db,
+        keyring: Arc<MasterKeyring>,
+        config: &Config,
+        cache: Cache,
+    ) -> Result<Self, IdentityError> {
         let mut token_config = TokenConfig::new(config.token_issuer(), config.auth.audience.clone());
         token_config.access_ttl = Duration::from_secs(config.auth.access_ttl_secs);
         passwords::warm_up().await;
-        let keys = signing::load_or_create(db, &keyring).await?;
+        let keys = signing::load_or_create(db, &keyring, &cache).await?;
         let tokens = AccessTokens::new(token_config.clone(), keys)?;
         let keyring_file = config.master_key.is_none().then(|| {
             config.master_key_file.clone().unwrap_or_else(|| config.data_dir.join(crate::crypto::KEY_FILE_NAME))
@@ -95,7 +106,8 @@ impl Identity {
             tokens: RwLock::new(Arc::new(tokens)),
             last_reload: Mutex::new(Instant::now()),
             settings: config.auth.clone(),
-            status: Mutex::new(HashMap::new()),
+            cache,
+            key_use: api_keys::UseRecorder::new(config.cache.max_entries),
         };
         if let (Some(email), Some(password)) =
             (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
@@ -109,6 +121,10 @@ impl Identity {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     pub fn keyring(&self) -> Arc<MasterKeyring> {
@@ -149,8 +165,14 @@ impl Identity {
         };
         match AccessTokens::new(self.token_config.clone(), keys) {
             Ok(tokens) => {
+                let changed = self.tokens.read().map(|t| t.keys().jwks() != tokens.keys().jwks()).unwrap_or(true);
                 if let Ok(mut slot) = self.tokens.write() {
                     *slot = Arc::new(tokens);
+                }
+                // The published keys must include any key this node may now sign with; the
+                // rotating process invalidated them too, but without Redis only on its node.
+                if changed {
+                    self.cache.invalidate(Namespace::JWKS, signing::JWKS_KEY).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reloaded signing keys are unusable"),
@@ -182,7 +204,7 @@ impl Identity {
     }
 
     pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, ApiError> {
-        let key = api_keys::verify(&self.db, token).await?;
+        let key = api_keys::verify(&self.db, &self.cache, &self.key_use, token).await?;
         let status = self.user_status(&key.user_id).await?;
         let Some(status) = status.filter(|s| !s.disabled) else {
             return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
@@ -196,29 +218,19 @@ impl Identity {
     }
 
     async fn user_status(&self, user_id: &str) -> Result<Option<UserStatus>, ApiError> {
-        if let Ok(cache) = self.status.lock()
-            && let Some((at, status)) = cache.get(user_id)
-            && at.elapsed() < STATUS_TTL
-        {
-            return Ok(*status);
-        }
-        let status = users::by_id(&self.db, user_id)
-            .await?
-            .map(|u| UserStatus { role: Role::parse(&u.role), disabled: u.disabled_at.is_some() });
-        if let Ok(mut cache) = self.status.lock() {
-            if cache.len() > 100_000 {
-                cache.retain(|_, (at, _)| at.elapsed() < STATUS_TTL);
-            }
-            cache.insert(user_id.to_owned(), (Instant::now(), status));
-        }
-        Ok(status)
+        let load = || async {
+            let user = users::by_id(&self.db, user_id).await?;
+            Ok::<_, sqlx::Error>(
+                user.map(|u| UserStatus { role: Role::parse(&u.role), disabled: u.disabled_at.is_some() }),
+            )
+        };
+        Ok(self.cache.get_or_load(Namespace::USER, user_id, Some(STATUS_TTL), load).await?)
     }
 
-    /// Drops the cached status of an account after a change on this node.
-    pub fn forget_user_status(&self, user_id: &str) {
-        if let Ok(mut cache) = self.status.lock() {
-            cache.remove(user_id);
-        }
+    /// Drops the cached status of an account after a change to it (on every node that the
+    /// cache reaches).
+    pub async fn forget_user_status(&self, user_id: &str) {
+        self.cache.invalidate(Namespace::USER, user_id).await;
     }
 }
 

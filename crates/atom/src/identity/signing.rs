@@ -4,6 +4,10 @@
 //! (`signing_keys.private_key`, row = kid, owner = "system"). The newest live key signs;
 //! older live keys still verify. A superseded key is retired once every token it signed
 //! has expired (its successor is older than the access-token lifetime plus a margin).
+//!
+//! The JWKS is read from the database's public keys through the cache; a rotation
+//! invalidates it, and so does a node that reloads a changed keyset, so a node publishes
+//! every key it signs with no later than it starts signing with it.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +17,7 @@ use axum::response::IntoResponse;
 use super::tokens::{SigningKey, TokenKeys};
 use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::cache::{Cache, Namespace};
 use crate::crypto::{Aad, CryptoError, MasterKeyring, from_base64, to_base64};
 use crate::storage::signing_keys::{self as sql, SigningKeyRow};
 use crate::storage::{Db, now_ms};
@@ -38,6 +43,8 @@ pub enum SigningError {
 const TABLE: &str = "signing_keys";
 const COLUMN: &str = "private_key";
 const OWNER: &str = "system";
+/// The one key of [`Namespace::JWKS`].
+pub const JWKS_KEY: &str = "current";
 
 fn decrypt(row: &SigningKeyRow, keyring: &MasterKeyring) -> Result<SigningKey, SigningError> {
     let stored = from_base64(&row.private_key).map_err(|_| SigningError::Corrupt { kid: row.kid.clone() })?;
@@ -63,19 +70,21 @@ pub async fn load(db: &Db, keyring: &MasterKeyring) -> Result<Option<TokenKeys>,
     Ok(Some(TokenKeys::new(current).with_previous(previous)))
 }
 
-pub async fn load_or_create(db: &Db, keyring: &MasterKeyring) -> Result<TokenKeys, SigningError> {
+pub async fn load_or_create(db: &Db, keyring: &MasterKeyring, cache: &Cache) -> Result<TokenKeys, SigningError> {
     if let Some(keys) = load(db, keyring).await? {
         return Ok(keys);
     }
-    rotate(db, keyring, 0, &RequestContext::default()).await?;
+    rotate(db, keyring, cache, 0, &RequestContext::default()).await?;
     load(db, keyring).await?.ok_or_else(|| SigningError::Generate("the new signing key was not stored".into()))
 }
 
 /// Adds a new signing key, which becomes current, and retires keys whose every token has
-/// expired (superseded more than `access_ttl_secs` + 2 minutes ago). Returns the new kid.
+/// expired (superseded more than `access_ttl_secs` + 2 minutes ago), and invalidates the
+/// cached JWKS. Returns the new kid.
 pub async fn rotate(
     db: &Db,
     keyring: &MasterKeyring,
+    cache: &Cache,
     access_ttl_secs: u64,
     context: &RequestContext,
 ) -> Result<String, SigningError> {
@@ -116,13 +125,38 @@ pub async fn rotate(
     )
     .await?;
     tx.commit().await?;
+    cache.invalidate(Namespace::JWKS, JWKS_KEY).await;
     Ok(kid)
+}
+
+/// The JWKS of the live keys as stored; `None` when there is none yet.
+async fn load_jwks(db: &Db) -> Result<Option<serde_json::Value>, SigningError> {
+    let stored = sql::live_public_jwks(db).await?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::with_capacity(stored.len());
+    for (kid, jwk) in stored {
+        keys.push(serde_json::from_str::<serde_json::Value>(&jwk).map_err(|_| SigningError::Corrupt { kid })?);
+    }
+    Ok(Some(serde_json::json!({ "keys": keys })))
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify our access tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity",
     responses((status = 200, description = "JSON Web Key Set (RFC 7517)", body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    let jwks = state.identity.tokens().await.keys().jwks();
+    let cached = state.cache.get_or_load(Namespace::JWKS, JWKS_KEY, None, || load_jwks(&state.db)).await;
+    let jwks = match cached {
+        Ok(Some(jwks)) => jwks,
+        // The keys this node holds are a correct answer too: verifiers keep working while
+        // the database is unreachable.
+        other => {
+            if let Err(e) = other {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "JWKS served from this node's keys");
+            }
+            state.identity.tokens().await.keys().jwks()
+        }
+    };
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(jwks))
 }

@@ -50,16 +50,18 @@ pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<ApiKeyRow>, sql
     with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await)
 }
 
-/// Revokes the user's key `id`; false when the user has no such live key.
-pub async fn revoke(tx: &mut Tx, id: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+/// Revokes the user's key `id`; its prefix, or `None` when the user has no such live key.
+pub async fn revoke(tx: &mut Tx, id: &str, user_id: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
     with_tx!(tx, |conn| {
-        sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(user_id)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected() == 1)
+        sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+             RETURNING prefix",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(conn)
+        .await
     })
 }
 

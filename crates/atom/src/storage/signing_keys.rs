@@ -25,6 +25,17 @@ pub async fn live(db: &Db) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
     })
 }
 
+/// `(kid, public JWK)` of the live keys, newest first; nothing secret is read.
+pub async fn live_public_jwks(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
+    with_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT kid, public_jwk FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid",
+        )
+        .fetch_all(pool)
+        .await
+    })
+}
+
 pub async fn all(db: &Db) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
     with_pool!(db, |pool| {
         sqlx::query_as(

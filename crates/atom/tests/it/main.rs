@@ -14,6 +14,7 @@ mod auth_sessions;
 mod auth_tokens;
 mod backup;
 mod backup_integrity;
+mod cache;
 mod cli;
 mod edge;
 mod errors;
