@@ -18,7 +18,7 @@ use crate::cache::Redis;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{CryptoError, MasterKeyring};
 use crate::identity::{Identity, IdentityError};
-use crate::storage::{Db, MigrationState, StorageError};
+use crate::storage::{self, Db, MigrationState, StorageError};
 use crate::{http, telemetry};
 
 /// Handles shared by every request.
@@ -82,6 +82,7 @@ impl Application {
     /// unless disabled, and binds `config.listen`.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let target = config.database_target()?;
+        storage::monitor::set_slow_query_threshold(Duration::from_millis(config.database.slow_query_ms));
         let db = Db::connect(&target, &config.database).await?;
         if config.database.migrate_on_start {
             db.migrate().await?;

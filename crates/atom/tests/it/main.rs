@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod db_monitoring;
 mod edge;
 mod errors;
 mod health;
