@@ -15,20 +15,27 @@ use super::{api_keys, audit, sessions, users};
 /// The index a hot query must be served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Index {
-    /// The table's primary key: `<table>_pkey` on PostgreSQL; on SQLite the rowid (an
-    /// `INTEGER PRIMARY KEY`) or the automatic index of a TEXT primary key.
+    /// A lookup or range on the table's primary key: `<table>_pkey` on PostgreSQL; on
+    /// SQLite the rowid (an `INTEGER PRIMARY KEY`) or the automatic index of a TEXT one.
     PrimaryKey,
+    /// The first rows in primary-key order, up to a LIMIT (the newest row): an index scan
+    /// on `<table>_pkey` on PostgreSQL; on SQLite a walk of the rowid table in its own
+    /// order, which `EXPLAIN QUERY PLAN` shows as `SCAN <table>` without a sort.
+    PrimaryKeyOrder,
     /// An index created by a migration, by name (the same in both dialects).
     Named(&'static str),
 }
 
-/// A typical parameter value. The harness seeds rows these values find: ids are
-/// `<kind>-<n>` (`user-4242`), emails `user<n>@example.com`.
+/// A typical parameter value, typed as the storage function binds it. The harness seeds
+/// rows these values find: ids are `<kind>-<n>` (`user-4242`), emails `user<n>@example.com`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sample {
     Text(&'static str),
     Int(i64),
-    Null,
+    /// An unset optional filter of type TEXT.
+    NullText,
+    /// An unset optional filter of type BIGINT.
+    NullInt,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +49,8 @@ pub struct HotQuery {
     pub sample_params: &'static [Sample],
 }
 
-use Index::{Named, PrimaryKey};
-use Sample::{Int, Null, Text};
+use Index::{Named, PrimaryKey, PrimaryKeyOrder};
+use Sample::{Int, NullInt, NullText, Text};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -57,10 +64,10 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "api_keys.by_prefix", table: "api_keys", index: Named("api_keys_prefix_key"), sql: api_keys::BY_PREFIX_SQL, sample_params: &[Text("pfx-4242")] },
     HotQuery { name: "api_keys.touch", table: "api_keys", index: PrimaryKey, sql: api_keys::TOUCH_SQL, sample_params: &[Text("key-4242"), Int(NOW), Int(NOW - 60_000)] },
     HotQuery { name: "api_keys.list_for_user", table: "api_keys", index: Named("api_keys_user_idx"), sql: api_keys::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242")] },
-    HotQuery { name: "audit.list_by_actor", table: "audit_log", index: Named("audit_log_actor_idx"), sql: audit::LIST_BY_ACTOR_SQL, sample_params: &[Text("user-4242"), Null, Null, Null, Null, Int(i64::MAX), Int(101)] },
-    HotQuery { name: "audit.list_by_action", table: "audit_log", index: Named("audit_log_action_idx"), sql: audit::LIST_BY_ACTION_SQL, sample_params: &[Null, Text("action-7"), Null, Null, Null, Int(i64::MAX), Int(101)] },
-    HotQuery { name: "audit.list", table: "audit_log", index: PrimaryKey, sql: audit::LIST_SQL, sample_params: &[Null, Null, Null, Null, Null, Int(50_000), Int(101)] },
-    HotQuery { name: "audit.chain_head", table: "audit_log", index: PrimaryKey, sql: audit::CHAIN_HEAD_SQL, sample_params: &[] },
+    HotQuery { name: "audit.list_by_actor", table: "audit_log", index: Named("audit_log_actor_idx"), sql: audit::LIST_BY_ACTOR_SQL, sample_params: &[Text("user-4242"), NullText, NullText, NullInt, NullInt, Int(i64::MAX), Int(101)] },
+    HotQuery { name: "audit.list_by_action", table: "audit_log", index: Named("audit_log_action_idx"), sql: audit::LIST_BY_ACTION_SQL, sample_params: &[NullText, Text("action-7"), NullText, NullInt, NullInt, Int(i64::MAX), Int(101)] },
+    HotQuery { name: "audit.list", table: "audit_log", index: PrimaryKey, sql: audit::LIST_SQL, sample_params: &[NullText, NullText, NullText, NullInt, NullInt, Int(50_000), Int(101)] },
+    HotQuery { name: "audit.chain_head", table: "audit_log", index: PrimaryKeyOrder, sql: audit::CHAIN_HEAD_SQL, sample_params: &[] },
 ];
 
 #[cfg(test)]

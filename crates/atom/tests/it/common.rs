@@ -112,6 +112,12 @@ impl TestDb {
         Self { dir, pg, key_space: uuid::Uuid::new_v4().simple().to_string() }
     }
 
+    /// SQLite whatever the suite's backend, for the tests that are about SQLite itself.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self { dir, pg: None, key_space: uuid::Uuid::new_v4().simple().to_string() }
+    }
+
     pub async fn postgres() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         Self { dir, pg: Some(PgDatabase::create().await), key_space: uuid::Uuid::new_v4().simple().to_string() }

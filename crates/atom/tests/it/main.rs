@@ -15,4 +15,5 @@ mod migrations;
 mod openapi;
 mod outage;
 mod overload;
+mod query_plans;
 mod shutdown;
