@@ -15,7 +15,8 @@
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit).
-//! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
+//! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
+//!   metrics and slow-query log of every named query, and the registry of hot queries.
 //! - [`cache`]: the Redis connection, when one is configured.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
