@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
 use crate::identity::{Identity, IdentityError};
 use crate::storage::file_lock::DatabaseFileLock;
-use crate::storage::{Db, MigrationState, StorageError};
+use crate::storage::{self, Db, MigrationState, StorageError};
 use crate::{http, telemetry};
 
 /// Handles shared by every request.
@@ -105,6 +105,7 @@ impl Application {
             ),
             DatabaseTarget::Postgres { .. } => None,
         };
+        storage::monitor::set_slow_query_threshold(Duration::from_millis(config.database.slow_query_ms));
         let db = Db::connect(&target, &config.database).await?;
         if config.database.migrate_on_start {
             db.migrate().await?;

@@ -3,6 +3,7 @@
 //! reports in plain text. `main.rs` parses arguments and calls in here.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::crypto::{KEY_FILE_NAME, MasterKeyring};
 use crate::error::ErrorChain;
 use crate::identity::{accounts, signing};
-use crate::storage::{Db, MigrationState, encrypted};
+use crate::storage::{self, Db, MigrationState, SchemaVersion, encrypted};
 
 /// A command's failure: what to print, and the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ fn failed(context: &str, err: &(dyn std::error::Error + 'static)) -> CommandErro
 }
 
 async fn open(config: &Config) -> Result<Db, CommandError> {
+    storage::monitor::set_slow_query_threshold(Duration::from_millis(config.database.slow_query_ms));
     let db = Db::connect(&config.database_target().map_err(StartError::from)?, &config.database)
         .await
         .map_err(StartError::from)?;
@@ -60,8 +62,15 @@ pub async fn migrate(config: &Config, apply: bool) -> Result<(), CommandError> {
         };
         println!("{:>6}  {:<32}  {state}", m.version, m.description);
     }
-    let pending = status.iter().filter(|m| m.state == MigrationState::Pending).count();
-    eprintln!("{} migration(s), {pending} pending, on {}", status.len(), db.kind());
+    let version = SchemaVersion::of(&status);
+    let applied = version.applied.map_or_else(|| "none".to_owned(), |v| v.to_string());
+    eprintln!(
+        "{} migration(s), {} pending, on {}; schema version {applied}, latest {}",
+        status.len(),
+        version.pending,
+        db.kind(),
+        version.latest
+    );
     db.close().await;
     Ok(())
 }

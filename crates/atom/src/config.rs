@@ -66,6 +66,7 @@ pub struct DatabaseConfig {
     pub startup_timeout_secs: u64,
     pub migrate_on_start: bool,
     pub sqlite_busy_timeout_ms: u64,
+    pub slow_query_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

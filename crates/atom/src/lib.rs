@@ -16,7 +16,8 @@
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
-//! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL and its embedded migrations.
+//! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
+//!   metrics and slow-query log of every named query, and the registry of hot queries.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
 //!   connection.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.

@@ -56,8 +56,12 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let latency_buckets =
                 [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            let query_count_buckets = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 50.0, 100.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency_buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("http_request_db_queries".to_owned()), &query_count_buckets)
+                })
                 .map(PrometheusBuilder::build_recorder);
             match recorder {
                 Ok(recorder) => {

@@ -67,6 +67,15 @@ pub struct Backends {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DatabaseStatus {
     pub pool: PoolStats,
+    /// The highest applied migration; `null` when the database did not answer in time.
+    pub schema_version: Option<i64>,
+    /// The highest migration this binary carries.
+    pub latest_migration: i64,
+    /// Migrations this binary carries that the database has not applied; `null` when the
+    /// database did not answer in time.
+    pub pending_migrations: Option<usize>,
+    /// Queries slower than this are logged and counted (`database.slow_query_ms`).
+    pub slow_query_ms: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -143,7 +152,8 @@ async fn timed(timeout: Duration, check: impl Future<Output = Result<(), String>
     }
 }
 
-/// The operator's view: version, uptime, backends, pool statistics and limits. Admins only.
+/// The operator's view: version, uptime, backends, the database (pool, schema version,
+/// pending migrations, slow-query threshold) and limits. Admins only.
 #[utoipa::path(get, path = "/status", tag = "operations", security(("bearer" = [])),
     responses(
         (status = 200, description = "Server status", body = StatusResponse),
@@ -153,13 +163,33 @@ async fn timed(timeout: Duration, check: impl Future<Output = Result<(), String>
 pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<StatusResponse>, ApiError> {
     principal.require_admin()?;
     let config = &state.config;
+    // Bounded like a readiness check: the operator's view must answer while the database
+    // does not, showing what it could not learn as null.
+    let timeout = Duration::from_millis(config.http.ready_check_timeout_ms);
+    let schema = tokio::time::timeout(timeout, state.db.schema_status()).await;
+    let schema = match schema {
+        Ok(Ok(schema)) => Some(schema),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "/status could not read the schema version");
+            None
+        }
+        Err(_) => None,
+    };
+    let latest_migration =
+        state.db.migrator().iter().filter(|m| m.migration_type.is_up_migration()).map(|m| m.version).max();
     Ok(Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION"),
         git_commit: env!("ATOM_GIT_COMMIT"),
         instance_id: state.instance_id.to_string(),
         uptime_secs: state.started_at.elapsed().as_secs(),
         backends: Backends { database: state.db.kind(), cache: state.cache.backend() },
-        database: DatabaseStatus { pool: state.db.pool_stats() },
+        database: DatabaseStatus {
+            pool: state.db.pool_stats(),
+            schema_version: schema.and_then(|s| s.applied),
+            latest_migration: latest_migration.unwrap_or(0),
+            pending_migrations: schema.map(|s| s.pending),
+            slow_query_ms: config.database.slow_query_ms,
+        },
         limits: Limits {
             request_timeout_secs: config.http.request_timeout_secs,
             body_limit_bytes: config.http.body_limit_bytes,
@@ -177,6 +207,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let pool = state.db.pool_stats();
     let kind = state.db.kind();
     metrics::gauge!("db_pool_max_connections", "backend" => kind).set(f64::from(pool.max_size));
+    metrics::gauge!("db_pool_size", "backend" => kind).set(f64::from(pool.size));
     metrics::gauge!("db_pool_connections", "backend" => kind, "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!("db_pool_connections", "backend" => kind, "state" => "in_use").set(f64::from(pool.in_use));
     if let Some(entries) = state.cache.entry_count() {

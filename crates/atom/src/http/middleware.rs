@@ -2,7 +2,8 @@
 //!
 //! 1. [`observe`]: request id (an incoming valid `X-Request-Id` is kept), the in-flight
 //!    gauge, the request counter and latency histogram by method, route template and status,
-//!    and one log line per request.
+//!    the number of database queries the request issued (`http_request_db_queries`, where
+//!    an N+1 shows), and one log line per request.
 //! 2. [`finalize_problems`]: every response of status 400 and above leaves as
 //!    `application/problem+json` carrying the request id, whoever produced it.
 //! 3. Panic catching, the request timeout and the body limit (assembled in `http::mod`).
@@ -68,7 +69,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let _in_flight = InFlight::start();
     let started = Instant::now();
 
-    let mut response = next.run(req).await;
+    let (mut response, db_queries) = crate::storage::monitor::count_queries(&request_id.0, next.run(req)).await;
 
     let latency = started.elapsed();
     if let Ok(value) = HeaderValue::from_str(&request_id.0) {
@@ -81,6 +82,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let labels = [("method", method.to_string()), ("route", route_label), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
+    let [method_label, route_label, _] = labels;
+    metrics::histogram!("http_request_db_queries", &[method_label, route_label]).record(f64::from(db_queries));
     tracing::info!(
         target: "atom::http",
         method = %method,
@@ -88,6 +91,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         path = %path,
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
+        db_queries,
         request_id = %request_id.0,
         user_id = user_id.as_deref(),
         "request"

@@ -17,10 +17,24 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, user_id, name, prefix, key_hash, scopes, created_at, last_used_at, expires_at, revoked_at";
+/// The columns of [`ApiKeyRow`], as a literal so that each query's SQL is one `const`.
+macro_rules! columns {
+    () => {
+        "id, user_id, name, prefix, key_hash, scopes, created_at, last_used_at, expires_at, revoked_at"
+    };
+}
+
+/// Hot: every request authenticated by an API key.
+pub const BY_PREFIX_SQL: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE prefix = $1");
+/// Hot: `GET /v1/api-keys`.
+pub const LIST_FOR_USER_SQL: &str =
+    concat!("SELECT ", columns!(), " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 500");
+/// Hot: every request authenticated by an API key (a no-op write within the minute).
+pub const TOUCH_SQL: &str =
+    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)";
 
 pub async fn insert(tx: &mut Tx, key: &ApiKeyRow) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "api_keys.insert", |conn| {
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -40,19 +54,19 @@ pub async fn insert(tx: &mut Tx, key: &ApiKeyRow) -> Result<(), sqlx::Error> {
 }
 
 pub async fn by_prefix(db: &Db, prefix: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE prefix = $1");
-    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(prefix).fetch_optional(pool).await)
+    with_pool!(db, "api_keys.by_prefix", |conn| sqlx::query_as(BY_PREFIX_SQL).bind(prefix).fetch_optional(conn).await)
 }
 
 /// The keys of one user, newest first.
 pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 500");
-    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await)
+    with_pool!(db, "api_keys.list_for_user", |conn| {
+        sqlx::query_as(LIST_FOR_USER_SQL).bind(user_id).fetch_all(conn).await
+    })
 }
 
 /// Revokes the user's key `id`; its prefix, or `None` when the user has no such live key.
 pub async fn revoke(tx: &mut Tx, id: &str, user_id: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "api_keys.revoke", |conn| {
         sqlx::query_scalar(
             "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
              RETURNING prefix",
@@ -67,15 +81,7 @@ pub async fn revoke(tx: &mut Tx, id: &str, user_id: &str, now: i64) -> Result<Op
 
 /// Records use, at most once a minute per key so that busy keys do not write on every call.
 pub async fn touch(db: &Db, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    with_pool!(db, |pool| {
-        sqlx::query(
-            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(now - 60_000)
-        .execute(pool)
-        .await
-        .map(drop)
+    with_pool!(db, "api_keys.touch", |conn| {
+        sqlx::query(TOUCH_SQL).bind(id).bind(now).bind(now - 60_000).execute(conn).await.map(drop)
     })
 }

@@ -61,11 +61,12 @@ impl EncryptedColumn {
             col = self.column,
             table = self.table,
         );
-        let rows: Vec<(String, String, String)> = with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await)?;
+        let rows: Vec<(String, String, String)> =
+            with_pool!(db, "encrypted.page", |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(conn)
+                .await)?;
         Ok(rows
             .into_iter()
             .map(|(id, owner, value)| {
@@ -86,12 +87,12 @@ impl EncryptedColumn {
             col = self.column,
             id = self.id_column,
         );
-        with_pool!(db, |pool| {
+        with_pool!(db, "encrypted.swap", |conn| {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .bind(old)
                 .bind(new)
-                .execute(pool)
+                .execute(conn)
                 .await
                 .map(|r| r.rows_affected() == 1)
         })

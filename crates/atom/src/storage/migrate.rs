@@ -37,6 +37,26 @@ pub fn latest_known_version(kind: &str) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
+/// Where the schema stands, for `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersion {
+    /// The highest applied migration; `None` on an empty database.
+    pub applied: Option<i64>,
+    /// The highest migration this binary knows.
+    pub latest: i64,
+    /// Migrations this binary knows that the database has not applied.
+    pub pending: usize,
+}
+
+impl SchemaVersion {
+    pub fn of(status: &[MigrationStatus]) -> Self {
+        let applied = status.iter().filter(|m| m.state != MigrationState::Pending).map(|m| m.version).max();
+        let latest = status.iter().filter(|m| m.state != MigrationState::Unknown).map(|m| m.version).max();
+        let pending = status.iter().filter(|m| m.state == MigrationState::Pending).count();
+        Self { applied, latest: latest.unwrap_or(0), pending }
+    }
+}
+
 impl Db {
     /// The migrations compiled into this binary for this backend.
     pub fn migrator(&self) -> &'static Migrator {
@@ -98,8 +118,16 @@ impl Db {
         Ok(status)
     }
 
+    pub async fn schema_status(&self) -> Result<SchemaVersion, StorageError> {
+        Ok(SchemaVersion::of(&self.migration_status().await?))
+    }
+
     /// `(version, description, installed_on)` of each successful migration.
     async fn applied_migrations(&self) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+        super::monitor::timed("migrations.applied", self.read_applied_migrations()).await
+    }
+
+    async fn read_applied_migrations(&self) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
         match self {
             Self::Sqlite(pool) => {
                 let exists: Option<String> = sqlx::query_scalar(

@@ -3,34 +3,59 @@
 //! health and pool statistics that `/ready`, `/status` and `/metrics` show.
 //!
 //! Invariants: every SQL statement of the crate lives in this module tree, one place per
-//! query, in both dialects; a migration runs in a transaction, so a failing one leaves the
-//! schema as it was; connection URLs are shown only through [`crate::config::redact_url`].
+//! query, in both dialects, and runs under a name through [`with_pool!`], [`with_tx!`] or
+//! [`monitor::timed`], which time and count it ([`monitor`]); every hot query is listed in
+//! [`hot::HOT_QUERIES`] with the index that serves it; a migration runs in a transaction,
+//! so a failing one leaves the schema as it was; connection URLs are shown only through
+//! [`crate::config::redact_url`].
 
-/// Runs the same sqlx code against whichever pool a [`Db`] holds. The SQL must be text both
-/// engines accept: `$1` placeholders (SQLite reads them positionally), integer times,
-/// TEXT ids. Queries that differ by dialect match on the variants instead.
+/// Runs the query named `$name` against whichever pool a [`Db`] holds, on a connection
+/// checked out for it: `with_pool!(db, "users.by_email", |conn| sqlx::query(..).fetch_one(conn).await)`.
+/// The same sqlx code serves both backends, so the SQL must be text both engines accept:
+/// `$1` placeholders (SQLite reads them positionally), integer times, TEXT ids. Queries
+/// that differ by dialect match on the variants and use [`monitor::timed`] themselves.
+///
+/// The name, `"<table>.<what>"`, is a `&'static str`, in practice a literal at the call
+/// site, so that metric labels stay a fixed set; it is what `/metrics` and the slow-query
+/// log show (see [`monitor`]).
 macro_rules! with_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
+    (@on $pool:ident, $backend:literal, $name:expr, |$conn:ident| $body:expr) => {
+        // Acquired here rather than inside sqlx, so that the wait is measured on its own.
+        match $crate::storage::monitor::acquire($pool, $backend).await {
+            Ok(mut pooled) => {
+                $crate::storage::monitor::timed($name, async {
+                    let $conn = &mut *pooled;
+                    $body
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        }
+    };
+    ($db:expr, $name:expr, |$conn:ident| $body:expr) => {
         match $db {
-            $crate::storage::Db::Sqlite($pool) => $body,
-            $crate::storage::Db::Postgres($pool) => $body,
+            $crate::storage::Db::Sqlite(pool) => with_pool!(@on pool, "sqlite", $name, |$conn| $body),
+            $crate::storage::Db::Postgres(pool) => with_pool!(@on pool, "postgres", $name, |$conn| $body),
         }
     };
 }
 
 /// Like [`with_pool!`] for a [`Tx`]: `$conn` is the transaction's connection.
 macro_rules! with_tx {
-    ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::storage::Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
+    ($tx:expr, $name:expr, |$conn:ident| $body:expr) => {
+        $crate::storage::monitor::timed($name, async {
+            match $tx {
+                $crate::storage::Tx::Sqlite(tx) => {
+                    let $conn = &mut **tx;
+                    $body
+                }
+                $crate::storage::Tx::Postgres(tx) => {
+                    let $conn = &mut **tx;
+                    $body
+                }
             }
-            $crate::storage::Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-        }
+        })
+        .await
     };
 }
 
@@ -38,7 +63,9 @@ pub mod api_keys;
 pub mod audit;
 pub mod encrypted;
 pub mod file_lock;
+pub mod hot;
 mod migrate;
+pub mod monitor;
 pub mod sessions;
 pub mod signing_keys;
 pub mod snapshot;
@@ -54,7 +81,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
-pub use migrate::{MigrationState, MigrationStatus, latest_known_version};
+pub use migrate::{MigrationState, MigrationStatus, SchemaVersion, latest_known_version};
 
 use crate::config::{DatabaseConfig, DatabaseTarget, redact_url};
 
@@ -241,19 +268,14 @@ impl Db {
 
     /// One round trip, for `/ready`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-        }
+        with_pool!(self, "db.ping", |conn| sqlx::query("SELECT 1").execute(conn).await.map(drop))
     }
 
     /// The installation's id, written by the first migration.
     pub async fn instance_id(&self) -> Result<String, sqlx::Error> {
-        const SQL: &str = "SELECT instance_id FROM instance WHERE id = 1";
-        match self {
-            Self::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await,
-            Self::Postgres(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await,
-        }
+        with_pool!(self, "instance.id", |conn| {
+            sqlx::query_scalar("SELECT instance_id FROM instance WHERE id = 1").fetch_one(conn).await
+        })
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -269,8 +291,8 @@ impl Db {
     /// deferred transaction that reads and then writes can fail to upgrade its lock.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
-            Self::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+            Self::Sqlite(pool) => monitor::begin("sqlite", pool.begin_with("BEGIN IMMEDIATE")).await.map(Tx::Sqlite),
+            Self::Postgres(pool) => monitor::begin("postgres", pool.begin()).await.map(Tx::Postgres),
         }
     }
 

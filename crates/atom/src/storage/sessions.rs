@@ -1,6 +1,11 @@
 //! SQL of refresh tokens. Only a SHA-256 of each token is stored.
 
 use super::Tx;
+use super::monitor::timed;
+
+/// Hot: every token refresh. PostgreSQL appends `FOR UPDATE`.
+pub const BY_HASH_SQL: &str = "SELECT id, token_hash, family_id, user_id, created_at, expires_at, used_at, \
+     revoked_at, client_addr, user_agent FROM refresh_tokens WHERE token_hash = $1";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RefreshRow {
@@ -17,7 +22,7 @@ pub struct RefreshRow {
 }
 
 pub async fn insert(tx: &mut Tx, row: &RefreshRow) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "refresh_tokens.insert", |conn| {
         sqlx::query(
             "INSERT INTO refresh_tokens (id, token_hash, family_id, user_id, created_at, expires_at, used_at, \
              revoked_at, client_addr, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -41,19 +46,20 @@ pub async fn insert(tx: &mut Tx, row: &RefreshRow) -> Result<(), sqlx::Error> {
 /// The token with this hash, locked for the rest of the transaction on PostgreSQL (SQLite's
 /// write lock is already held), so two refreshes of one token run one after the other.
 pub async fn by_hash_for_update(tx: &mut Tx, token_hash: &str) -> Result<Option<RefreshRow>, sqlx::Error> {
-    const COLUMNS: &str = "SELECT id, token_hash, family_id, user_id, created_at, expires_at, used_at, revoked_at, \
-         client_addr, user_agent FROM refresh_tokens WHERE token_hash = $1";
-    match tx {
-        Tx::Sqlite(tx) => sqlx::query_as(COLUMNS).bind(token_hash).fetch_optional(&mut **tx).await,
-        Tx::Postgres(tx) => {
-            let sql = format!("{COLUMNS} FOR UPDATE");
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(token_hash).fetch_optional(&mut **tx).await
+    timed("refresh_tokens.by_hash", async {
+        match tx {
+            Tx::Sqlite(tx) => sqlx::query_as(BY_HASH_SQL).bind(token_hash).fetch_optional(&mut **tx).await,
+            Tx::Postgres(tx) => {
+                let sql = format!("{BY_HASH_SQL} FOR UPDATE");
+                sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(token_hash).fetch_optional(&mut **tx).await
+            }
         }
-    }
+    })
+    .await
 }
 
 pub async fn mark_used(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "refresh_tokens.mark_used", |conn| {
         sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
             .bind(id)
             .bind(now)
@@ -65,7 +71,7 @@ pub async fn mark_used(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Erro
 
 /// Revokes every live token of a family; returns how many.
 pub async fn revoke_family(tx: &mut Tx, family_id: &str, now: i64) -> Result<u64, sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "refresh_tokens.revoke_family", |conn| {
         sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
             .bind(family_id)
             .bind(now)
@@ -77,7 +83,7 @@ pub async fn revoke_family(tx: &mut Tx, family_id: &str, now: i64) -> Result<u64
 
 /// Revokes every live token of a user (password change, account disabled).
 pub async fn revoke_user(tx: &mut Tx, user_id: &str, now: i64) -> Result<u64, sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "refresh_tokens.revoke_user", |conn| {
         sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
             .bind(user_id)
             .bind(now)

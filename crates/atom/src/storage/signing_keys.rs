@@ -15,39 +15,39 @@ pub struct SigningKeyRow {
 
 /// Live keys, newest first: the first is the current signing key.
 pub async fn live(db: &Db) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
-    with_pool!(db, |pool| {
+    with_pool!(db, "signing_keys.live", |conn| {
         sqlx::query_as(
             "SELECT kid, algorithm, private_key, public_jwk, created_at, retired_at FROM signing_keys \
              WHERE retired_at IS NULL ORDER BY created_at DESC, kid",
         )
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
     })
 }
 
 /// `(kid, public JWK)` of the live keys, newest first; nothing secret is read.
 pub async fn live_public_jwks(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
-    with_pool!(db, |pool| {
+    with_pool!(db, "signing_keys.live_public_jwks", |conn| {
         sqlx::query_as(
             "SELECT kid, public_jwk FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid",
         )
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
     })
 }
 
 pub async fn all(db: &Db) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
-    with_pool!(db, |pool| {
+    with_pool!(db, "signing_keys.all", |conn| {
         sqlx::query_as(
             "SELECT kid, algorithm, private_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY kid",
         )
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
     })
 }
 
 pub async fn insert(tx: &mut Tx, row: &SigningKeyRow) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "signing_keys.insert", |conn| {
         sqlx::query(
             "INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -63,7 +63,7 @@ pub async fn insert(tx: &mut Tx, row: &SigningKeyRow) -> Result<(), sqlx::Error>
 }
 
 pub async fn retire(tx: &mut Tx, kid: &str, now: i64) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "signing_keys.retire", |conn| {
         sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE kid = $1 AND retired_at IS NULL")
             .bind(kid)
             .bind(now)
@@ -75,7 +75,7 @@ pub async fn retire(tx: &mut Tx, kid: &str, now: i64) -> Result<(), sqlx::Error>
 
 /// Replaces a key's encrypted private key (master key rotation).
 pub async fn set_private_key(tx: &mut Tx, kid: &str, private_key: &str) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "signing_keys.set_private_key", |conn| {
         sqlx::query("UPDATE signing_keys SET private_key = $2 WHERE kid = $1")
             .bind(kid)
             .bind(private_key)

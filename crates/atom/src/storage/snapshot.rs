@@ -126,7 +126,9 @@ impl Db {
                 continue;
             }
             let sql = format!("SELECT count(*) FROM {}", quote_ident(&table));
-            let count: i64 = with_pool!(self, |pool| sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await)?;
+            let count: i64 = with_pool!(self, "snapshot.count_rows", |conn| {
+                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(conn).await
+            })?;
             if count > 0 {
                 found.push((table, u64::try_from(count).unwrap_or(0)));
             }

@@ -14,10 +14,23 @@ pub struct UserRow {
     pub disabled_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, email, password_hash, role, created_at, updated_at, password_changed_at, disabled_at";
+/// The columns of [`UserRow`], as a literal so that each query's SQL is one `const`.
+macro_rules! columns {
+    () => {
+        "id, email, password_hash, role, created_at, updated_at, password_changed_at, disabled_at"
+    };
+}
+
+/// Hot: every login.
+pub const BY_EMAIL_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+/// Hot: the account status behind every authenticated request (cached for seconds).
+pub const BY_ID_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+/// The admin listing. The cursor is always bound (`''` sorts first) rather than optional:
+/// `($1 IS NULL OR email > $1)` would keep a cached generic plan from using the index.
+pub const PAGE_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email > $1 ORDER BY email LIMIT $2");
 
 pub async fn insert(tx: &mut Tx, user: &UserRow) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "users.insert", |conn| {
         sqlx::query(
             "INSERT INTO users (id, email, password_hash, role, created_at, updated_at, password_changed_at, disabled_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -37,27 +50,27 @@ pub async fn insert(tx: &mut Tx, user: &UserRow) -> Result<(), sqlx::Error> {
 }
 
 pub async fn by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
-    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(pool).await)
+    with_pool!(db, "users.by_email", |conn| sqlx::query_as(BY_EMAIL_SQL).bind(email).fetch_optional(conn).await)
 }
 
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await)
+    with_pool!(db, "users.by_id", |conn| sqlx::query_as(BY_ID_SQL).bind(id).fetch_optional(conn).await)
 }
 
 /// A page of accounts ordered by email, after `after_email` (the cursor).
 pub async fn list(db: &Db, after_email: Option<&str>, limit: i64) -> Result<Vec<UserRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE ($1 IS NULL OR email > $1) ORDER BY email LIMIT $2");
-    with_pool!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after_email).bind(limit).fetch_all(pool).await)
+    let after_email = after_email.unwrap_or("");
+    with_pool!(db, "users.page", |conn| {
+        sqlx::query_as(PAGE_SQL).bind(after_email).bind(limit).fetch_all(conn).await
+    })
 }
 
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
-    with_pool!(db, |pool| sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool).await)
+    with_pool!(db, "users.count", |conn| sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await)
 }
 
 pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) -> Result<u64, sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "users.set_password", |conn| {
         sqlx::query("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1")
             .bind(id)
             .bind(password_hash)
@@ -70,7 +83,7 @@ pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) 
 
 /// Disables (`Some(now)`) or re-enables (`None`) an account.
 pub async fn set_disabled(tx: &mut Tx, id: &str, disabled_at: Option<i64>, now: i64) -> Result<u64, sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "users.set_disabled", |conn| {
         sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
             .bind(disabled_at)
@@ -92,7 +105,7 @@ pub struct InviteRow {
 }
 
 pub async fn insert_invite(tx: &mut Tx, invite: &InviteRow) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "invites.insert", |conn| {
         sqlx::query(
             "INSERT INTO invites (code_hash, created_by, email, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -115,7 +128,7 @@ pub async fn use_invite(
     user_id: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    with_tx!(tx, |conn| {
+    with_tx!(tx, "invites.use", |conn| {
         sqlx::query(
             "UPDATE invites SET used_at = $4, used_by = $3 WHERE code_hash = $1 AND used_at IS NULL \
              AND expires_at > $4 AND (email IS NULL OR email = $2)",

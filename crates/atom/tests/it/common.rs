@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atom::{AppState, Application, Config};
@@ -110,6 +110,12 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let pg = if backend_is_postgres() { Some(PgDatabase::create().await) } else { None };
         Self { dir, pg, key_space: uuid::Uuid::new_v4().simple().to_string() }
+    }
+
+    /// SQLite whatever the suite's backend, for the tests that are about SQLite itself.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self { dir, pg: None, key_space: uuid::Uuid::new_v4().simple().to_string() }
     }
 
     pub async fn postgres() -> Self {
@@ -220,6 +226,41 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["status"], status, "{body}");
     assert_eq!(body["request_id"].as_str(), request_id.as_deref(), "request id in body matches header");
     body
+}
+
+/// What the code on this thread logs, as JSON lines, through a thread-local subscriber.
+/// Under tokio::test's current-thread runtime a spawned [`TestApp`] runs on the test's
+/// thread, so this sees everything the server logs, and nothing other tests do.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Starts capturing (INFO and above) until the guard drops.
+    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    /// The lines logged so far, parsed; each has its fields under `fields`.
+    pub fn lines(&self) -> Vec<Value> {
+        self.text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The real `atom` binary.

@@ -1,43 +1,25 @@
 //! One structured line per request, no credentials in any line, panics logged with their
 //! location.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{TestApp, TestDb, atom_command, free_port, wait_until_healthy};
+use crate::common::{CapturedLogs, TestApp, TestDb, atom_command, free_port, wait_until_healthy};
 use crate::errors::test_routes;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 // A current-thread runtime (tokio::test's default) runs the server on this thread, so the
 // thread-local subscriber below sees everything the server logs.
 #[tokio::test]
 async fn a_panic_is_logged_with_its_location() {
     atom::telemetry::install_panic_hook();
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = CapturedLogs::install();
 
     let app = TestApp::spawn_with(&[], test_routes()).await;
     assert_eq!(app.get("/test/panic").await.status(), 500);
     app.stop().await;
 
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     let panic_line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -1,11 +1,13 @@
 //! Embedded migrations on the suite's backend: applied by `serve` and `atom migrate`, listed
 //! by `atom migrate status`; a failing migration leaves the schema as it was and is named;
-//! a schema newer than the binary is refused.
+//! a schema newer than the binary is refused; every earlier schema upgrades with its data.
+//! Both dialects' files: forward-only, transactional, alike, and never edited once merged.
 
 use std::path::Path;
 
 use atom::Db;
 use atom::storage::{MigrationState, StorageError};
+use sqlx::migrate::MigrationType;
 
 use crate::common::{TestDb, run_atom, test_config};
 
@@ -163,4 +165,89 @@ async fn a_schema_newer_than_the_binary_is_refused() {
     assert!(stderr.contains("99999"), "names the unknown migration: {stderr}");
     let (_, stdout, _) = run_atom(&env, &["migrate", "status"]).await;
     assert!(stdout.contains("newer schema"), "{stdout}");
+}
+
+/// The first bytes (hex) of each migration's SHA-384, per dialect: a merged migration is never
+/// edited, only followed by a new one. A new migration adds its two lines here.
+const PINNED_CHECKSUMS: &[(&str, i64, &str)] = &[
+    ("postgres", 1, "5e779e8fecddf9af"),
+    ("postgres", 2, "e558dfa420191772"),
+    ("sqlite", 1, "754de4a8703e9f20"),
+    ("sqlite", 2, "7d08d8e449b2a35b"),
+];
+
+async fn migrator_of(dialect: &str) -> sqlx::migrate::Migrator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations").join(dialect);
+    sqlx::migrate::Migrator::new(dir).await.expect("migrations load")
+}
+
+#[tokio::test]
+async fn migrations_are_forward_only_transactional_pinned_and_alike_in_both_dialects() {
+    let mut listed = Vec::new();
+    for dialect in ["postgres", "sqlite"] {
+        let migrator = migrator_of(dialect).await;
+        for m in migrator.iter() {
+            assert_eq!(m.migration_type, MigrationType::Simple, "{dialect} {}: forward-only, no down file", m.version);
+            assert!(!m.no_tx, "{dialect} {}: runs in a transaction (no `-- no-transaction`)", m.version);
+            let checksum: String = m.checksum.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            listed.push((dialect, m.version, m.description.to_string(), checksum));
+        }
+    }
+    let versions = |dialect: &str| -> Vec<(i64, String)> {
+        listed.iter().filter(|m| m.0 == dialect).map(|m| (m.1, m.2.clone())).collect()
+    };
+    assert_eq!(versions("postgres"), versions("sqlite"), "the same migrations in both dialects");
+    let actual: Vec<(&str, i64, &str)> = listed.iter().map(|m| (m.0, m.1, m.3.as_str())).collect();
+    assert_eq!(actual, PINNED_CHECKSUMS, "a merged migration was edited, or a new one is not pinned yet");
+}
+
+/// Every earlier schema, starting with the foundation release (migration 1), upgrades to the
+/// latest with its data intact; `atom migrate status` lists what is applied and pending.
+#[tokio::test]
+async fn every_earlier_schema_upgrades_to_the_latest_keeping_its_data() {
+    let latest = migrator_of("sqlite").await.iter().map(|m| m.version).max().expect("migrations");
+    for release in 1..latest {
+        let test_db = TestDb::new().await;
+        let db = open(&test_db).await;
+        match &db {
+            Db::Sqlite(pool) => db.migrator().run_to(release, pool).await,
+            Db::Postgres(pool) => db.migrator().run_to(release, pool).await,
+        }
+        .unwrap_or_else(|e| panic!("migrates to {release}: {e}"));
+        let instance_id = db.instance_id().await.expect("the foundation release wrote the instance row");
+        let version = db.schema_status().await.expect("version");
+        assert_eq!((version.applied, version.pending), (Some(release), usize::try_from(latest - release).unwrap_or(0)));
+        let had_users = table_exists(&db, "users").await;
+        if had_users {
+            execute(
+                &db,
+                "INSERT INTO users (id, email, password_hash, role, created_at, updated_at, password_changed_at) \
+                 VALUES ('old-user', 'old@example.com', 'x', 'user', 1, 1, 1)",
+            )
+            .await;
+        }
+        db.close().await;
+
+        let (code, stdout, stderr) = run_atom(&test_db.pairs(), &["migrate", "status"]).await;
+        assert_eq!(code, 0, "{stderr}");
+        let state_of = |version: i64| {
+            stdout.lines().find(|l| l.split_whitespace().next() == Some(version.to_string().as_str())).unwrap_or("")
+        };
+        assert!(state_of(release).contains("applied"), "{release} applied:\n{stdout}");
+        assert!(state_of(latest).contains("pending"), "{latest} pending:\n{stdout}");
+
+        let db = open(&test_db).await;
+        db.migrate().await.unwrap_or_else(|e| panic!("upgrades from {release}: {e}"));
+        assert_eq!(db.instance_id().await.expect("instance row"), instance_id, "from {release}");
+        let version = db.schema_status().await.expect("version");
+        assert_eq!((version.applied, version.pending), (Some(latest), 0), "from {release}");
+        for table in ["users", "refresh_tokens", "api_keys", "audit_log", "login_throttle"] {
+            assert!(table_exists(&db, table).await, "{table} exists after upgrading from {release}");
+        }
+        if had_users {
+            let found = atom::storage::users::by_id(&db, "old-user").await.expect("query");
+            assert_eq!(found.map(|u| u.email).as_deref(), Some("old@example.com"), "from {release}");
+        }
+        db.close().await;
+    }
 }
