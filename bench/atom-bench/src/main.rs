@@ -129,7 +129,7 @@ async fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let user = atom::identity::accounts::create_with_role(
         &app.state().db,
         "bench@example.com",
-        "a benchmark password".into(),
+        "correct horse battery staple".into(),
         atom::identity::Role::User,
     )
     .await?;
