@@ -154,8 +154,8 @@ a distinct user never cached.
 | --- | --- | ---: | ---: | ---: | ---: |
 $(cache_rows)
 
-Backups of the database above, filled with large audit rows (~3 KB of hex details each) to
-about ${backup_mb} MB: \`atom backup create\`, \`atom backup verify\`, and \`atom backup restore\`
+Backups of the database above (1M users and 1M small audit rows), topped up when smaller with
+large audit rows (~3 KB of hex details each) to at least ${backup_mb} MB: \`atom backup create\`, \`atom backup verify\`, and \`atom backup restore\`
 into a fresh, empty database with the data directory's master key (\`ATOM_MASTER_KEY_FILE\`).
 Seconds, and seconds per GB of database (size as the engine reports it).
 
