@@ -4,6 +4,14 @@
 //! - `ratelimit-local [SECS]`: nanoseconds per local GCRA decision.
 //! - `ratelimit-redis URL CONCURRENCY [SECS]`: shared decisions per second and their p50/p99
 //!   latency with CONCURRENCY tasks on one Redis.
+//! - `data-seed FROM TO`: migrates the configured database, makes sure the data directory
+//!   has a master key, and bulk-inserts users and audit rows `FROM..=TO` (one statement each).
+//! - `data-query ROWS ITERS`: p50/p99 of `users::by_email` and `audit::list` (first page of
+//!   100, a page at a random cursor, one actor's first page) with random keys in `1..=ROWS`.
+//! - `data-cache ROWS ITERS [REDIS_URL PREFIX]`: `Cache::get_or_load` of a user row, miss
+//!   (the loader reads the database) against hit, in process or in Redis.
+//! - `data-fill MB`: appends audit rows with ~3 KB of incompressible-ish details until the
+//!   database is about MB megabytes; prints its size in bytes.
 //! - `serve ADDR DATA_DIR`: Atom with `/bench/public` and `/bench/protected` (both answer
 //!   `ok`), for wrk; prints an access token for the protected route on the first line.
 //!
@@ -18,6 +26,8 @@ use atom::edge::ratelimit::{Limiter, Policy};
 use atom::identity::tokens::{AccessTokens, SigningKey, TokenConfig, TokenKeys};
 use axum::Router;
 use axum::routing::get;
+
+mod data;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
@@ -35,7 +45,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(arg(&args, 4, 5)),
         )),
         Some("serve") => runtime.block_on(serve(&args)),
-        _ => Err("usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve …".into()),
+        Some("data-seed") => runtime.block_on(data::seed(arg(&args, 2, 1), arg(&args, 3, 100_000))),
+        Some("data-query") => runtime.block_on(data::query(arg(&args, 2, 100_000), arg(&args, 3, 2000))),
+        Some("data-cache") => {
+            runtime.block_on(data::cache(arg(&args, 2, 100_000), arg(&args, 3, 2000), args.get(4), args.get(5)))
+        }
+        Some("data-fill") => runtime.block_on(data::fill(arg(&args, 2, 256))),
+        _ => Err(
+            "usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve|data-seed|data-query|data-cache|data-fill …"
+                .into(),
+        ),
     }
 }
 
