@@ -180,7 +180,7 @@ impl Application {
         let Self { listener, state, routes, protected_routes, db_lock } = self;
         let config = Arc::clone(&state.config);
         let routes = http::router().merge(crate::identity::router(&state, protected_routes)).merge(routes);
-        let app = http::with_middleware(routes, &state).with_state(state.clone());
+        let app = http::with_middleware(routes, &state);
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
             database = state.db.kind(),

@@ -150,7 +150,26 @@ impl Cache {
             Lookup::Unavailable => None,
         };
         count_request(namespace, "miss");
-        match self.flights().join(&full_key) {
+        // Boxed: the load and the store are large futures that a hit should not carry.
+        Box::pin(self.load_through(namespace, &full_key, ttl, fill, load)).await
+    }
+
+    /// A miss: one caller per key loads (single flight) and fills the cache; the others wait
+    /// for its result.
+    async fn load_through<T, E, F, Fut>(
+        &self,
+        namespace: Namespace,
+        full_key: &str,
+        ttl: Duration,
+        fill: Option<Fill>,
+        load: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        match self.flights().join(full_key) {
             Ticket::Leader(leader) => {
                 metrics::counter!("cache_loads_total", "namespace" => namespace.0).increment(1);
                 let loaded = load().await;
@@ -168,10 +187,10 @@ impl Cache {
                 if let (Ok(json), Some(fill)) = (json, fill)
                     && !leader.superseded()
                 {
-                    self.store(&full_key, fill, &json, ttl).await;
+                    self.store(full_key, fill, &json, ttl).await;
                     if leader.superseded() {
                         // The invalidation may have run between the check and the store.
-                        self.forget_local(&full_key).await;
+                        self.forget_local(full_key).await;
                     }
                 }
                 loaded
@@ -224,7 +243,8 @@ impl Cache {
                 Some(json) => Lookup::Hit(json, Fill::Memory),
                 None => Lookup::Miss(Fill::Memory),
             },
-            Self::Redis(redis) => match redis.get(key).await {
+            // Boxed: only the Redis backend carries the Redis client's futures.
+            Self::Redis(redis) => match Box::pin(redis.get(key)).await {
                 RedisLookup::Hit { json, generation } => Lookup::Hit(json, Fill::Redis { generation }),
                 RedisLookup::Miss { generation } => Lookup::Miss(Fill::Redis { generation }),
                 RedisLookup::Unavailable => Lookup::Unavailable,

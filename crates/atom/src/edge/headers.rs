@@ -6,37 +6,32 @@
 //! leaves it. Responses are `Cache-Control: no-store` unless a handler says otherwise
 //! (the JWKS is public and cacheable).
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::header::HeaderName;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), \
      magnetometer=(), microphone=(), payment=(), usb=(), interest-cohort=()";
 const HSTS: &str = "max-age=63072000; includeSubDomains";
+const COOP: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
+const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
+const PERMISSIONS: HeaderName = HeaderName::from_static("permissions-policy");
 
-/// Whether `Strict-Transport-Security` is sent: only when the public URL is https.
-#[derive(Debug, Clone, Copy)]
-pub struct Hsts(pub bool);
-
-pub async fn security_headers(State(Hsts(hsts)): State<Hsts>, req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
-    let h = response.headers_mut();
+/// Sets the security headers on a response's headers; `hsts` when the public URL is https.
+pub fn stamp(h: &mut HeaderMap, hsts: bool) {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(API_CSP));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
-    h.insert("permissions-policy", HeaderValue::from_static(PERMISSIONS_POLICY));
+    h.insert(COOP, HeaderValue::from_static("same-origin"));
+    h.insert(CORP, HeaderValue::from_static("same-origin"));
+    h.insert(PERMISSIONS, HeaderValue::from_static(PERMISSIONS_POLICY));
     if hsts {
         h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     }
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     h.remove(header::SERVER);
-    response
 }
 
 /// CORS for exactly the configured origins, with credentials; `None` when there are none
@@ -55,13 +50,13 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                header::HeaderName::from_static("x-request-id"),
-                header::HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([
-                header::HeaderName::from_static("x-request-id"),
-                header::HeaderName::from_static("ratelimit"),
-                header::HeaderName::from_static("ratelimit-policy"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("ratelimit"),
+                HeaderName::from_static("ratelimit-policy"),
                 header::RETRY_AFTER,
             ])
             .max_age(std::time::Duration::from_secs(600)),

@@ -17,9 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
@@ -33,7 +32,7 @@ pub const API: &str = "api";
 pub const ANONYMOUS: &str = "anonymous";
 
 /// Routes that are never limited or shed.
-fn exempt(path: &str) -> bool {
+pub fn exempt(path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/metrics")
 }
 
@@ -159,14 +158,26 @@ impl Edge {
     }
 }
 
-/// Sets `RateLimit-Policy` and `RateLimit` on a response.
-fn set_headers(response: &mut Response, name: &str, policy: Policy, decision: &Decision) {
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", policy.quota, policy.window_secs)) {
-        h.insert("ratelimit-policy", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", decision.remaining, decision.reset_secs)) {
-        h.insert("ratelimit", v);
+/// A request the limiter let through: the `RateLimit-Policy` and `RateLimit` headers its
+/// response carries.
+#[derive(Debug)]
+pub struct Allowance {
+    name: &'static str,
+    policy: Policy,
+    decision: Decision,
+}
+
+impl Allowance {
+    pub fn stamp(&self, response: &mut Response) {
+        let h = response.headers_mut();
+        let (name, policy, decision) = (self.name, self.policy, &self.decision);
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", policy.quota, policy.window_secs)) {
+            h.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", decision.remaining, decision.reset_secs))
+        {
+            h.insert("ratelimit", v);
+        }
     }
 }
 
@@ -174,71 +185,101 @@ fn too_many(retry_after_secs: u64, detail: &str) -> Response {
     ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1), detail: detail.to_owned() }.into_response()
 }
 
-/// Applies policy `name` to `key`; on denial counts a strike, bans (and audits) a client
-/// that keeps going.
-async fn enforce(state: &AppState, name: &'static str, key: String, req: Request, next: Next) -> Response {
+/// Who is asking, for the audit row of a ban.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub ip: Option<IpAddr>,
+    pub request_id: Option<std::sync::Arc<str>>,
+}
+
+/// Applies policy `name` to `key`. `Ok(None)`: no such policy; `Ok(Some)`: allowed, stamp
+/// the response; `Err`: the 429 to answer. A client that keeps being denied is banned, and
+/// the ban audited.
+pub async fn enforce(
+    state: &AppState,
+    name: &'static str,
+    key: String,
+    caller: Caller,
+) -> Result<Option<Allowance>, Response> {
     let edge = &state.edge;
     if let Some(left) = edge.banned(&key) {
-        return too_many(left, "This client is temporarily banned for exceeding rate limits.");
+        return Err(too_many(left, "This client is temporarily banned for exceeding rate limits."));
     }
-    let Some(policy) = edge.limiter.policy(name) else { return next.run(req).await };
+    let Some(policy) = edge.limiter.policy(name) else { return Ok(None) };
     let decision = edge.limiter.check(name, &key).await;
-    if !decision.allowed {
-        metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
-        if edge.strike(&key) {
-            tracing::warn!(client = %key, policy = name, "client banned for repeatedly exceeding rate limits");
-            let context = RequestContext {
-                client_addr: edge.client_ip(&req).map(|ip| ip.to_string()),
-                user_agent: None,
-                request_id: req.extensions().get::<crate::http::middleware::RequestId>().map(|r| r.0.clone()),
-            };
-            let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
-                .target(key.clone())
-                .details(serde_json::json!({ "policy": name, "ban_secs": edge.ban_for.as_secs() }));
-            if let Err(e) = audit::record_alone(&state.db, event).await {
-                tracing::error!(error = %e, "could not audit a ban");
-            }
-        }
-        let mut response = too_many(decision.retry_after_secs, "Rate limit exceeded; slow down.");
-        set_headers(&mut response, name, policy, &decision);
-        return response;
+    let allowance = Allowance { name, policy, decision };
+    if allowance.decision.allowed {
+        return Ok(Some(allowance));
     }
-    let mut response = next.run(req).await;
-    set_headers(&mut response, name, policy, &decision);
-    response
+    metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
+    if edge.strike(&key) {
+        // Boxed: a rare path whose database write should not weigh on every request's future.
+        Box::pin(audit_ban(state, name, &key, caller)).await;
+    }
+    let mut response = too_many(allowance.decision.retry_after_secs, "Rate limit exceeded; slow down.");
+    allowance.stamp(&mut response);
+    Err(response)
 }
 
-/// Per client address: `/v1/auth/*` (strict) and unauthenticated requests. Requests with
-/// credentials are limited per principal after authentication ([`limit_by_principal`]).
-pub async fn limit_by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Caller) {
+    tracing::warn!(client = %key, policy = name, "client banned for repeatedly exceeding rate limits");
+    let context = RequestContext {
+        client_addr: caller.ip.map(|ip| ip.to_string()),
+        user_agent: None,
+        request_id: caller.request_id.map(|id| id.to_string()),
+    };
+    let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
+        .target(key.to_owned())
+        .details(serde_json::json!({ "policy": name, "ban_secs": state.edge.ban_for.as_secs() }));
+    if let Err(e) = audit::record_alone(&state.db, event).await {
+        tracing::error!(error = %e, "could not audit a ban");
+    }
+}
+
+/// The per-address policy for a request: `/v1/auth/*` (strict) and unauthenticated requests.
+/// Requests with credentials are limited per principal after authentication
+/// ([`principal_key`]); `/health`, `/ready` and `/metrics` never.
+pub fn address_policy(req: &Request) -> Option<&'static str> {
     let path = req.uri().path();
-    if !state.edge.enabled || exempt(path) {
-        return next.run(req).await;
-    }
-    let class = if path.starts_with("/v1/auth/") {
-        AUTH
+    if exempt(path) {
+        None
+    } else if path.starts_with("/v1/auth/") {
+        Some(AUTH)
     } else if req.headers().contains_key(header::AUTHORIZATION) {
-        return next.run(req).await;
+        None
     } else {
-        ANONYMOUS
-    };
-    let Some(ip) = state.edge.client_ip(&req) else { return next.run(req).await };
-    enforce(&state, class, format!("addr:{ip}"), req, next).await
+        Some(ANONYMOUS)
+    }
 }
 
-/// Per user or API key, on authenticated routes.
-pub async fn limit_by_principal(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !state.edge.enabled {
-        return next.run(req).await;
+/// Limits a request per client address (see [`address_policy`]).
+pub async fn limit_by_address(
+    state: &AppState,
+    policy: &'static str,
+    caller: Caller,
+) -> Result<Option<Allowance>, Response> {
+    let Some(ip) = caller.ip.filter(|_| state.edge.enabled) else { return Ok(None) };
+    enforce(state, policy, format!("addr:{ip}"), caller).await
+}
+
+/// The rate-limit key of an authenticated caller: the API key, else the user.
+pub fn principal_key(principal: &crate::identity::Principal) -> String {
+    match &principal.credential {
+        crate::identity::Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        crate::identity::Credential::AccessToken { .. } => format!("user:{}", principal.user_id),
     }
-    let key = match req.extensions().get::<crate::identity::Principal>() {
-        Some(p) => match &p.credential {
-            crate::identity::Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
-            crate::identity::Credential::AccessToken { .. } => format!("user:{}", p.user_id),
-        },
-        None => return next.run(req).await,
-    };
-    enforce(&state, API, key, req, next).await
+}
+
+/// Limits an authenticated request per user or API key.
+pub async fn limit_by_principal(
+    state: &AppState,
+    principal: &crate::identity::Principal,
+    caller: Caller,
+) -> Result<Option<Allowance>, Response> {
+    if !state.edge.enabled {
+        return Ok(None);
+    }
+    enforce(state, API, principal_key(principal), caller).await
 }
 
 /// The `auth` policy per account, for sign-in attempts from any address: one account cannot
@@ -272,31 +313,34 @@ pub async fn count_failed_authentication(state: &AppState, ip: Option<IpAddr>) -
     })
 }
 
-/// Answers 503 with `Retry-After` while more than `max_in_flight` requests are being served;
-/// health, readiness and metrics always pass.
-pub async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if exempt(req.uri().path()) {
-        return next.run(req).await;
+impl Edge {
+    /// Admits one request into the work in flight, or `None` while more than `max_in_flight`
+    /// are being served (answer [`overloaded`] then). Health, readiness and metrics do not
+    /// enter, so they always answer.
+    pub fn enter(&self) -> Option<InFlightGuard<'_>> {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlightGuard(&self.in_flight);
+        (before < self.max_in_flight).then_some(guard)
     }
-    let edge = &state.edge;
-    let before = edge.in_flight.fetch_add(1, Ordering::SeqCst);
-    let _release = InFlightGuard(&edge.in_flight);
-    if before >= edge.max_in_flight {
-        metrics::counter!("http_requests_shed_total").increment(1);
-        let mut response =
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "The server is at capacity; retry shortly.")
-                .into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
-    }
-    next.run(req).await
 }
 
-struct InFlightGuard<'a>(&'a AtomicUsize);
+/// The 503 with `Retry-After` for a request shed at capacity.
+pub fn overloaded() -> Response {
+    metrics::counter!("http_requests_shed_total").increment(1);
+    let mut response =
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "The server is at capacity; retry shortly.")
+            .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// One request in flight; leaves when dropped, however the request ends.
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a AtomicUsize);
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

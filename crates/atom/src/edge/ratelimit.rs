@@ -127,7 +127,7 @@ impl Limiter {
         let backing_off =
             self.retry_shared_at.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() < at)).unwrap_or(false);
         if let Some(redis) = self.redis.as_ref().filter(|_| !backing_off) {
-            match self.check_shared(redis, name, policy, key).await {
+            match Box::pin(self.check_shared(redis, name, policy, key)).await {
                 Ok(decision) => {
                     if self.redis_failing.swap(false, Ordering::Relaxed) {
                         tracing::info!("Redis is back: rate limits are shared again");

@@ -10,20 +10,14 @@ pub mod middleware;
 pub mod openapi;
 pub mod server;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::get;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 pub use extract::{Json, Query, Validate};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
 use crate::app::AppState;
-use crate::edge;
 use crate::error::ApiError;
 
 /// Health, readiness, status, metrics and the OpenAPI document.
@@ -36,29 +30,13 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Wraps `routes` in the stack every request passes through (see [`middleware`]).
-pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let config = &state.config;
-    // Router::layer wraps each route, so the outer layers see the matched route template.
-    // Listed innermost first.
-    let routes = routes
+pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> middleware::Stack {
+    let router = routes
         .fallback(|| async { ApiError::NotFound })
-        .layer(DefaultBodyLimit::max(config.http.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(config.http.request_timeout_secs),
-        ))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::limit_by_address))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::shed_load));
-    let routes = match edge::headers::cors(&config.http.cors_allowed_origins) {
-        Some(cors) => routes.layer(cors),
-        None => routes,
-    };
-    let hsts = edge::headers::Hsts(config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")));
-    routes
-        .layer(axum::middleware::from_fn_with_state(hsts, edge::headers::security_headers))
-        .layer(axum::middleware::from_fn(middleware::finalize_problems))
-        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
+        .layer(middleware::RecordRouteLayer)
+        .with_state(state.clone());
+    middleware::Stack::new(router, state)
 }
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.

@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -70,7 +69,7 @@ impl Drop for PerIpGuard {
 /// returns the handle that resolves once every open connection has finished.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::http::middleware::Stack,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown {

@@ -2,19 +2,26 @@
 //! token is an access JWT or an API key (`atom_sk_…`). The result is a [`Principal`] in the
 //! request extensions; handlers take it as an extractor.
 //!
-//! Invariant: the protected router is wrapped in [`authenticate`] as a whole (see
+//! Invariant: the protected router is wrapped in [`AuthLayer`] as a whole (see
 //! `identity::router`), so a new route is protected unless it is added to the public list
 //! on purpose.
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service, ServiceExt};
 
 use super::api_keys::API_KEY_PREFIX;
 use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
+use crate::edge::Caller;
 use crate::error::ApiError;
 use crate::http::middleware::{AuthenticatedUser, RequestId};
 
@@ -100,14 +107,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.to_string());
         Ok(Self { client_addr, user_agent, request_id })
     }
 }
 
-/// The bearer token of a request: `None` without an `Authorization` header.
-fn bearer(req: &Request) -> Result<Option<&str>, ApiError> {
-    let Some(value) = req.headers().get(AUTHORIZATION) else { return Ok(None) };
+/// The bearer token in an `Authorization` header value: `None` without one.
+fn bearer(value: Option<&HeaderValue>) -> Result<Option<&str>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
     let malformed =
         || ApiError::Unauthorized { error: "invalid_request", description: "Malformed Authorization header." };
     let value = value.to_str().map_err(|_| malformed())?;
@@ -118,16 +125,60 @@ fn bearer(req: &Request) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
+/// Authenticates every request to the routes it wraps, then applies the per-principal rate
+/// limit. A hand-written service rather than `from_fn`, for the reasons in
+/// [`crate::http::middleware`].
+#[derive(Debug, Clone)]
+pub struct AuthLayer(pub AppState);
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate { state: self.0.clone(), inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Authenticate<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let state = self.state.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(authenticate(&state, inner, req).await) })
+    }
+}
+
 /// Authenticates the request or answers 401 with a `WWW-Authenticate` challenge.
 ///
 /// Failed attempts count against the client address's anonymous rate limit, so that
 /// requests with made-up credentials cannot go around it.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    // Owned, so that no borrow of the request (which is not Sync) lives across an await.
-    let token = bearer(&req).map(|t| t.map(str::to_owned));
-    let outcome = match token {
-        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => state.identity.authenticate_api_key(&token).await,
-        Ok(Some(token)) => state.identity.authenticate_access_token(&token).await,
+async fn authenticate<S>(state: &AppState, inner: S, mut req: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    // A cheap clone (the header's bytes are shared), so that no borrow of the request, which
+    // is not Sync, lives across an await.
+    let header = req.headers().get(AUTHORIZATION).cloned();
+    let outcome = match bearer(header.as_ref()) {
+        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => state.identity.authenticate_api_key(token).await,
+        Ok(Some(token)) => state.identity.authenticate_access_token(token).await,
         Ok(None) => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
         Err(e) => Err(e),
     };
@@ -135,15 +186,26 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(principal) => principal,
         Err(e) => {
             let ip = state.edge.client_ip(&req);
-            if let Some(denied) = crate::edge::count_failed_authentication(&state, ip).await {
-                return Err(denied);
-            }
-            return Err(e);
+            let denied = Box::pin(crate::edge::count_failed_authentication(state, ip)).await;
+            return denied.unwrap_or(e).into_response();
         }
     };
+    let caller = Caller {
+        ip: state.edge.client_ip(&req),
+        request_id: req.extensions().get::<RequestId>().map(|id| Arc::clone(&id.0)),
+    };
     let user = AuthenticatedUser(principal.user_id.clone());
-    req.extensions_mut().insert(principal);
-    let mut response = next.run(req).await;
+    let mut response = match crate::edge::limit_by_principal(state, &principal, caller).await {
+        Ok(allowance) => {
+            req.extensions_mut().insert(principal);
+            let Ok(mut response) = inner.oneshot(req).await;
+            if let Some(allowance) = allowance {
+                allowance.stamp(&mut response);
+            }
+            response
+        }
+        Err(denied) => denied,
+    };
     response.extensions_mut().insert(user);
-    Ok(response)
+    response
 }

@@ -194,7 +194,8 @@ impl Identity {
         let claims = match self.verified.get(&digest).await {
             Some(claims) if now < claims.exp => claims,
             _ => {
-                let claims = Arc::new(self.verify_access_token(token).await?);
+                // Boxed: the full check may reload keys from the database, a large future.
+                let claims = Arc::new(Box::pin(self.verify_access_token(token)).await?);
                 self.verified.insert(digest, Arc::clone(&claims)).await;
                 claims
             }
@@ -272,7 +273,7 @@ pub fn random_secret() -> String {
 }
 
 /// Identity routes: the public ones, and the protected ones (with `protected_extra`, routes
-/// other modules or an embedder add) behind [`auth::authenticate`] and the per-principal
+/// other modules or an embedder add) behind [`auth::AuthLayer`] and the per-principal
 /// rate limit.
 pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<AppState> {
     let public = Router::new()
@@ -293,7 +294,6 @@ pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<App
         .merge(crate::audit::router())
         .route("/status", get(crate::http::status))
         .merge(protected_extra)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::edge::limit_by_principal))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+        .route_layer(auth::AuthLayer(state.clone()));
     public.merge(protected)
 }

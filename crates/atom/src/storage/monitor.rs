@@ -37,7 +37,7 @@ tokio::task_local! {
 #[derive(Debug)]
 struct RequestQueries {
     /// Named so that a slow-query line can be matched to its request line.
-    request_id: String,
+    request_id: std::sync::Arc<str>,
     count: Cell<u32>,
 }
 
@@ -53,8 +53,8 @@ pub fn slow_query_threshold() -> Duration {
 
 /// Runs the request `request_id` counting the named queries it issues (on this task: work
 /// it spawns elsewhere is not counted). Returns its output and the count.
-pub async fn count_queries<F: Future>(request_id: &str, future: F) -> (F::Output, u32) {
-    let scope = RequestQueries { request_id: request_id.to_owned(), count: Cell::new(0) };
+pub async fn count_queries<F: Future>(request_id: std::sync::Arc<str>, future: F) -> (F::Output, u32) {
+    let scope = RequestQueries { request_id, count: Cell::new(0) };
     REQUEST
         .scope(scope, async move {
             let output = future.await;
@@ -119,7 +119,7 @@ mod tests {
     #[tokio::test]
     async fn queries_are_counted_inside_the_scope_only() {
         let ok = || async { Ok::<_, sqlx::Error>(()) };
-        let (_, counted) = count_queries("r1", async {
+        let (_, counted) = count_queries("r1".into(), async {
             let _ = timed("test.one", ok()).await;
             let _ = timed("test.two", ok()).await;
         })
