@@ -37,9 +37,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use metrics::{Counter, Gauge, Histogram};
-use tower::util::Either;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::{Layer, Service, ServiceExt};
-use tower_http::cors::Cors;
 
 use crate::app::AppState;
 use crate::edge::{self, Caller};
@@ -75,8 +74,12 @@ pub struct AuthenticatedUser(pub String);
 #[derive(Debug, Clone)]
 pub struct Stack {
     shared: Arc<StackShared>,
-    inner: Either<Cors<Guard>, Guard>,
+    inner: Inner,
 }
+
+/// With CORS, the `tower_http` service, boxed: its configuration would otherwise make every
+/// request's future larger, CORS or not.
+type Inner = Either<BoxCloneSyncService<Request, Response, Infallible>, Guard>;
 
 #[derive(Debug)]
 struct StackShared {
@@ -91,7 +94,7 @@ impl Stack {
         let guard =
             Guard { state: state.clone(), router, timeout: Duration::from_secs(config.http.request_timeout_secs) };
         let inner = match edge::headers::cors(&config.http.cors_allowed_origins) {
-            Some(cors) => Either::Left(cors.layer(guard)),
+            Some(cors) => Either::Left(BoxCloneSyncService::new(cors.layer(guard))),
             None => Either::Right(guard),
         };
         let hsts = config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
@@ -109,14 +112,12 @@ impl Service<Request> for Stack {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(shared.handle(inner, req).await) })
+        Box::pin(Arc::clone(&self.shared).handle(self.inner.clone(), req))
     }
 }
 
 impl StackShared {
-    async fn handle(&self, inner: Either<Cors<Guard>, Guard>, mut req: Request) -> Response {
+    async fn handle(self: Arc<Self>, inner: Inner, mut req: Request) -> Result<Response, Infallible> {
         let started = Instant::now();
         let request_id = RequestId::from_request(&req);
         req.extensions_mut().insert(request_id.clone());
@@ -132,7 +133,12 @@ impl StackShared {
 
         let latency = started.elapsed();
         drop(in_flight);
-        let mut response = finalize_problem(response, &request_id).await;
+        let mut response = if is_error(&response) {
+            // Boxed: reading a body is a large future that successful responses need not carry.
+            Box::pin(finalize_problem(response, &request_id)).await
+        } else {
+            response
+        };
         let headers = response.headers_mut();
         edge::headers::stamp(headers, self.hsts);
         if let Ok(value) = HeaderValue::from_str(&request_id.0) {
@@ -156,7 +162,7 @@ impl StackShared {
                 "request"
             );
         }
-        response
+        Ok(response)
     }
 }
 
@@ -165,9 +171,6 @@ impl StackShared {
 /// 405s have short plain-text bodies, which become the detail.
 async fn finalize_problem(response: Response, request_id: &RequestId) -> Response {
     let status = response.status();
-    if status.as_u16() < 400 && response.extensions().get::<Problem>().is_none() {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let problem = if let Some(problem) = parts.extensions.remove::<Problem>() {
         problem
@@ -183,6 +186,10 @@ async fn finalize_problem(response: Response, request_id: &RequestId) -> Respons
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     Response::from_parts(parts, fresh.into_body())
+}
+
+fn is_error(response: &Response) -> bool {
+    response.status().as_u16() >= 400 || response.extensions().get::<Problem>().is_some()
 }
 
 fn is_problem_json(headers: &HeaderMap) -> bool {
@@ -208,13 +215,12 @@ impl Service<Request> for Guard {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(self.clone().handle(req))
     }
 }
 
 impl Guard {
-    async fn handle(self, req: Request) -> Response {
+    async fn handle(self, req: Request) -> Result<Response, Infallible> {
         let state = &self.state;
         // Health, readiness and metrics are never shed or limited.
         let _in_flight = if edge::exempt(req.uri().path()) {
@@ -222,7 +228,7 @@ impl Guard {
         } else {
             match state.edge.enter() {
                 Some(guard) => Some(guard),
-                None => return edge::overloaded(),
+                None => return Ok(edge::overloaded()),
             }
         };
         let allowance = match edge::address_policy(&req) {
@@ -231,9 +237,9 @@ impl Guard {
                     ip: state.edge.client_ip(&req),
                     request_id: req.extensions().get::<RequestId>().map(|id| Arc::clone(&id.0)),
                 };
-                match edge::limit_by_address(state, policy, caller).await {
+                match Box::pin(edge::limit_by_address(state, policy, caller)).await {
                     Ok(allowance) => allowance,
-                    Err(denied) => return denied,
+                    Err(denied) => return Ok(denied),
                 }
             }
             None => None,
@@ -249,7 +255,7 @@ impl Guard {
         if let Some(allowance) = allowance {
             allowance.stamp(&mut response);
         }
-        response
+        Ok(response)
     }
 }
 

@@ -159,9 +159,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let state = self.state.clone();
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(authenticate(&state, inner, req).await) })
+        Box::pin(authenticate(self.state.clone(), self.inner.clone(), req))
     }
 }
 
@@ -169,15 +167,19 @@ where
 ///
 /// Failed attempts count against the client address's anonymous rate limit, so that
 /// requests with made-up credentials cannot go around it.
-async fn authenticate<S>(state: &AppState, inner: S, mut req: Request) -> Response
+async fn authenticate<S>(state: AppState, inner: S, mut req: Request) -> Result<Response, Infallible>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
+    let state = &state;
     // A cheap clone (the header's bytes are shared), so that no borrow of the request, which
     // is not Sync, lives across an await.
     let header = req.headers().get(AUTHORIZATION).cloned();
     let outcome = match bearer(header.as_ref()) {
-        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => state.identity.authenticate_api_key(token).await,
+        // Boxed: an API key's check may go to the database, a large future.
+        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => {
+            Box::pin(state.identity.authenticate_api_key(token)).await
+        }
         Ok(Some(token)) => state.identity.authenticate_access_token(token).await,
         Ok(None) => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
         Err(e) => Err(e),
@@ -187,7 +189,7 @@ where
         Err(e) => {
             let ip = state.edge.client_ip(&req);
             let denied = Box::pin(crate::edge::count_failed_authentication(state, ip)).await;
-            return denied.unwrap_or(e).into_response();
+            return Ok(denied.unwrap_or(e).into_response());
         }
     };
     let caller = Caller {
@@ -207,5 +209,5 @@ where
         Err(denied) => denied,
     };
     response.extensions_mut().insert(user);
-    response
+    Ok(response)
 }

@@ -53,14 +53,14 @@ pub fn slow_query_threshold() -> Duration {
 
 /// Runs the request `request_id` counting the named queries it issues (on this task: work
 /// it spawns elsewhere is not counted). Returns its output and the count.
-pub async fn count_queries<F: Future>(request_id: std::sync::Arc<str>, future: F) -> (F::Output, u32) {
+pub fn count_queries<F: Future>(request_id: std::sync::Arc<str>, future: F) -> impl Future<Output = (F::Output, u32)> {
+    // Not an `async fn`: that would hold `future` twice, once as its argument and once in
+    // the scope, and every request carries this future.
     let scope = RequestQueries { request_id, count: Cell::new(0) };
-    REQUEST
-        .scope(scope, async move {
-            let output = future.await;
-            (output, REQUEST.try_with(|r| r.count.get()).unwrap_or(0))
-        })
-        .await
+    REQUEST.scope(scope, async move {
+        let output = future.await;
+        (output, REQUEST.try_with(|r| r.count.get()).unwrap_or(0))
+    })
 }
 
 /// Checks a connection out of `pool`, recording how long that took.
