@@ -118,6 +118,17 @@ fn bearer(req: &Request) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
+/// Verifies a credential, an access JWT or an API key (`atom_sk_…`), and the account behind
+/// it (a disabled account is refused). The one check behind every way in: HTTP requests
+/// ([`authenticate`]) and Socket.io connections ([`crate::realtime`]).
+pub async fn verify_credential(identity: &super::Identity, credential: &str) -> Result<Principal, ApiError> {
+    if credential.starts_with(API_KEY_PREFIX) {
+        identity.authenticate_api_key(credential).await
+    } else {
+        identity.authenticate_access_token(credential).await
+    }
+}
+
 /// Authenticates the request or answers 401 with a `WWW-Authenticate` challenge.
 ///
 /// Failed attempts count against the client address's anonymous rate limit, so that
@@ -126,8 +137,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     // Owned, so that no borrow of the request (which is not Sync) lives across an await.
     let token = bearer(&req).map(|t| t.map(str::to_owned));
     let outcome = match token {
-        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => state.identity.authenticate_api_key(&token).await,
-        Ok(Some(token)) => state.identity.authenticate_access_token(&token).await,
+        Ok(Some(token)) => verify_credential(&state.identity, &token).await,
         Ok(None) => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
         Err(e) => Err(e),
     };
