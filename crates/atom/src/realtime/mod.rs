@@ -76,10 +76,8 @@ struct Context {
 /// The Socket.io route at [`PATH`], and the handle that closes its connections at shutdown.
 pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
     let config = &state.config;
-    let caps = ConnectionCaps::new(
-        config.realtime.max_connections_per_address,
-        config.realtime.max_connections_per_user,
-    );
+    let caps =
+        ConnectionCaps::new(config.realtime.max_connections_per_address, config.realtime.max_connections_per_user);
     // A long poll lasts until the next ping at most; it must end before the request timeout.
     let ping_interval = Duration::from_secs(config.http.request_timeout_secs.saturating_sub(5).clamp(1, 25));
     let max_message = config.http.body_limit_bytes;
