@@ -212,11 +212,8 @@ impl Application {
         }
         let _ = stop_accepting.send(());
         let grace = Duration::from_secs(config.shutdown.grace_secs);
-        // Socket.io connections (and the long polls they hold) end first: the HTTP drain
-        // below would otherwise wait for them.
-        if tokio::time::timeout(grace, realtime.close()).await.is_err() {
-            tracing::warn!(?grace, "shutdown: socket.io connections did not close within the grace period");
-        }
+        // Before the HTTP drain, which would otherwise wait for Socket.io's long polls.
+        realtime.close(grace).await;
         match server.await {
             Ok(connections) => {
                 tracing::info!(?grace, "shutdown: listener closed; waiting for in-flight requests");

@@ -60,9 +60,11 @@ pub struct Realtime {
 
 impl Realtime {
     /// Closes every connection (clients see their transport close and reconnect, to another
-    /// node behind a load balancer) and waits until they are closed.
-    pub async fn close(&self) {
-        self.io.close().await;
+    /// node behind a load balancer) and waits, at most `within`, until they are closed.
+    pub async fn close(&self, within: Duration) {
+        if tokio::time::timeout(within, self.io.close()).await.is_err() {
+            tracing::warn!(?within, "shutdown: socket.io connections did not all close in time");
+        }
     }
 }
 
