@@ -179,7 +179,11 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let Self { listener, state, routes, protected_routes, db_lock } = self;
         let config = Arc::clone(&state.config);
-        let routes = http::router().merge(crate::identity::router(&state, protected_routes)).merge(routes);
+        let (realtime_routes, realtime) = crate::realtime::router(&state);
+        let routes = http::router()
+            .merge(crate::identity::router(&state, protected_routes))
+            .merge(realtime_routes)
+            .merge(routes);
         let app = http::with_middleware(routes, &state);
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
@@ -208,6 +212,8 @@ impl Application {
         }
         let _ = stop_accepting.send(());
         let grace = Duration::from_secs(config.shutdown.grace_secs);
+        // Before the HTTP drain, which would otherwise wait for Socket.io's long polls.
+        realtime.close(grace).await;
         match server.await {
             Ok(connections) => {
                 tracing::info!(?grace, "shutdown: listener closed; waiting for in-flight requests");

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup"];
+const SECTIONS: &[&str] =
+    &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup", "realtime"];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub backup: BackupConfig,
+    pub realtime: RealtimeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -174,6 +176,16 @@ pub struct BackupConfig {
     pub interval_secs: u64,
     /// How many archives scheduled backups keep in `dir`.
     pub keep: u32,
+}
+
+/// Socket.io connections (see [`crate::realtime`]); the caps count this node's connections.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Open Socket.io connections from one client address.
+    pub max_connections_per_address: u32,
+    /// Open Socket.io connections of one user, whatever credential each uses.
+    pub max_connections_per_user: u32,
 }
 
 /// Which database the configuration points at, parsed from `database.url`.
@@ -359,6 +371,12 @@ impl Config {
         if self.shutdown.grace_secs > 3600 || self.shutdown.drain_secs > 3600 {
             return Err(ConfigError::new("shutdown", "grace_secs and drain_secs must be at most 3600"));
         }
+        if self.realtime.max_connections_per_address == 0 {
+            return Err(ConfigError::new("realtime.max_connections_per_address", "must be at least 1"));
+        }
+        if self.realtime.max_connections_per_user == 0 {
+            return Err(ConfigError::new("realtime.max_connections_per_user", "must be at least 1"));
+        }
         if self.backup.keep == 0 {
             return Err(ConfigError::new("backup.keep", "must be at least 1"));
         }
@@ -483,6 +501,8 @@ mod tests {
             ("TEST_DATABASE_URL", "ignored"),
             ("BACKUP_DIR", "/var/backups/atom"),
             ("BACKUP_INTERVAL_SECS", "3600"),
+            ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "5"),
+            ("REALTIME_MAX_CONNECTIONS_PER_USER", "2"),
         ])
         .expect("loads");
         assert_eq!(config.backup_dir(), PathBuf::from("/var/backups/atom"));
@@ -493,6 +513,7 @@ mod tests {
         assert_eq!(config.log.filter, "debug");
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.shutdown.grace_secs, 5);
+        assert_eq!((config.realtime.max_connections_per_address, config.realtime.max_connections_per_user), (5, 2));
     }
 
     #[test]
@@ -511,6 +532,9 @@ mod tests {
             ("DATABASE_POOL_SISE", "3", "database"),
             ("BACKUP_KEEP", "0", "backup.keep"),
             ("BACKUP_INTERVAL_SECS", "-1", "backup.interval_secs"),
+            ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "0", "realtime.max_connections_per_address"),
+            ("REALTIME_MAX_CONNECTIONS_PER_USER", "0", "realtime.max_connections_per_user"),
+            ("REALTIME_MAX_CONNECTIONS_PER_USER", "-3", "realtime.max_connections_per_user"),
         ];
         for (key, value, expected) in cases {
             let err = Config::from_pairs([(key, value)]).expect_err(key);

@@ -16,6 +16,8 @@
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
+//! - [`realtime`]: Socket.io at `/socket.io/`: authenticated connections, per-address and
+//!   per-user connection caps.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
 //!   metrics and slow-query log of every named query, and the registry of hot queries.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
@@ -34,6 +36,7 @@ pub mod edge;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod realtime;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

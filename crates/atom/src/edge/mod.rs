@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
@@ -118,11 +118,17 @@ impl Edge {
     /// The client's address: the peer, or the nearest untrusted address in
     /// `X-Forwarded-For` when the peer is a configured proxy.
     pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
-        let peer = crate::http::server::peer_addr(req)?.ip();
+        self.client_ip_of(req.headers(), req.extensions())
+    }
+
+    /// [`Edge::client_ip`] from a request's headers and extensions, for requests that are
+    /// no longer whole (the handshake parts a Socket.io connection keeps).
+    pub fn client_ip_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+        let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip();
         if !self.trusted_proxies.iter().any(|c| c.contains(peer)) {
             return Some(peer);
         }
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("");
         let chain: Vec<IpAddr> = forwarded.split(',').filter_map(|a| a.trim().parse().ok()).collect();
         Some(chain.into_iter().rev().find(|ip| !self.trusted_proxies.iter().any(|c| c.contains(*ip))).unwrap_or(peer))
     }

@@ -131,8 +131,3 @@ fn admit(
     let guard = per_ip.try_open(ip, limits.max_connections_per_ip)?;
     Some((permit, guard))
 }
-
-/// The peer address a request arrived from (set on every request by [`serve`]).
-pub fn peer_addr(req: &axum::extract::Request) -> Option<SocketAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
-}

@@ -125,6 +125,18 @@ fn bearer(value: Option<&HeaderValue>) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
+/// Verifies a credential, an access JWT or an API key (`atom_sk_…`), and the account behind
+/// it (a disabled account is refused). The one check behind every way in: HTTP requests
+/// ([`AuthLayer`]) and Socket.io connections ([`crate::realtime`]).
+pub async fn verify_credential(identity: &super::Identity, credential: &str) -> Result<Principal, ApiError> {
+    if credential.starts_with(API_KEY_PREFIX) {
+        // Boxed: an API key's check may go to the database, a large future.
+        Box::pin(identity.authenticate_api_key(credential)).await
+    } else {
+        identity.authenticate_access_token(credential).await
+    }
+}
+
 /// Authenticates every request to the routes it wraps, then applies the per-principal rate
 /// limit. A hand-written service rather than `from_fn`, for the reasons in
 /// [`crate::http::middleware`].
@@ -176,11 +188,7 @@ where
     // is not Sync, lives across an await.
     let header = req.headers().get(AUTHORIZATION).cloned();
     let outcome = match bearer(header.as_ref()) {
-        // Boxed: an API key's check may go to the database, a large future.
-        Ok(Some(token)) if token.starts_with(API_KEY_PREFIX) => {
-            Box::pin(state.identity.authenticate_api_key(token)).await
-        }
-        Ok(Some(token)) => state.identity.authenticate_access_token(token).await,
+        Ok(Some(token)) => verify_credential(&state.identity, token).await,
         Ok(None) => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
         Err(e) => Err(e),
     };

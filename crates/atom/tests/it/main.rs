@@ -27,5 +27,6 @@ mod openapi;
 mod outage;
 mod overload;
 mod query_plans;
+mod realtime;
 mod shutdown;
 mod validation;
