@@ -270,5 +270,19 @@ impl Cache {
 }
 
 fn count_request(namespace: Namespace, result: &'static str) {
-    metrics::counter!("cache_requests_total", "namespace" => namespace.0, "result" => result).increment(1);
+    // Handles resolved once per namespace and result, not in the registry on every read.
+    // The recorder is installed first, so that no handle is bound to the no-op one.
+    type Counters = std::sync::RwLock<std::collections::HashMap<(&'static str, &'static str), metrics::Counter>>;
+    static COUNTERS: std::sync::LazyLock<Counters> = std::sync::LazyLock::new(|| {
+        crate::telemetry::metrics_handle();
+        Counters::default()
+    });
+    let key = (namespace.0, result);
+    if let Some(counter) = COUNTERS.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        counter.increment(1);
+        return;
+    }
+    let counter = metrics::counter!("cache_requests_total", "namespace" => namespace.0, "result" => result);
+    counter.increment(1);
+    COUNTERS.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, counter);
 }

@@ -91,7 +91,12 @@ pub struct Edge {
     ban_window: Duration,
     ban_for: Duration,
     strikes: Mutex<HashMap<String, Strikes>>,
+    /// `RateLimit-Policy` per policy, made once.
+    policy_headers: HashMap<&'static str, HeaderValue>,
 }
+
+const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");
 
 impl Edge {
     pub fn new(config: &Config, redis: Option<std::sync::Arc<crate::cache::Redis>>) -> Self {
@@ -102,6 +107,13 @@ impl Edge {
             (API, policy(rl.api_per_minute, rl.api_burst)),
             (ANONYMOUS, policy(rl.anonymous_per_minute, rl.anonymous_burst)),
         ]);
+        let policy_headers = policies
+            .iter()
+            .filter_map(|(name, p)| {
+                let value = format!("\"{name}\";q={};w={}", p.quota, p.window_secs);
+                Some((*name, HeaderValue::from_str(&value).ok()?))
+            })
+            .collect();
         Self {
             limiter: Limiter::new(policies, redis),
             enabled: rl.enabled,
@@ -112,6 +124,7 @@ impl Edge {
             ban_window: Duration::from_secs(rl.ban_window_secs),
             ban_for: Duration::from_secs(rl.ban_secs),
             strikes: Mutex::new(HashMap::new()),
+            policy_headers,
         }
     }
 
@@ -169,20 +182,20 @@ impl Edge {
 #[derive(Debug)]
 pub struct Allowance {
     name: &'static str,
-    policy: Policy,
+    policy_header: Option<HeaderValue>,
     decision: Decision,
 }
 
 impl Allowance {
     pub fn stamp(&self, response: &mut Response) {
         let h = response.headers_mut();
-        let (name, policy, decision) = (self.name, self.policy, &self.decision);
-        if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", policy.quota, policy.window_secs)) {
-            h.insert("ratelimit-policy", v);
+        let (name, decision) = (self.name, &self.decision);
+        if let Some(v) = &self.policy_header {
+            h.insert(RATELIMIT_POLICY, v.clone());
         }
         if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", decision.remaining, decision.reset_secs))
         {
-            h.insert("ratelimit", v);
+            h.insert(RATELIMIT, v);
         }
     }
 }
@@ -211,9 +224,11 @@ pub async fn enforce(
     if let Some(left) = edge.banned(&key) {
         return Err(too_many(left, "This client is temporarily banned for exceeding rate limits."));
     }
-    let Some(policy) = edge.limiter.policy(name) else { return Ok(None) };
+    if edge.limiter.policy(name).is_none() {
+        return Ok(None);
+    }
     let decision = edge.limiter.check(name, &key).await;
-    let allowance = Allowance { name, policy, decision };
+    let allowance = Allowance { name, policy_header: edge.policy_headers.get(name).cloned(), decision };
     if allowance.decision.allowed {
         return Ok(Some(allowance));
     }

@@ -57,6 +57,8 @@ pub struct Limiter {
     redis: Option<Arc<Redis>>,
     script: redis::Script,
     redis_failing: AtomicBool,
+    /// Local decisions made, to look at the size of the local tables only now and then.
+    local_checks: std::sync::atomic::AtomicU64,
     /// While Redis is failing, requests do not wait on it again before this instant.
     retry_shared_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -106,6 +108,7 @@ impl Limiter {
             redis,
             script: redis::Script::new(GCRA_LUA),
             redis_failing: AtomicBool::new(false),
+            local_checks: std::sync::atomic::AtomicU64::new(0),
             retry_shared_at: std::sync::Mutex::new(None),
         }
     }
@@ -151,7 +154,8 @@ impl Limiter {
         let Some(limiter) = self.local.get(name) else {
             return Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 };
         };
-        if limiter.len() > 100_000 {
+        // Counting a keyed limiter's entries visits every shard of its map: not per request.
+        if self.local_checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) && limiter.len() > 100_000 {
             limiter.retain_recent();
         }
         let interval = policy.interval_ms();
