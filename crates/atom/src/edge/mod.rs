@@ -259,10 +259,11 @@ async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Call
 
 /// The per-address policy for a request: `/v1/auth/*` (strict) and unauthenticated requests.
 /// Requests with credentials are limited per principal after authentication
-/// ([`principal_key`]); `/health`, `/ready` and `/metrics` never.
-pub fn address_policy(req: &Request) -> Option<&'static str> {
+/// ([`principal_key`]); `/health`, `/ready` and `/metrics` never; nothing when rate limiting
+/// is off.
+pub fn address_policy(edge: &Edge, req: &Request) -> Option<&'static str> {
     let path = req.uri().path();
-    if exempt(path) {
+    if !edge.enabled || exempt(path) {
         None
     } else if path.starts_with("/v1/auth/") {
         Some(AUTH)
@@ -279,7 +280,7 @@ pub async fn limit_by_address(
     policy: &'static str,
     caller: Caller,
 ) -> Result<Option<Allowance>, Response> {
-    let Some(ip) = caller.ip.filter(|_| state.edge.enabled) else { return Ok(None) };
+    let Some(ip) = caller.ip else { return Ok(None) };
     enforce(state, policy, format!("addr:{ip}"), caller).await
 }
 

@@ -231,7 +231,7 @@ impl Guard {
                 None => return Ok(edge::overloaded()),
             }
         };
-        let allowance = match edge::address_policy(&req) {
+        let allowance = match edge::address_policy(&state.edge, &req) {
             Some(policy) => {
                 let caller = Caller {
                     ip: state.edge.client_ip(&req),
