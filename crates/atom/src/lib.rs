@@ -37,6 +37,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod realtime;
+pub mod request;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -13,8 +13,8 @@ pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
@@ -85,7 +85,7 @@ pub struct Edge {
     pub limiter: Limiter,
     enabled: bool,
     trusted_proxies: Vec<Cidr>,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
     ban_threshold: u32,
     ban_window: Duration,
@@ -118,7 +118,7 @@ impl Edge {
             limiter: Limiter::new(policies, redis),
             enabled: rl.enabled,
             trusted_proxies: config.http.trusted_proxies.iter().filter_map(|c| Cidr::parse(c)).collect(),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: config.http.max_in_flight,
             ban_threshold: rl.ban_threshold,
             ban_window: Duration::from_secs(rl.ban_window_secs),
@@ -208,7 +208,6 @@ fn too_many(retry_after_secs: u64, detail: &str) -> Response {
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
-    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 /// Applies policy `name` to `key`. `Ok(None)`: no such policy; `Ok(Some)`: allowed, stamp
@@ -247,7 +246,7 @@ async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Call
     let context = RequestContext {
         client_addr: caller.ip.map(|ip| ip.to_string()),
         user_agent: None,
-        request_id: caller.request_id.map(|id| id.to_string()),
+        request_id: crate::request::request_id(),
     };
     let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
         .target(key.to_owned())
@@ -339,9 +338,9 @@ impl Edge {
     /// Admits one request into the work in flight, or `None` while more than `max_in_flight`
     /// are being served (answer [`overloaded`] then). Health, readiness and metrics do not
     /// enter, so they always answer.
-    pub fn enter(&self) -> Option<InFlightGuard<'_>> {
+    pub fn enter(&self) -> Option<InFlightGuard> {
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlightGuard(&self.in_flight);
+        let guard = InFlightGuard(Arc::clone(&self.in_flight));
         (before < self.max_in_flight).then_some(guard)
     }
 }
@@ -358,9 +357,9 @@ pub fn overloaded() -> Response {
 
 /// One request in flight; leaves when dropped, however the request ends.
 #[derive(Debug)]
-pub struct InFlightGuard<'a>(&'a AtomicUsize);
+pub struct InFlightGuard(Arc<AtomicUsize>);
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }

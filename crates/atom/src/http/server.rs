@@ -6,19 +6,42 @@
 //! read: answering them would cost the very resources the cap protects.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::ServiceExt;
+
+use crate::http::middleware::{Stack, StackFuture};
+
+/// The service hyper calls for each request of one connection: the peer address goes into
+/// the request, then the whole stack answers it. Implemented for hyper directly, so that a
+/// request costs no clone of the stack and no `tower` adapter.
+struct Connection {
+    app: Stack,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = StackFuture;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.app.serve(req.map(Body::new))
+    }
+}
 
 /// Limits applied per connection.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +92,7 @@ impl Drop for PerIpGuard {
 /// returns the handle that resolves once every open connection has finished.
 pub async fn serve(
     listener: TcpListener,
-    app: crate::http::middleware::Stack,
+    app: Stack,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown {
@@ -101,13 +124,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = TowerToHyperService::new(tower::service_fn(
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            },
-        ));
+        let service = Connection { app: app.clone(), peer };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -7,7 +7,6 @@
 //! on purpose.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{FromRequestParts, Request};
@@ -23,7 +22,7 @@ use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
 use crate::edge::Caller;
 use crate::error::ApiError;
-use crate::http::middleware::{AuthenticatedUser, RequestId};
+use crate::http::middleware::AuthenticatedUser;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -107,7 +106,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.to_string());
+        let request_id = crate::request::request_id();
         Ok(Self { client_addr, user_agent, request_id })
     }
 }
@@ -200,10 +199,7 @@ where
             return Ok(denied.unwrap_or(e).into_response());
         }
     };
-    let caller = Caller {
-        ip: state.edge.client_ip(&req),
-        request_id: req.extensions().get::<RequestId>().map(|id| Arc::clone(&id.0)),
-    };
+    let caller = Caller { ip: state.edge.client_ip(&req) };
     let user = AuthenticatedUser(principal.user_id.clone());
     let mut response = match crate::edge::limit_by_principal(state, &principal, caller).await {
         Ok(allowance) => {

@@ -7,14 +7,13 @@
 //!   `db_query_errors_total{query}`, `db_slow_queries_total{query}`.
 //! - A `slow query` warning naming the query when it takes longer than
 //!   `database.slow_query_ms`.
-//! - The number of queries a request issued ([`count_queries`]), which the request log line
-//!   and `http_request_db_queries` show: the N+1 detector in production.
+//! - The number of queries a request issued (counted in the [`crate::request`] scope), which
+//!   the request log line and `http_request_db_queries` show: the N+1 detector in production.
 //!
 //! Invariants: a query is known by its name, a string literal at its one call site, so
 //! metric labels stay a small fixed set; no SQL parameter ever reaches a label or a log
 //! line, only the name and timings.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,18 +28,6 @@ use sqlx::{Database, Pool};
 /// applications in one process (the tests) share it; the last one started wins.
 static SLOW_QUERY_MS: AtomicU64 = AtomicU64::new(250);
 
-tokio::task_local! {
-    /// The request being served, when it runs inside [`count_queries`].
-    static REQUEST: RequestQueries;
-}
-
-#[derive(Debug)]
-struct RequestQueries {
-    /// Named so that a slow-query line can be matched to its request line.
-    request_id: std::sync::Arc<str>,
-    count: Cell<u32>,
-}
-
 /// Sets the threshold above which a query is logged as slow (`database.slow_query_ms`);
 /// called once at start-up. Zero logs every query.
 pub fn set_slow_query_threshold(threshold: Duration) {
@@ -49,18 +36,6 @@ pub fn set_slow_query_threshold(threshold: Duration) {
 
 pub fn slow_query_threshold() -> Duration {
     Duration::from_millis(SLOW_QUERY_MS.load(Ordering::Relaxed))
-}
-
-/// Runs the request `request_id` counting the named queries it issues (on this task: work
-/// it spawns elsewhere is not counted). Returns its output and the count.
-pub fn count_queries<F: Future>(request_id: std::sync::Arc<str>, future: F) -> impl Future<Output = (F::Output, u32)> {
-    // Not an `async fn`: that would hold `future` twice, once as its argument and once in
-    // the scope, and every request carries this future.
-    let scope = RequestQueries { request_id, count: Cell::new(0) };
-    REQUEST.scope(scope, async move {
-        let output = future.await;
-        (output, REQUEST.try_with(|r| r.count.get()).unwrap_or(0))
-    })
 }
 
 /// Checks a connection out of `pool`, recording how long that took.
@@ -88,7 +63,7 @@ pub async fn timed<T>(
     name: &'static str,
     query: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
-    let _ = REQUEST.try_with(|r| r.count.set(r.count.get().saturating_add(1)));
+    crate::request::count_query();
     let started = Instant::now();
     let result = query.await;
     let elapsed = started.elapsed();
@@ -99,7 +74,7 @@ pub async fn timed<T>(
     }
     if elapsed >= slow_query_threshold() {
         metrics::counter!("db_slow_queries_total", "query" => name).increment(1);
-        let request_id = REQUEST.try_with(|r| r.request_id.clone()).ok();
+        let request_id = crate::request::request_id();
         tracing::warn!(
             query = name,
             elapsed_ms = elapsed.as_secs_f64() * 1000.0,
@@ -119,12 +94,12 @@ mod tests {
     #[tokio::test]
     async fn queries_are_counted_inside_the_scope_only() {
         let ok = || async { Ok::<_, sqlx::Error>(()) };
-        let (_, counted) = count_queries("r1".into(), async {
+        let (_, record) = crate::request::scope(axum::http::HeaderValue::from_static("r1"), async {
             let _ = timed("test.one", ok()).await;
             let _ = timed("test.two", ok()).await;
         })
         .await;
-        assert_eq!(counted, 2);
+        assert_eq!(record.queries, 2);
         // Outside a scope nothing is counted, and nothing fails.
         assert!(timed("test.three", ok()).await.is_ok());
     }

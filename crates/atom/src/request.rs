@@ -1,0 +1,119 @@
+//! What is known about the request being served, for code that runs on its task but is not
+//! handed the request: the storage layer counts its queries here (and names the request in a
+//! slow-query line), and the router notes the matched route template. The middleware
+//! ([`crate::http::middleware::Stack`]) opens the scope around each request and reads it back
+//! at the end, for the request's metrics and log line.
+//!
+//! A task-local, not a request extension: extensions live in a map that is allocated per
+//! request and grows with each entry, and the storage layer never sees the request.
+//! Work a request spawns onto other tasks is outside the scope.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::MatchedPath;
+use axum::http::HeaderValue;
+
+tokio::task_local! {
+    static REQUEST: Scope;
+}
+
+/// The request scope's contents.
+pub struct Scope {
+    /// The `X-Request-Id`, also in the request's log line, slow-query lines and audit rows.
+    request_id: HeaderValue,
+    queries: Cell<u32>,
+    route: Cell<Option<MatchedPath>>,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("request_id", &self.request_id)
+            .field("queries", &self.queries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished request's scope recorded.
+#[derive(Debug)]
+pub struct Record {
+    /// The id the scope was opened with.
+    pub request_id: HeaderValue,
+    /// Named queries the request issued (on its own task).
+    pub queries: u32,
+    /// The matched route template; `None` when no route matched.
+    pub route: Option<MatchedPath>,
+}
+
+/// Runs `future` as the request `request_id`; resolves to its output and the scope's record.
+pub fn scope<F: Future>(request_id: HeaderValue, future: F) -> Scoped<F> {
+    let scope = Scope { request_id, queries: Cell::new(0), route: Cell::new(None) };
+    Scoped { scoped: REQUEST.scope(scope, future) }
+}
+
+/// Counts one named query against the current request, if any.
+pub fn count_query() {
+    let _ = REQUEST.try_with(|r| r.queries.set(r.queries.get().saturating_add(1)));
+}
+
+/// The current request's id, if any (for the rare lines and rows that name it).
+pub fn request_id() -> Option<String> {
+    REQUEST.try_with(|r| r.request_id.to_str().ok().map(str::to_owned)).ok().flatten()
+}
+
+/// Notes the current request's matched route template.
+pub fn record_route(route: MatchedPath) {
+    let _ = REQUEST.try_with(|r| r.route.set(Some(route)));
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`scope`]. Hand-written: an `async` block around the scoped future
+    /// would hold it twice (captured and awaited), and every request carries this one.
+    pub struct Scoped<F: Future> {
+        #[pin]
+        scoped: tokio::task::futures::TaskLocalFuture<Scope, F>,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = (F::Output, Record);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut scoped = self.project().scoped;
+        let output = ready!(scoped.as_mut().poll(cx));
+        // The value is there: this future takes it once, when the inner one is done.
+        let record = scoped.take_value().map_or_else(
+            || Record { request_id: HeaderValue::from_static("-"), queries: 0, route: None },
+            |s| Record { request_id: s.request_id, queries: s.queries.get(), route: s.route.into_inner() },
+        );
+        Poll::Ready((output, record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The route is recorded by the router's `RecordRoute` layer; the metrics tests (route
+    // templates in `http_requests_total`) and the log tests cover it end to end.
+    #[tokio::test]
+    async fn a_scope_counts_the_queries_of_its_own_task_only() {
+        let (id, record) = scope(HeaderValue::from_static("r1"), async {
+            count_query();
+            count_query();
+            request_id()
+        })
+        .await;
+        assert_eq!(id.as_deref(), Some("r1"));
+        assert_eq!(record.queries, 2);
+        assert_eq!(record.request_id, "r1");
+        assert!(record.route.is_none());
+
+        // Outside any scope, nothing is recorded and nothing fails.
+        count_query();
+        assert!(request_id().is_none());
+    }
+}
