@@ -81,8 +81,8 @@ fn request_id(req: &Request) -> HeaderValue {
 #[derive(Debug, Clone)]
 pub struct AuthenticatedUser(pub String);
 
-/// The router inside axum's body-limit marker (see `http::with_middleware`).
-pub type LimitedRouter = <DefaultBodyLimit as Layer<Router>>::Service;
+/// The router inside axum's body-limit marker, for requests that carry a body.
+type LimitedRouter = <DefaultBodyLimit as Layer<Router>>::Service;
 
 /// The outermost service: observes every request and finishes every response. A clone is
 /// one reference count; everything else sits behind it.
@@ -101,10 +101,14 @@ struct StackShared {
 
 impl Stack {
     /// Wraps `router`, which carries [`RecordRoute`] on its routes (see `http::with_middleware`).
-    pub fn new(router: LimitedRouter, state: &AppState) -> Self {
+    pub fn new(router: Router, state: &AppState) -> Self {
         let config = &state.config;
-        let guard =
-            Guard { state: state.clone(), router, timeout: Duration::from_secs(config.http.request_timeout_secs) };
+        let guard = Guard {
+            state: state.clone(),
+            limited: DefaultBodyLimit::max(config.http.body_limit_bytes).layer(router.clone()),
+            router,
+            timeout: Duration::from_secs(config.http.request_timeout_secs),
+        };
         let cors = edge::headers::cors(&config.http.cors_allowed_origins)
             .map(|cors| BoxCloneSyncService::new(cors.layer(guard.clone())));
         let hsts = config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
@@ -260,7 +264,11 @@ fn is_problem_json(headers: &HeaderMap) -> bool {
 #[derive(Debug, Clone)]
 pub struct Guard {
     state: AppState,
-    router: LimitedRouter,
+    router: Router,
+    /// The same router inside axum's body-limit marker: the request extension that marker
+    /// adds is needed only where there is a body to read, and a fourth extension makes the
+    /// request's extension map grow (an allocation and a rehash).
+    limited: LimitedRouter,
     timeout: Duration,
 }
 
@@ -299,29 +307,33 @@ impl Guard {
             }
         };
         let Some(policy) = edge::address_policy(edge, &req) else {
-            return Either::Right(route(self.router.clone(), self.timeout, req, in_flight, None));
+            return Either::Right(self.route(req, in_flight, None));
         };
-        let (state, router, timeout) = (self.state.clone(), self.router.clone(), self.timeout);
+        let (state, guard) = (self.state.clone(), self.clone());
         Either::Left(Either::Right(Box::pin(async move {
             let caller = Caller { ip: state.edge.client_ip(&req) };
             match edge::limit_by_address(&state, policy, caller).await {
-                Ok(allowance) => route(router, timeout, req, in_flight, allowance).await,
+                Ok(allowance) => guard.route(req, in_flight, allowance).await,
                 Err(denied) => Ok(denied),
             }
         })))
     }
-}
 
-/// Calls the router with panic catching and the request timeout.
-fn route(
-    router: LimitedRouter,
-    timeout: Duration,
-    req: Request,
-    in_flight: Option<edge::InFlightGuard>,
-    allowance: Option<edge::Allowance>,
-) -> RouteFuture {
-    let call = tokio::time::timeout(timeout, AssertUnwindSafe(router.oneshot(req)).catch_unwind());
-    RouteFuture { call, in_flight, allowance }
+    /// Calls the router with panic catching and the request timeout.
+    fn route(
+        &self,
+        req: Request,
+        in_flight: Option<edge::InFlightGuard>,
+        allowance: Option<edge::Allowance>,
+    ) -> RouteFuture {
+        let call = if axum::body::HttpBody::is_end_stream(req.body()) {
+            Either::Left(self.router.clone().oneshot(req))
+        } else {
+            Either::Right(self.limited.clone().oneshot(req))
+        };
+        let call = tokio::time::timeout(self.timeout, AssertUnwindSafe(call).catch_unwind());
+        RouteFuture { call, in_flight, allowance }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -329,7 +341,7 @@ pin_project_lite::pin_project! {
     /// response. `in_flight` is held until the response is ready.
     pub struct RouteFuture {
         #[pin]
-        call: Timeout<CatchUnwind<AssertUnwindSafe<Oneshot<LimitedRouter, Request>>>>,
+        call: Timeout<CatchUnwind<AssertUnwindSafe<Either<Oneshot<Router, Request>, Oneshot<LimitedRouter, Request>>>>>,
         in_flight: Option<edge::InFlightGuard>,
         allowance: Option<edge::Allowance>,
     }

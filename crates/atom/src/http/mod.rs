@@ -11,9 +11,7 @@ pub mod openapi;
 pub mod server;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use tower::Layer;
 
 pub use extract::{Json, Query, Validate};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
@@ -32,11 +30,9 @@ pub fn router() -> Router<AppState> {
 
 /// Wraps `routes` in the stack every request passes through (see [`middleware`]).
 pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> middleware::Stack {
-    // The body limit wraps the router once (it only marks the request for the extractors);
-    // as a route layer it would add a boxed service, cloned per request, to every route.
     let router =
         routes.fallback(|| async { ApiError::NotFound }).layer(middleware::RecordRouteLayer).with_state(state.clone());
-    middleware::Stack::new(DefaultBodyLimit::max(state.config.http.body_limit_bytes).layer(router), state)
+    middleware::Stack::new(router, state)
 }
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
