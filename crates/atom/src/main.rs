@@ -138,7 +138,8 @@ fn main() -> ExitCode {
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    telemetry::init_logging(&config.log.filter, config.log.format);
+    // Held to the end of `main`, after the runtime is gone: its drop writes out the last lines.
+    let _log = telemetry::init_logging(&config.log.filter, config.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
