@@ -10,6 +10,8 @@ use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::http::middleware::REQUEST_ID;
+
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), \
      magnetometer=(), microphone=(), payment=(), usb=(), interest-cohort=()";
@@ -28,23 +30,20 @@ pub struct SecurityHeaders {
     base: HeaderMap,
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static(crate::http::middleware::REQUEST_ID_HEADER);
-
-/// Headers a handler cannot change: the security headers it has no business loosening, and
-/// `Server`, which is never sent.
-fn forced(name: &HeaderName) -> bool {
-    [
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::X_FRAME_OPTIONS,
-        header::REFERRER_POLICY,
-        header::STRICT_TRANSPORT_SECURITY,
-        header::SERVER,
-        COOP,
-        CORP,
-        PERMISSIONS,
-    ]
-    .contains(name)
-}
+/// Headers a handler cannot change: the security headers it has no business loosening,
+/// `Server`, which is never sent, and `X-Request-Id`, which is the stack's. A `static`, so
+/// that checking a name builds and drops nothing.
+static FORCED: [HeaderName; 9] = [
+    header::X_CONTENT_TYPE_OPTIONS,
+    header::X_FRAME_OPTIONS,
+    header::REFERRER_POLICY,
+    header::STRICT_TRANSPORT_SECURITY,
+    header::SERVER,
+    COOP,
+    CORP,
+    PERMISSIONS,
+    REQUEST_ID,
+];
 
 impl SecurityHeaders {
     /// `hsts` when the public URL is https.
@@ -85,7 +84,7 @@ impl SecurityHeaders {
                 current = Some(name);
             }
             let Some(name) = &current else { continue };
-            if forced(name) || *name == REQUEST_ID {
+            if FORCED.contains(name) {
                 continue;
             }
             if std::mem::take(&mut first) {
@@ -119,11 +118,11 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                HeaderName::from_static("x-request-id"),
+                REQUEST_ID,
                 HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([
-                HeaderName::from_static("x-request-id"),
+                REQUEST_ID,
                 HeaderName::from_static("ratelimit"),
                 HeaderName::from_static("ratelimit-policy"),
                 header::RETRY_AFTER,

@@ -54,7 +54,7 @@ use crate::edge::{self, Caller};
 use crate::error::{PROBLEM_JSON, Problem};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// The request's id: a client's `X-Request-Id` when it is 1 to 128 characters of
 /// `[A-Za-z0-9._:-]`, otherwise a new one, so that a hostile id cannot inject anything into
