@@ -130,3 +130,48 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamping_keeps_the_handlers_headers_and_fills_or_drops_the_slots() {
+        let headers = SecurityHeaders::new(false);
+
+        // A body: its type and length fill the slots; the handler's CSP and Cache-Control
+        // win, its X-Frame-Options and Server do not; repeated values stay repeated.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+        h.insert(header::SERVER, HeaderValue::from_static("leaky/1.0"));
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+        h.append(header::VARY, HeaderValue::from_static("Accept"));
+        headers.stamp(&mut h, HeaderValue::from_static("req-1"));
+        assert_eq!(h[header::CONTENT_TYPE], "text/html");
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
+        assert_eq!(h[REQUEST_ID], "req-1");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], "default-src 'self'");
+        assert_eq!(h[header::CACHE_CONTROL], "max-age=60");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(h.get(header::SERVER).is_none());
+        assert_eq!(h.get_all(header::VARY).iter().count(), 2);
+        assert!(h.get(header::STRICT_TRANSPORT_SECURITY).is_none());
+
+        // No body: the empty slots are not sent.
+        let mut h = HeaderMap::new();
+        headers.stamp(&mut h, HeaderValue::from_static("req-2"));
+        assert!(h.get(header::CONTENT_TYPE).is_none());
+        assert!(h.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], API_CSP);
+
+        let mut h = HeaderMap::new();
+        SecurityHeaders::new(true).stamp(&mut h, HeaderValue::from_static("req-3"));
+        assert_eq!(h[header::STRICT_TRANSPORT_SECURITY], HSTS);
+    }
+}

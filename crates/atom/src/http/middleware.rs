@@ -309,10 +309,10 @@ impl Guard {
         let Some(policy) = edge::address_policy(edge, &req) else {
             return Either::Right(self.route(req, in_flight, None));
         };
-        let (state, guard) = (self.state.clone(), self.clone());
+        let guard = self.clone();
         Either::Left(Either::Right(Box::pin(async move {
-            let caller = Caller { ip: state.edge.client_ip(&req) };
-            match edge::limit_by_address(&state, policy, caller).await {
+            let caller = Caller { ip: guard.state.edge.client_ip(&req) };
+            match edge::limit_by_address(&guard.state, policy, caller).await {
                 Ok(allowance) => guard.route(req, in_flight, allowance).await,
                 Err(denied) => Ok(denied),
             }
