@@ -177,8 +177,8 @@ pub async fn query(rows: u64, iters: usize) -> Result<()> {
     Ok(())
 }
 
-/// What is cached of a user in this benchmark: the whole row, as JSON.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// What is cached of a user in this benchmark: the whole row (as JSON in Redis).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct CachedUser {
     id: String,
     email: String,

@@ -1,20 +1,22 @@
 //! What is known about the request being served, for code that runs on its task but is not
 //! handed the request: the storage layer counts its queries here (and names the request in a
-//! slow-query line), and the router notes the matched route template. The middleware
-//! ([`crate::http::middleware::Stack`]) opens the scope around each request and reads it back
-//! at the end, for the request's metrics and log line.
+//! slow-query line), the router notes the matched route template, and authentication puts
+//! the principal that handlers take. The middleware ([`crate::http::middleware::Stack`]) opens the scope around each
+//! request and reads it back at the end, for the request's metrics and log line.
 //!
 //! A task-local, not a request extension: extensions live in a map that is allocated per
 //! request and grows with each entry, and the storage layer never sees the request.
 //! Work a request spawns onto other tasks is outside the scope.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::MatchedPath;
 use axum::http::HeaderValue;
+
+use crate::identity::Principal;
 
 tokio::task_local! {
     static REQUEST: Scope;
@@ -26,6 +28,7 @@ pub struct Scope {
     request_id: HeaderValue,
     queries: Cell<u32>,
     route: Cell<Option<MatchedPath>>,
+    principal: RefCell<Option<Principal>>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -46,11 +49,13 @@ pub struct Record {
     pub queries: u32,
     /// The matched route template; `None` when no route matched.
     pub route: Option<MatchedPath>,
+    /// The authenticated user; `None` on public routes and when authentication failed.
+    pub user_id: Option<String>,
 }
 
 /// Runs `future` as the request `request_id`; resolves to its output and the scope's record.
 pub fn scope<F: Future>(request_id: HeaderValue, future: F) -> Scoped<F> {
-    let scope = Scope { request_id, queries: Cell::new(0), route: Cell::new(None) };
+    let scope = Scope { request_id, queries: Cell::new(0), route: Cell::new(None), principal: RefCell::new(None) };
     Scoped { scoped: REQUEST.scope(scope, future) }
 }
 
@@ -62,6 +67,17 @@ pub fn count_query() {
 /// The current request's id, if any (for the rare lines and rows that name it).
 pub fn request_id() -> Option<String> {
     REQUEST.try_with(|r| r.request_id.to_str().ok().map(str::to_owned)).ok().flatten()
+}
+
+/// Sets who the current request was authenticated as (by [`crate::identity::auth`]).
+pub fn authenticated(principal: Principal) {
+    let _ = REQUEST.try_with(|r| r.principal.replace(Some(principal)));
+}
+
+/// Who the current request was authenticated as; `None` on public routes, outside a request
+/// and before authentication.
+pub fn principal() -> Option<Principal> {
+    REQUEST.try_with(|r| r.principal.borrow().clone()).ok().flatten()
 }
 
 /// Notes the current request's matched route template.
@@ -86,8 +102,13 @@ impl<F: Future> Future for Scoped<F> {
         let output = ready!(scoped.as_mut().poll(cx));
         // The value is there: this future takes it once, when the inner one is done.
         let record = scoped.take_value().map_or_else(
-            || Record { request_id: HeaderValue::from_static("-"), queries: 0, route: None },
-            |s| Record { request_id: s.request_id, queries: s.queries.get(), route: s.route.into_inner() },
+            || Record { request_id: HeaderValue::from_static("-"), queries: 0, route: None, user_id: None },
+            |s| Record {
+                request_id: s.request_id,
+                queries: s.queries.get(),
+                route: s.route.into_inner(),
+                user_id: s.principal.into_inner().map(|p| p.user_id),
+            },
         );
         Poll::Ready((output, record))
     }
@@ -104,6 +125,13 @@ mod tests {
         let (id, record) = scope(HeaderValue::from_static("r1"), async {
             count_query();
             count_query();
+            let principal = Principal {
+                user_id: "user-1".to_owned(),
+                role: crate::identity::Role::User,
+                credential: crate::identity::Credential::ApiKey { key_id: "k".to_owned(), scopes: vec![] },
+            };
+            authenticated(principal);
+            assert_eq!(crate::request::principal().map(|p| p.user_id).as_deref(), Some("user-1"));
             request_id()
         })
         .await;
@@ -111,9 +139,11 @@ mod tests {
         assert_eq!(record.queries, 2);
         assert_eq!(record.request_id, "r1");
         assert!(record.route.is_none());
+        assert_eq!(record.user_id.as_deref(), Some("user-1"));
 
         // Outside any scope, nothing is recorded and nothing fails.
         count_query();
         assert!(request_id().is_none());
+        assert!(principal().is_none());
     }
 }

@@ -1,18 +1,25 @@
 //! The in-process backend (the embedded default): a moka cache bounded in entries (the least
 //! useful are evicted first) and in time (every entry expires after its TTL).
 //!
+//! Values are kept decoded (no JSON in process) and read without awaiting, so that a hit on
+//! the request path is a lookup and a clone ([`super::Cache::peek`]).
+//!
 //! Invalidation reaches only this node. With several nodes and no Redis, another node may
 //! serve a value for up to its TTL after a write: that TTL is the bound, by design.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::flight::SingleFlight;
 
+/// A cached value, decoded; each namespace holds one type.
+pub(crate) type Value = Arc<dyn Any + Send + Sync>;
+
 /// One cached value and how long it may live.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Entry {
-    json: Arc<str>,
+    value: Value,
     ttl: Duration,
 }
 
@@ -36,7 +43,7 @@ pub struct MemoryCache {
 }
 
 struct Inner {
-    entries: moka::future::Cache<String, Entry>,
+    entries: moka::sync::Cache<String, Entry>,
     ttl: Duration,
     flights: SingleFlight,
 }
@@ -54,7 +61,7 @@ impl std::fmt::Debug for MemoryCache {
 impl MemoryCache {
     /// At most `max_entries` entries, each living at most `ttl`.
     pub fn new(max_entries: u64, ttl: Duration) -> Self {
-        let entries = moka::future::Cache::builder().max_capacity(max_entries).expire_after(EntryTtl).build();
+        let entries = moka::sync::Cache::builder().max_capacity(max_entries).expire_after(EntryTtl).build();
         Self { inner: Arc::new(Inner { entries, ttl, flights: SingleFlight::default() }) }
     }
 
@@ -66,16 +73,16 @@ impl MemoryCache {
         &self.inner.flights
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Option<Arc<str>> {
-        self.inner.entries.get(key).await.map(|e| e.json)
+    pub(crate) fn get(&self, key: &str) -> Option<Value> {
+        self.inner.entries.get(key).map(|e| e.value)
     }
 
-    pub(crate) async fn store(&self, key: &str, json: Arc<str>, ttl: Duration) {
-        self.inner.entries.insert(key.to_owned(), Entry { json, ttl }).await;
+    pub(crate) fn store(&self, key: &str, value: Value, ttl: Duration) {
+        self.inner.entries.insert(key.to_owned(), Entry { value, ttl });
     }
 
-    pub(crate) async fn remove(&self, key: &str) {
-        self.inner.entries.invalidate(key).await;
+    pub(crate) fn remove(&self, key: &str) {
+        self.inner.entries.invalidate(key);
     }
 
     /// Entries held now (approximate until pending evictions run).
@@ -84,7 +91,7 @@ impl MemoryCache {
     }
 
     /// Applies pending evictions and expirations now (for tests and exact counts).
-    pub async fn run_pending_tasks(&self) {
-        self.inner.entries.run_pending_tasks().await;
+    pub fn run_pending_tasks(&self) {
+        self.inner.entries.run_pending_tasks();
     }
 }

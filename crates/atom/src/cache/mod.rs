@@ -74,8 +74,8 @@ pub enum Cache {
 }
 
 /// What a read found.
-enum Lookup {
-    Hit(Arc<str>, Fill),
+enum Lookup<T> {
+    Hit(T),
     Miss(Fill),
     /// The backend cannot be used now: load, store nothing.
     Unavailable,
@@ -86,6 +86,12 @@ enum Fill {
     Memory,
     Redis { generation: String },
 }
+
+/// The bound on what may be cached: serializable for Redis, cloneable and typed for the
+/// in-process backend, which keeps values decoded.
+pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Cacheable for T {}
 
 impl Cache {
     /// Redis when one is configured, otherwise in process. Within a Tokio runtime.
@@ -116,6 +122,17 @@ impl Cache {
         }
     }
 
+    /// The value of `key` in `namespace` if the in-process backend holds it, without
+    /// awaiting: the request path's fast way to a hit. `None` on a miss and always with Redis
+    /// (call [`Cache::get_or_load`] then; a miss here is not counted, that call counts it).
+    pub fn peek<T: Cacheable>(&self, namespace: Namespace, key: &str) -> Option<T> {
+        let Self::Memory(memory) = self else { return None };
+        let value = with_full_key(namespace, key, |full_key| memory.get(full_key))?;
+        let value = value.downcast_ref::<T>()?.clone();
+        count_request(namespace, "hit");
+        Some(value)
+    }
+
     /// The value of `key` in `namespace`: from the cache, or from `load` on a miss (stored
     /// for `ttl`, at most the configured TTL, unless it is `None`). Errors of `load` are
     /// returned as they are, never cached.
@@ -127,25 +144,17 @@ impl Cache {
         load: F,
     ) -> Result<Option<T>, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let full_key = format!("{}:{key}", namespace.0);
         let ttl = ttl.map_or(self.ttl(), |t| t.min(self.ttl()));
-        let fill = match self.lookup(&full_key).await {
-            Lookup::Hit(json, fill) => match serde_json::from_str(&json) {
-                Ok(value) => {
-                    count_request(namespace, "hit");
-                    return Ok(Some(value));
-                }
-                Err(e) => {
-                    // Another shape (a node of another version wrote it): load and overwrite.
-                    tracing::debug!(namespace = namespace.0, error = %e, "undecodable cache entry");
-                    metrics::counter!("cache_errors_total", "op" => "decode").increment(1);
-                    Some(fill)
-                }
-            },
+        let fill = match self.lookup::<T>(namespace, &full_key).await {
+            Lookup::Hit(value) => {
+                count_request(namespace, "hit");
+                return Ok(Some(value));
+            }
             Lookup::Miss(fill) => Some(fill),
             Lookup::Unavailable => None,
         };
@@ -165,7 +174,7 @@ impl Cache {
         load: F,
     ) -> Result<Option<T>, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
@@ -173,6 +182,7 @@ impl Cache {
             Ticket::Leader(leader) => {
                 metrics::counter!("cache_loads_total", "namespace" => namespace.0).increment(1);
                 let loaded = load().await;
+                // Waiters and Redis take the value as JSON.
                 let json = match &loaded {
                     Ok(Some(value)) => serde_json::to_string(value).map(Arc::<str>::from).map_err(|e| {
                         tracing::warn!(namespace = namespace.0, error = %e, "value not cacheable");
@@ -184,13 +194,13 @@ impl Cache {
                     (Ok(Some(_)), Ok(json)) => Loaded::Value(Some(Arc::clone(json))),
                     _ => Loaded::Failed,
                 });
-                if let (Ok(json), Some(fill)) = (json, fill)
+                if let (Ok(Some(value)), Ok(json), Some(fill)) = (&loaded, json, fill)
                     && !leader.superseded()
                 {
-                    self.store(full_key, fill, &json, ttl).await;
+                    self.store(full_key, fill, value, &json, ttl).await;
                     if leader.superseded() {
                         // The invalidation may have run between the check and the store.
-                        self.forget_local(full_key).await;
+                        self.forget_local(full_key);
                     }
                 }
                 loaded
@@ -218,7 +228,7 @@ impl Cache {
         // First: a load in progress must not store what it read before the write.
         self.flights().supersede(&full_key);
         match self {
-            Self::Memory(memory) => memory.remove(&full_key).await,
+            Self::Memory(memory) => memory.remove(&full_key),
             Self::Redis(redis) => redis.invalidate(&full_key).await,
         }
     }
@@ -237,24 +247,37 @@ impl Cache {
         }
     }
 
-    async fn lookup(&self, key: &str) -> Lookup {
+    async fn lookup<T: Cacheable>(&self, namespace: Namespace, key: &str) -> Lookup<T> {
         match self {
-            Self::Memory(memory) => match memory.get(key).await {
-                Some(json) => Lookup::Hit(json, Fill::Memory),
+            Self::Memory(memory) => match memory.get(key).map(|value| value.downcast::<T>()) {
+                Some(Ok(value)) => Lookup::Hit(T::clone(&value)),
+                Some(Err(_)) => {
+                    // A namespace holds one type; another is a bug, so load and overwrite.
+                    tracing::warn!(namespace = namespace.0, "cache entry of another type");
+                    Lookup::Miss(Fill::Memory)
+                }
                 None => Lookup::Miss(Fill::Memory),
             },
             // Boxed: only the Redis backend carries the Redis client's futures.
             Self::Redis(redis) => match Box::pin(redis.get(key)).await {
-                RedisLookup::Hit { json, generation } => Lookup::Hit(json, Fill::Redis { generation }),
+                RedisLookup::Hit { json, generation } => match serde_json::from_str(&json) {
+                    Ok(value) => Lookup::Hit(value),
+                    Err(e) => {
+                        // Another shape (a node of another version wrote it): load and overwrite.
+                        tracing::debug!(namespace = namespace.0, error = %e, "undecodable cache entry");
+                        metrics::counter!("cache_errors_total", "op" => "decode").increment(1);
+                        Lookup::Miss(Fill::Redis { generation })
+                    }
+                },
                 RedisLookup::Miss { generation } => Lookup::Miss(Fill::Redis { generation }),
                 RedisLookup::Unavailable => Lookup::Unavailable,
             },
         }
     }
 
-    async fn store(&self, key: &str, fill: Fill, json: &Arc<str>, ttl: Duration) {
+    async fn store<T: Cacheable>(&self, key: &str, fill: Fill, value: &T, json: &str, ttl: Duration) {
         match (self, fill) {
-            (Self::Memory(memory), _) => memory.store(key, Arc::clone(json), ttl).await,
+            (Self::Memory(memory), _) => memory.store(key, Arc::new(value.clone()), ttl),
             (Self::Redis(redis), Fill::Redis { generation }) => redis.store(key, &generation, json, ttl).await,
             (Self::Redis(_), Fill::Memory) => {}
         }
@@ -262,27 +285,54 @@ impl Cache {
 
     /// Undoes a store that raced an invalidation. In Redis the fill script already refused
     /// it (the invalidation count changed), so only the in-process backend has work to do.
-    async fn forget_local(&self, key: &str) {
+    fn forget_local(&self, key: &str) {
         if let Self::Memory(memory) = self {
-            memory.remove(key).await;
+            memory.remove(key);
         }
     }
 }
 
+/// Runs `f` with `namespace:key`, built in a buffer of the thread's (no allocation per read).
+fn with_full_key<R>(namespace: Namespace, key: &str, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    KEY.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            buffer.push_str(namespace.0);
+            buffer.push(':');
+            buffer.push_str(key);
+            f(&buffer)
+        }
+        // Only if `f` itself peeked: build the key the ordinary way.
+        Err(_) => f(&format!("{}:{key}", namespace.0)),
+    })
+}
+
 fn count_request(namespace: Namespace, result: &'static str) {
-    // Handles resolved once per namespace and result, not in the registry on every read.
-    // The recorder is installed first, so that no handle is bound to the no-op one.
-    type Counters = std::sync::RwLock<std::collections::HashMap<(&'static str, &'static str), metrics::Counter>>;
+    // Handles resolved once per namespace and result, not in the registry on every read; a
+    // handful of them, so a list. The recorder is installed first, so that no handle is bound
+    // to the no-op one.
+    type Counters = std::sync::RwLock<Vec<(&'static str, &'static str, metrics::Counter)>>;
     static COUNTERS: std::sync::LazyLock<Counters> = std::sync::LazyLock::new(|| {
         crate::telemetry::metrics_handle();
         Counters::default()
     });
-    let key = (namespace.0, result);
-    if let Some(counter) = COUNTERS.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
-        counter.increment(1);
-        return;
+    let find = |counters: &[(&str, &str, metrics::Counter)]| {
+        counters.iter().position(|(n, r, _)| *n == namespace.0 && *r == result)
+    };
+    {
+        let counters = COUNTERS.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = find(&counters) {
+            counters[i].2.increment(1);
+            return;
+        }
     }
     let counter = metrics::counter!("cache_requests_total", "namespace" => namespace.0, "result" => result);
     counter.increment(1);
-    COUNTERS.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, counter);
+    let mut counters = COUNTERS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if find(&counters).is_none() {
+        counters.push((namespace.0, result, counter));
+    }
 }

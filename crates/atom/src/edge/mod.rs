@@ -146,6 +146,15 @@ impl Edge {
         Some(chain.into_iter().rev().find(|ip| !self.trusted_proxies.iter().any(|c| c.contains(*ip))).unwrap_or(peer))
     }
 
+    fn allowance(&self, name: &'static str, decision: Decision) -> Allowance {
+        Allowance { name, policy_header: self.policy_headers.get(name).cloned(), decision }
+    }
+
+    /// Whether rate limits apply at all (`rate_limit.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Seconds of ban left for `key`, if banned.
     fn banned(&self, key: &str) -> Option<u64> {
         let strikes = self.strikes.lock().ok()?;
@@ -193,8 +202,8 @@ impl Allowance {
         if let Some(v) = &self.policy_header {
             h.insert(RATELIMIT_POLICY, v.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", decision.remaining, decision.reset_secs))
-        {
+        // From the `String` itself: its bytes become the value's, with no second copy.
+        if let Ok(v) = HeaderValue::try_from(format!("\"{name}\";r={};t={}", decision.remaining, decision.reset_secs)) {
             h.insert(RATELIMIT, v);
         }
     }
@@ -219,26 +228,72 @@ pub async fn enforce(
     key: String,
     caller: Caller,
 ) -> Result<Option<Allowance>, Response> {
+    let verdict = enforce_now(state, name, &key);
+    enforce_from(state, name, key, caller, verdict).await
+}
+
+/// Finishes [`enforce`] from what [`enforce_now`] decided for the same policy and key.
+pub async fn enforce_from(
+    state: &AppState,
+    name: &'static str,
+    key: String,
+    caller: Caller,
+    verdict: Verdict,
+) -> Result<Option<Allowance>, Response> {
+    let decision = match verdict {
+        Verdict::Done(result) => return result,
+        Verdict::Denied(decision) => decision,
+        Verdict::Shared => {
+            let decision = state.edge.limiter.check(name, &key).await;
+            if decision.allowed {
+                return Ok(Some(state.edge.allowance(name, decision)));
+            }
+            decision
+        }
+    };
+    Err(deny(state, name, &key, caller, decision).await)
+}
+
+/// What [`enforce_now`] could decide without awaiting.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Decided: as [`enforce`]'s result.
+    Done(Result<Option<Allowance>, Response>),
+    /// Counted and denied; the denial (a strike, perhaps an audited ban) is still to do.
+    Denied(Decision),
+    /// Nothing counted: the decision is shared through Redis.
+    Shared,
+}
+
+/// [`enforce`] as far as it goes without awaiting: everything for an allowed request on the
+/// local limiter, which is the request path's common case.
+pub fn enforce_now(state: &AppState, name: &'static str, key: &str) -> Verdict {
     let edge = &state.edge;
-    if let Some(left) = edge.banned(&key) {
-        return Err(too_many(left, "This client is temporarily banned for exceeding rate limits."));
+    if let Some(left) = edge.banned(key) {
+        return Verdict::Done(Err(too_many(left, "This client is temporarily banned for exceeding rate limits.")));
     }
     if edge.limiter.policy(name).is_none() {
-        return Ok(None);
+        return Verdict::Done(Ok(None));
     }
-    let decision = edge.limiter.check(name, &key).await;
-    let allowance = Allowance { name, policy_header: edge.policy_headers.get(name).cloned(), decision };
-    if allowance.decision.allowed {
-        return Ok(Some(allowance));
+    match edge.limiter.check_now(name, key) {
+        Some(decision) if decision.allowed => Verdict::Done(Ok(Some(edge.allowance(name, decision)))),
+        Some(decision) => Verdict::Denied(decision),
+        None => Verdict::Shared,
     }
+}
+
+/// The 429 for a counted denial; a client that keeps being denied is banned, and the ban
+/// audited.
+async fn deny(state: &AppState, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
     metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
-    if edge.strike(&key) {
+    if state.edge.strike(key) {
         // Boxed: a rare path whose database write should not weigh on every request's future.
-        Box::pin(audit_ban(state, name, &key, caller)).await;
+        Box::pin(audit_ban(state, name, key, caller)).await;
     }
+    let allowance = state.edge.allowance(name, decision);
     let mut response = too_many(allowance.decision.retry_after_secs, "Rate limit exceeded; slow down.");
     allowance.stamp(&mut response);
-    Err(response)
+    response
 }
 
 async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Caller) {
@@ -289,18 +344,6 @@ pub fn principal_key(principal: &crate::identity::Principal) -> String {
         crate::identity::Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
         crate::identity::Credential::AccessToken { .. } => format!("user:{}", principal.user_id),
     }
-}
-
-/// Limits an authenticated request per user or API key.
-pub async fn limit_by_principal(
-    state: &AppState,
-    principal: &crate::identity::Principal,
-    caller: Caller,
-) -> Result<Option<Allowance>, Response> {
-    if !state.edge.enabled {
-        return Ok(None);
-    }
-    enforce(state, API, principal_key(principal), caller).await
 }
 
 /// The `auth` policy per account, for sign-in attempts from any address: one account cannot

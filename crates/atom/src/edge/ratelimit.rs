@@ -122,13 +122,29 @@ impl Limiter {
         self.redis.is_some() && self.redis_failing.load(Ordering::Relaxed)
     }
 
+    /// Checks and counts one request of `key` under policy `name` if that needs no Redis
+    /// (none configured, or backing off after a failure); `None`, counting nothing, when the
+    /// decision is shared (call [`Limiter::check`]).
+    pub fn check_now(&self, name: &'static str, key: &str) -> Option<Decision> {
+        let Some(policy) = self.policy(name) else {
+            return Some(Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 });
+        };
+        if self.redis.is_some() && !self.backing_off() {
+            return None;
+        }
+        Some(self.check_local(name, policy, key))
+    }
+
+    fn backing_off(&self) -> bool {
+        self.retry_shared_at.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() < at)).unwrap_or(false)
+    }
+
     /// Checks and counts one request of `key` under policy `name`.
     pub async fn check(&self, name: &'static str, key: &str) -> Decision {
         let Some(policy) = self.policy(name) else {
             return Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 };
         };
-        let backing_off =
-            self.retry_shared_at.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() < at)).unwrap_or(false);
+        let backing_off = self.redis.is_some() && self.backing_off();
         if let Some(redis) = self.redis.as_ref().filter(|_| !backing_off) {
             match Box::pin(self.check_shared(redis, name, policy, key)).await {
                 Ok(decision) => {

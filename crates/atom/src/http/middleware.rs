@@ -76,11 +76,6 @@ fn request_id(req: &Request) -> HeaderValue {
     }
 }
 
-/// The authenticated user's id, which authentication puts into the response extensions so
-/// that the request log line can name the user.
-#[derive(Debug, Clone)]
-pub struct AuthenticatedUser(pub String);
-
 /// The router inside axum's body-limit marker, for requests that carry a body.
 type LimitedRouter = <DefaultBodyLimit as Layer<Router>>::Service;
 
@@ -207,7 +202,7 @@ impl Finish {
         stack.metrics.record(&method, route, status, latency, db_queries);
         if let Some(path) = path {
             let request_id = response.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            let user_id = response.extensions().get::<AuthenticatedUser>().map(|u| u.0.as_str());
+            let user_id = record.user_id.as_deref();
             tracing::info!(
                 target: "atom::http",
                 method = %method,

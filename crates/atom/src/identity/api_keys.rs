@@ -131,7 +131,7 @@ const USE_RECORDED_EVERY: Duration = Duration::from_secs(60);
 /// Records that keys were used at most once a minute per key and node, so a busy key costs
 /// one UPDATE a minute rather than a statement on every request (a write lock on SQLite).
 pub struct UseRecorder {
-    recent: moka::future::Cache<String, ()>,
+    recent: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for UseRecorder {
@@ -142,7 +142,7 @@ impl std::fmt::Debug for UseRecorder {
 
 impl UseRecorder {
     pub fn new(max_keys: u64) -> Self {
-        Self { recent: moka::future::Cache::builder().max_capacity(max_keys).time_to_live(USE_RECORDED_EVERY).build() }
+        Self { recent: moka::sync::Cache::builder().max_capacity(max_keys).time_to_live(USE_RECORDED_EVERY).build() }
     }
 
     async fn record(&self, db: &Db, id: &str, now: i64) -> Result<(), sqlx::Error> {
@@ -150,23 +150,39 @@ impl UseRecorder {
             return Ok(());
         }
         sql::touch(db, id, now).await?;
-        self.recent.insert(id.to_owned(), ()).await;
+        self.recent.insert(id.to_owned(), ());
         Ok(())
     }
 }
 
+/// The stored key's public prefix in `presented`, if it has the shape of one of our keys.
+fn prefix_of(presented: &str) -> Option<&str> {
+    let rest = presented.strip_prefix(API_KEY_PREFIX)?;
+    let (prefix, _) = rest.split_once('_')?;
+    (prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) && presented.len() <= 128).then_some(prefix)
+}
+
+/// Whether `presented` is the live key `key` at `now` (ms): its hash, compared in constant
+/// time, and neither revoked nor expired.
+fn accepts(key: &StoredKey, presented: &str, now: i64) -> bool {
+    let matches: bool = secret_hash(presented).as_bytes().ct_eq(key.key_hash.as_bytes()).into();
+    matches && key.revoked_at.is_none() && key.expires_at.is_none_or(|e| e > now)
+}
+
+/// [`verify`] without awaiting, when the key is cached in process and its use was recorded
+/// recently; `None` means "call [`verify`]", not "refused".
+pub fn verify_cached(cache: &Cache, key_use: &UseRecorder, presented: &str) -> Option<StoredKey> {
+    let key = cache.peek::<StoredKey>(Namespace::API_KEY, prefix_of(presented)?)?;
+    (accepts(&key, presented, now_ms()) && key_use.recent.contains_key(&key.id)).then_some(key)
+}
+
 /// Finds and checks the key `presented`, recording its use.
 pub async fn verify(db: &Db, cache: &Cache, key_use: &UseRecorder, presented: &str) -> Result<StoredKey, ApiError> {
-    let rest = presented.strip_prefix(API_KEY_PREFIX).ok_or_else(invalid_key)?;
-    let (prefix, _) = rest.split_once('_').ok_or_else(invalid_key)?;
-    if prefix.len() != 12 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) || presented.len() > 128 {
-        return Err(invalid_key());
-    }
+    let prefix = prefix_of(presented).ok_or_else(invalid_key)?;
     let load = || async { Ok::<_, sqlx::Error>(sql::by_prefix(db, prefix).await?.map(StoredKey::from)) };
     let key = cache.get_or_load(Namespace::API_KEY, prefix, None, load).await?.ok_or_else(invalid_key)?;
-    let matches: bool = secret_hash(presented).as_bytes().ct_eq(key.key_hash.as_bytes()).into();
     let now = now_ms();
-    if !matches || key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
+    if !accepts(&key, presented, now) {
         return Err(invalid_key());
     }
     key_use.record(db, &key.id, now).await?;

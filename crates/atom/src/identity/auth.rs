@@ -1,28 +1,29 @@
 //! Authentication of every protected request: `Authorization: Bearer <token>`, where the
 //! token is an access JWT or an API key (`atom_sk_…`). The result is a [`Principal`] in the
-//! request extensions; handlers take it as an extractor.
+//! request's scope ([`crate::request`]); handlers take it as an extractor.
 //!
 //! Invariant: the protected router is wrapped in [`AuthLayer`] as a whole (see
 //! `identity::router`), so a new route is protected unless it is added to the public list
 //! on purpose.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use axum::extract::{FromRequestParts, Request};
-use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::api_keys::API_KEY_PREFIX;
 use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
-use crate::edge::Caller;
+use crate::edge::{Allowance, Caller, Verdict};
 use crate::error::ApiError;
-use crate::http::middleware::AuthenticatedUser;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -47,8 +48,14 @@ impl Role {
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    AccessToken { jti: String },
-    ApiKey { key_id: String, scopes: Vec<String> },
+    /// An access JWT, with its verified claims (its `jti`, `exp` and scopes).
+    AccessToken {
+        claims: std::sync::Arc<super::tokens::AccessClaims>,
+    },
+    ApiKey {
+        key_id: String,
+        scopes: Vec<String>,
+    },
 }
 
 /// The authenticated caller of a request.
@@ -86,12 +93,9 @@ impl Principal {
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .ok_or(ApiError::Unauthorized { error: "", description: "Authentication required." })
+    /// From the request scope, where [`AuthLayer`] put it.
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        crate::request::principal().ok_or(ApiError::Unauthorized { error: "", description: "Authentication required." })
     }
 }
 
@@ -116,12 +120,15 @@ fn bearer(value: Option<&HeaderValue>) -> Result<Option<&str>, ApiError> {
     let Some(value) = value else { return Ok(None) };
     let malformed =
         || ApiError::Unauthorized { error: "invalid_request", description: "Malformed Authorization header." };
-    let value = value.to_str().map_err(|_| malformed())?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+    // Text, checked a word at a time. A token with other than base64url characters in it is
+    // refused by its verification.
+    let value = std::str::from_utf8(value.as_bytes()).ok();
+    let (scheme, token) = value.and_then(|v| v.split_at_checked(7)).ok_or_else(malformed)?;
+    let token = token.trim_ascii();
+    if !scheme.eq_ignore_ascii_case("bearer ") || token.is_empty() {
         return Err(malformed());
     }
-    Ok(Some(token.trim()))
+    Ok(Some(token))
 }
 
 /// Verifies a credential, an access JWT or an API key (`atom_sk_…`), and the account behind
@@ -163,22 +170,83 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = AuthFuture<S::Future>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
+    /// The common case, a known credential of an enabled account on the local rate limiter,
+    /// is decided here without awaiting, and the future is the route's own. Anything else (a
+    /// first sight of a token, a refusal, Redis) takes the boxed way.
     fn call(&mut self, req: Request) -> Self::Future {
-        Box::pin(authenticate(self.state.clone(), self.inner.clone(), req))
+        // The service that was polled ready serves this request; a clone stays for the next.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let state = &self.state;
+        let cached = match bearer(req.headers().get(AUTHORIZATION)) {
+            Ok(Some(token)) => state.identity.authenticate_cached(token),
+            _ => None,
+        };
+        let Some(principal) = cached else {
+            return AuthFuture::Slow { future: Box::pin(authenticate(state.clone(), inner, req)) };
+        };
+        let verdict = match state.edge.enabled() {
+            true => crate::edge::enforce_now(state, crate::edge::API, &crate::edge::principal_key(&principal)),
+            false => Verdict::Done(Ok(None)),
+        };
+        match verdict {
+            Verdict::Done(Ok(allowance)) => {
+                crate::request::authenticated(principal);
+                AuthFuture::Route { future: inner.call(req), allowance }
+            }
+            Verdict::Done(Err(denied)) => {
+                crate::request::authenticated(principal);
+                AuthFuture::Answered { response: Some(denied) }
+            }
+            verdict => AuthFuture::Slow { future: Box::pin(limit(state.clone(), inner, req, principal, verdict)) },
+        }
     }
 }
 
-/// Authenticates the request or answers 401 with a `WWW-Authenticate` challenge.
+pin_project_lite::pin_project! {
+    /// The future of [`Authenticate`]: the route's own, stamped with the rate-limit headers;
+    /// an answer already made; or the boxed full path.
+    #[project = AuthProjection]
+    pub enum AuthFuture<F> {
+        Route { #[pin] future: F, allowance: Option<Allowance> },
+        Answered { response: Option<Response> },
+        Slow { future: BoxFuture<'static, Result<Response, Infallible>> },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for AuthFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthProjection::Route { future, allowance } => {
+                let Ok(mut response) = ready!(future.poll(cx));
+                if let Some(allowance) = allowance.take() {
+                    allowance.stamp(&mut response);
+                }
+                Poll::Ready(Ok(response))
+            }
+            // Polled again after it answered: a bug of the caller's, answered without a panic.
+            AuthProjection::Answered { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())))
+            }
+            AuthProjection::Slow { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Authenticates the request the full way, or answers 401 with a `WWW-Authenticate`
+/// challenge.
 ///
 /// Failed attempts count against the client address's anonymous rate limit, so that
 /// requests with made-up credentials cannot go around it.
-async fn authenticate<S>(state: AppState, inner: S, mut req: Request) -> Result<Response, Infallible>
+async fn authenticate<S>(state: AppState, inner: S, req: Request) -> Result<Response, Infallible>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -199,19 +267,70 @@ where
             return Ok(denied.unwrap_or(e).into_response());
         }
     };
+    let verdict = match state.edge.enabled() {
+        true => crate::edge::enforce_now(state, crate::edge::API, &crate::edge::principal_key(&principal)),
+        false => Verdict::Done(Ok(None)),
+    };
+    limit(state.clone(), inner, req, principal, verdict).await
+}
+
+/// Finishes the per-principal rate limit from what [`crate::edge::enforce_now`] decided,
+/// then serves the request.
+async fn limit<S>(
+    state: AppState,
+    mut inner: S,
+    req: Request,
+    principal: Principal,
+    verdict: Verdict,
+) -> Result<Response, Infallible>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let caller = Caller { ip: state.edge.client_ip(&req) };
-    let user = AuthenticatedUser(principal.user_id.clone());
-    let mut response = match crate::edge::limit_by_principal(state, &principal, caller).await {
+    let key = crate::edge::principal_key(&principal);
+    let limited = crate::edge::enforce_from(&state, crate::edge::API, key, caller, verdict).await;
+    crate::request::authenticated(principal);
+    match limited {
         Ok(allowance) => {
-            req.extensions_mut().insert(principal);
-            let Ok(mut response) = inner.oneshot(req).await;
+            let Ok(mut response) = inner.call(req).await;
             if let Some(allowance) = allowance {
                 allowance.stamp(&mut response);
             }
-            response
+            Ok(response)
         }
-        Err(denied) => denied,
-    };
-    response.extensions_mut().insert(user);
-    Ok(response)
+        Err(denied) => Ok(denied),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_takes_the_token_of_a_bearer_header_and_refuses_any_other_shape() {
+        let token = |v: &[u8]| {
+            let value = HeaderValue::from_bytes(v).expect("a header value");
+            bearer(Some(&value)).ok().map(|t| t.map(str::to_owned))
+        };
+        assert_eq!(bearer(None).ok(), Some(None), "no header: no token, not an error");
+        for (value, expected) in [
+            (&b"Bearer abc.def.ghi"[..], "abc.def.ghi"),
+            (b"bearer abc", "abc"),
+            (b"BEARER   abc  ", "abc"),
+            (b"Bearer atom_sk_123", "atom_sk_123"),
+        ] {
+            assert_eq!(token(value), Some(Some(expected.to_owned())), "{}", String::from_utf8_lossy(value));
+        }
+        for value in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer    ",
+            b"Bearertoken",
+            b"Bearer\tabc",
+            b"Basic abc",
+            b"Bearer \xe9t\xe9",
+        ] {
+            assert!(token(value).is_none(), "{}", String::from_utf8_lossy(value));
+        }
+    }
 }

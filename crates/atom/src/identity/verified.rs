@@ -1,0 +1,164 @@
+//! Access tokens already verified, so that a token presented again costs a hash of its tail
+//! and a comparison, not an EdDSA verification (tens of microseconds) nor a SHA-256 of the
+//! whole token.
+//!
+//! Invariants:
+//! - A hit returns the claims of exactly the token presented: entries are found by a keyed
+//!   hash of the token's last bytes (its signature) and then compared in full, so a hash
+//!   collision, chance or crafted, is at worst a miss.
+//! - Only tokens that passed [`super::tokens::AccessTokens::verify`] are inserted, and a hit
+//!   needs `now < exp`: an entry never outlives its token.
+//! - Bounded: at most about `max_entries`; a full shard first drops its expired entries, then
+//!   an arbitrary one. Only valid tokens get in, so filling it takes real tokens.
+//!
+//! The account behind a token is checked on every request, outside this cache.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::tokens::AccessClaims;
+
+/// Shards, so that concurrent requests rarely meet on one lock.
+const SHARDS: usize = 16;
+/// How many of the token's last bytes are hashed: 32 base64url characters of an Ed25519
+/// signature, 192 bits that differ between any two tokens we issued.
+const TAIL: usize = 32;
+
+struct Entry {
+    token: Box<str>,
+    claims: Arc<AccessClaims>,
+}
+
+/// Keys are already keyed hashes: the map uses them as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = RwLock<HashMap<u64, Entry, BuildHasherDefault<PassThrough>>>;
+
+/// The verified-token cache. See the module documentation.
+pub struct VerifiedTokens {
+    shards: Box<[Shard]>,
+    /// SipHash with a key random per process: the slots cannot be predicted from outside.
+    hasher: RandomState,
+    per_shard: usize,
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    // Never the tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+impl VerifiedTokens {
+    pub fn new(max_entries: u64) -> Self {
+        let per_shard = usize::try_from(max_entries).unwrap_or(usize::MAX).div_ceil(SHARDS).max(1);
+        Self { shards: (0..SHARDS).map(|_| Shard::default()).collect(), hasher: RandomState::new(), per_shard }
+    }
+
+    fn slot(&self, token: &str) -> (u64, &Shard) {
+        let bytes = token.as_bytes();
+        let hash = self.hasher.hash_one(&bytes[bytes.len().saturating_sub(TAIL)..]);
+        // The low bits pick the bucket inside the shard; the high ones pick the shard.
+        (hash, &self.shards[(hash >> 60) as usize % SHARDS])
+    }
+
+    /// The claims of `token` if it was verified before and has not expired at `now`
+    /// (seconds since the Unix epoch).
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<AccessClaims>> {
+        let (hash, shard) = self.slot(token);
+        let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+        let entry = shard.get(&hash)?;
+        (*entry.token == *token && now < entry.claims.exp).then(|| Arc::clone(&entry.claims))
+    }
+
+    /// Remembers a token that passed verification.
+    pub fn insert(&self, token: &str, claims: Arc<AccessClaims>, now: u64) {
+        let (hash, shard) = self.slot(token);
+        let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
+            shard.retain(|_, e| now < e.claims.exp);
+            if shard.len() >= self.per_shard
+                && let Some(&victim) = shard.keys().next()
+            {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(hash, Entry { token: token.into(), claims });
+    }
+
+    /// Entries held, expired ones included until they are pushed out.
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Arc<AccessClaims> {
+        Arc::new(AccessClaims {
+            iss: "urn:atom".to_owned(),
+            sub: "user-1".to_owned(),
+            aud: "atom-api".to_owned(),
+            exp,
+            nbf: 0,
+            iat: 0,
+            jti: "j".to_owned(),
+            scope: None,
+            roles: vec![],
+        })
+    }
+
+    #[test]
+    fn a_hit_needs_the_same_token_and_an_unexpired_one() {
+        let cache = VerifiedTokens::new(100);
+        let token = format!("header.payload.{}", "s".repeat(86));
+        cache.insert(&token, claims(100), 10);
+        assert_eq!(cache.get(&token, 99).map(|c| c.exp), Some(100));
+        assert!(cache.get(&token, 100).is_none(), "expired at exp");
+
+        // Same tail, other payload: the same slot, and still a miss.
+        let forged = format!("header.PAYLOAD.{}", "s".repeat(86));
+        assert!(cache.get(&forged, 50).is_none());
+        assert!(cache.get("short", 50).is_none());
+        assert!(cache.get("", 50).is_none());
+    }
+
+    #[test]
+    fn it_stays_within_its_bound_and_keeps_what_it_just_verified() {
+        let cache = VerifiedTokens::new(32);
+        for i in 0..1000 {
+            let token = format!("t.{i}.{i:0>40}");
+            cache.insert(&token, claims(5), 0);
+            assert!(cache.get(&token, 1).is_some());
+        }
+        assert!(cache.len() <= 32, "{} entries", cache.len());
+        // Later the entries have expired: a new one pushes out expired ones, never itself.
+        for i in 0..100 {
+            let token = format!("u.{i}.{i:0>40}");
+            cache.insert(&token, claims(1_000), 10);
+            assert!(cache.get(&token, 10).is_some());
+        }
+        assert!(cache.len() <= 32, "{} entries", cache.len());
+    }
+}
