@@ -6,7 +6,6 @@
 //! tests) share them. Log lines never carry header values or query strings: the request log
 //! in [`crate::http::middleware`] writes only the route template and the path.
 
-use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,13 +14,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+mod line;
+
 /// Installs the global subscriber writing to stdout. Call once, from `main`, and hold the
 /// returned guard until the process ends: dropping it writes out the lines still queued.
 ///
-/// Lines are formatted on the thread that logs and written by a writer thread, which writes
-/// whatever has queued up in one `write` and flushes whenever the queue runs empty: under load
-/// many request lines share a system call (one `write` per line cost a sixth of a trivial
-/// route's throughput), and at rest each line is out at once. The queue never drops a line:
+/// Lines are formatted on the thread that logs ([`line`] has their shape) and written by a
+/// writer thread, which writes whatever has queued up in one `write` and flushes whenever the
+/// queue runs empty: under load many request lines share a system call (one `write` per line
+/// cost a sixth of a trivial route's throughput), and at rest each line is out at once. The queue never drops a line:
 /// when it is full, the logging thread waits.
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init_logging(filter: &str, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
@@ -30,15 +31,11 @@ pub fn init_logging(filter: &str, format: LogFormat) -> tracing_appender::non_bl
         .lossy(false)
         .thread_name("atom-log")
         .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
-    let builder = tracing_subscriber::fmt()
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+        .with_writer(writer)
+        .event_format(line::Line { json: format == LogFormat::Json })
+        .try_init();
     install_panic_hook();
     guard
 }
