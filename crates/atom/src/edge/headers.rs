@@ -23,11 +23,13 @@ const PERMISSIONS: HeaderName = HeaderName::from_static("permissions-policy");
 /// The security headers, made once: every response gets a copy of this map, and the
 /// handler's own headers go back on top. Cloning ten ready entries is cheaper than hashing
 /// ten names into every response, and the copy also holds empty slots for the headers nearly
-/// every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`), so that
-/// filling them in replaces a value in place instead of growing the map.
+/// every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`, the rate-limit
+/// headers), so that filling them in replaces a value in place instead of growing the map.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     base: HeaderMap,
+    /// `base` with slots for the rate-limit headers too, for responses that carry them.
+    limited: HeaderMap,
 }
 
 /// Headers a handler cannot change: the security headers it has no business loosening,
@@ -45,14 +47,20 @@ static FORCED: [HeaderName; 9] = [
     REQUEST_ID,
 ];
 
+/// The slots of the copy besides `X-Request-Id`: headers that most responses carry, sent only
+/// when the response has them. The rate-limit headers (the last two) have slots only in the
+/// copy for rate-limited responses.
+static SLOTS: [HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    HeaderName::from_static("ratelimit-policy"),
+    HeaderName::from_static("ratelimit"),
+];
+
 impl SecurityHeaders {
     /// `hsts` when the public URL is https.
     pub fn new(hsts: bool) -> Self {
         let mut h = HeaderMap::with_capacity(16);
-        // The slots, filled in (or removed) by `stamp`.
-        for slot in [header::CONTENT_TYPE, header::CONTENT_LENGTH, REQUEST_ID] {
-            h.insert(slot, HeaderValue::from_static(""));
-        }
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
@@ -64,23 +72,35 @@ impl SecurityHeaders {
             h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Self { base: h }
+        // The slots, filled in (or removed) by `stamp`; last, because removing the map's last
+        // entries moves no other entry.
+        for slot in [&REQUEST_ID].into_iter().chain(&SLOTS[..2]) {
+            h.insert(slot, HeaderValue::from_static(""));
+        }
+        let mut limited = h.clone();
+        for slot in &SLOTS[2..] {
+            limited.insert(slot, HeaderValue::from_static(""));
+        }
+        Self { base: h, limited }
     }
 
     /// Sets the security headers and `X-Request-Id` on a response's headers. A handler's own
     /// `Content-Security-Policy` and `Cache-Control` win over the defaults; the other
     /// security headers are always the defaults, and `Server` is removed.
     pub fn stamp(&self, headers: &mut HeaderMap, request_id: HeaderValue) {
-        let own = std::mem::replace(headers, self.base.clone());
+        // A rate-limited response carries both rate-limit headers; others carry neither.
+        let (base, slots) = if headers.contains_key(&SLOTS[3]) { (&self.limited, 4) } else { (&self.base, 2) };
+        let own = std::mem::replace(headers, base.clone());
         headers.insert(REQUEST_ID, request_id);
-        let (mut content_type, mut content_length) = (false, false);
+        let mut filled = [false; SLOTS.len()];
         let mut current: Option<HeaderName> = None;
         let mut first = false;
         for (name, value) in own {
             if let Some(name) = name {
                 first = true;
-                content_type |= name == header::CONTENT_TYPE;
-                content_length |= name == header::CONTENT_LENGTH;
+                if let Some(slot) = SLOTS.iter().position(|slot| *slot == name) {
+                    filled[slot] = true;
+                }
                 current = Some(name);
             }
             let Some(name) = &current else { continue };
@@ -93,11 +113,11 @@ impl SecurityHeaders {
                 headers.append(name.clone(), value);
             }
         }
-        if !content_type {
-            headers.remove(header::CONTENT_TYPE);
-        }
-        if !content_length {
-            headers.remove(header::CONTENT_LENGTH);
+        // From the last: each removal then takes the map's last entry.
+        for (slot, filled) in SLOTS[..slots].iter().zip(filled).rev() {
+            if !filled {
+                headers.remove(slot);
+            }
         }
     }
 }
@@ -167,7 +187,16 @@ mod tests {
         headers.stamp(&mut h, HeaderValue::from_static("req-2"));
         assert!(h.get(header::CONTENT_TYPE).is_none());
         assert!(h.get(header::CONTENT_LENGTH).is_none());
+        assert!(h.get("ratelimit").is_none() && h.get("ratelimit-policy").is_none());
+        assert_eq!(h.len(), 9, "the security headers and the id, no empty value: {h:?}");
         assert_eq!(h[header::CACHE_CONTROL], "no-store");
+
+        // A limited route's headers fill their slots.
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit", HeaderValue::from_static("\"api\";r=9;t=1"));
+        headers.stamp(&mut h, HeaderValue::from_static("req-4"));
+        assert_eq!(h["ratelimit"], "\"api\";r=9;t=1");
+        assert!(h.get("ratelimit-policy").is_none());
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], API_CSP);
 
         let mut h = HeaderMap::new();

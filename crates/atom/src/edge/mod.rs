@@ -92,7 +92,7 @@ pub struct Edge {
     ban_for: Duration,
     strikes: Mutex<HashMap<String, Strikes>>,
     /// `RateLimit-Policy` per policy, made once.
-    policy_headers: HashMap<&'static str, HeaderValue>,
+    policy_headers: Vec<(&'static str, HeaderValue)>,
 }
 
 const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
@@ -147,7 +147,8 @@ impl Edge {
     }
 
     fn allowance(&self, name: &'static str, decision: Decision) -> Allowance {
-        Allowance { name, policy_header: self.policy_headers.get(name).cloned(), decision }
+        let policy_header = self.policy_headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        Allowance { name, policy_header, decision }
     }
 
     /// Whether rate limits apply at all (`rate_limit.enabled`).
@@ -328,14 +329,9 @@ pub fn address_policy(edge: &Edge, req: &Request) -> Option<&'static str> {
     }
 }
 
-/// Limits a request per client address (see [`address_policy`]).
-pub async fn limit_by_address(
-    state: &AppState,
-    policy: &'static str,
-    caller: Caller,
-) -> Result<Option<Allowance>, Response> {
-    let Some(ip) = caller.ip else { return Ok(None) };
-    enforce(state, policy, format!("addr:{ip}"), caller).await
+/// The rate-limit key of a client address.
+pub fn address_key(ip: IpAddr) -> String {
+    format!("addr:{ip}")
 }
 
 /// The rate-limit key of an authenticated caller: the API key, else the user.
@@ -368,8 +364,7 @@ pub async fn count_failed_authentication(state: &AppState, ip: Option<IpAddr>) -
     if !state.edge.enabled {
         return None;
     }
-    let ip = ip?;
-    let key = format!("addr:{ip}");
+    let key = address_key(ip?);
     let decision = state.edge.limiter.check(ANONYMOUS, &key).await;
     (!decision.allowed).then(|| ApiError::TooManyRequests {
         retry_after_secs: decision.retry_after_secs.max(1),

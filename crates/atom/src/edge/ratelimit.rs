@@ -52,8 +52,9 @@ type Local = RateLimiter<
 
 /// Limits by `(policy name, key)`.
 pub struct Limiter {
-    policies: HashMap<&'static str, Policy>,
-    local: HashMap<&'static str, Local>,
+    /// A handful, so a list: finding a name is a few short comparisons, not a hash.
+    policies: Vec<(&'static str, Policy)>,
+    local: Vec<(&'static str, Local)>,
     redis: Option<Arc<Redis>>,
     script: redis::Script,
     redis_failing: AtomicBool,
@@ -92,6 +93,7 @@ return {1, math.floor((now - allow_at) / interval), 0, new_tat - now}
 
 impl Limiter {
     pub fn new(policies: HashMap<&'static str, Policy>, redis: Option<Arc<Redis>>) -> Self {
+        let policies: Vec<_> = policies.into_iter().collect();
         let local = policies
             .iter()
             .map(|(name, p)| {
@@ -114,7 +116,7 @@ impl Limiter {
     }
 
     pub fn policy(&self, name: &str) -> Option<Policy> {
-        self.policies.get(name).copied()
+        self.policies.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
     }
 
     /// Whether shared limits currently fall back to local ones.
@@ -167,7 +169,7 @@ impl Limiter {
     }
 
     fn check_local(&self, name: &'static str, policy: Policy, key: &str) -> Decision {
-        let Some(limiter) = self.local.get(name) else {
+        let Some((_, limiter)) = self.local.iter().find(|(n, _)| *n == name) else {
             return Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 };
         };
         // Counting a keyed limiter's entries visits every shard of its map: not per request.

@@ -50,7 +50,7 @@ use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::app::AppState;
-use crate::edge::{self, Caller};
+use crate::edge::{self, Caller, Verdict};
 use crate::error::{PROBLEM_JSON, Problem};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -287,14 +287,14 @@ impl Service<Request> for Guard {
     }
 }
 
-/// The guard's future: shed at once, limited (boxed: the limiter's await is large and only
-/// unauthenticated requests take it), or routed directly.
+/// The guard's future: answered at once (shed, or denied by the local limiter), limited the
+/// long way (boxed: Redis, or a denial to count towards a ban), or routed directly.
 pub type GuardFuture =
     Either<Either<Ready<Result<Response, Infallible>>, BoxFuture<'static, Result<Response, Infallible>>>, RouteFuture>;
 
 impl Guard {
-    /// Sheds, limits per address, then routes. Requests without a per-address policy (the
-    /// exempt routes, authenticated requests, or limits off) are not boxed.
+    /// Sheds, limits per address, then routes. Only a decision that needs Redis or a denial
+    /// that counts towards a ban is boxed.
     fn handle(&self, req: Request) -> GuardFuture {
         let edge = &self.state.edge;
         // Health, readiness and metrics are never shed or limited.
@@ -306,17 +306,24 @@ impl Guard {
                 None => return Either::Left(Either::Left(std::future::ready(Ok(edge::overloaded())))),
             }
         };
-        let Some(policy) = edge::address_policy(edge, &req) else {
+        let Some((policy, ip)) = edge::address_policy(edge, &req).and_then(|p| Some((p, edge.client_ip(&req)?))) else {
             return Either::Right(self.route(req, in_flight, None));
         };
-        let guard = self.clone();
-        Either::Left(Either::Right(Box::pin(async move {
-            let caller = Caller { ip: guard.state.edge.client_ip(&req) };
-            match edge::limit_by_address(&guard.state, policy, caller).await {
-                Ok(allowance) => guard.route(req, in_flight, allowance).await,
-                Err(denied) => Ok(denied),
+        let key = edge::address_key(ip);
+        match edge::enforce_now(&self.state, policy, &key) {
+            Verdict::Done(Ok(allowance)) => Either::Right(self.route(req, in_flight, allowance)),
+            Verdict::Done(Err(denied)) => Either::Left(Either::Left(std::future::ready(Ok(denied)))),
+            verdict => {
+                let guard = self.clone();
+                Either::Left(Either::Right(Box::pin(async move {
+                    let caller = Caller { ip: Some(ip) };
+                    match edge::enforce_from(&guard.state, policy, key, caller, verdict).await {
+                        Ok(allowance) => guard.route(req, in_flight, allowance).await,
+                        Err(denied) => Ok(denied),
+                    }
+                })))
             }
-        })))
+        }
     }
 
     /// Calls the router with panic catching and the request timeout.
