@@ -49,18 +49,23 @@ measure() {
   local label=$1 path=$2 server=$3 port token=""
   port=$(free_port)
   rm -rf "$tmp/data" "$tmp"/cg.out* && mkdir -p "$tmp/data"
-  local cmd
+  # The environment goes before valgrind: it follows no exec, so the server must be its child.
+  local vars=() cmd
   case $server in
     bare) cmd=("$target/bare-axum" "127.0.0.1:$port") ;;
+    atom-bench)
+      vars=(ATOM_LOG=warn "${limits[@]}")
+      cmd=("$target/atom-bench" serve "127.0.0.1:$port" "$tmp/data")
+      ;;
     atom-*)
       local level=info format=pretty
       [ "$server" = atom-warn ] && level=warn
       [ "$server" = atom-json ] && format=json
-      cmd=(env ATOM_LISTEN="127.0.0.1:$port" ATOM_LOG=$level ATOM_LOG_FORMAT=$format "$target/atom" serve)
-      [ "$server" = atom-bench ] && cmd=(env ATOM_LOG=warn "${limits[@]}" "$target/atom-bench" serve "127.0.0.1:$port" "$tmp/data")
+      vars=(ATOM_LISTEN="127.0.0.1:$port" ATOM_LOG=$level ATOM_LOG_FORMAT=$format)
+      cmd=("$target/atom" serve)
       ;;
   esac
-  env -u ATOM_CONFIG -u ATOM_DATABASE_URL -u ATOM_REDIS_URL -u ATOM_LOG_FORMAT ATOM_DATA_DIR="$tmp/data" \
+  env -u ATOM_CONFIG -u ATOM_DATABASE_URL -u ATOM_REDIS_URL -u ATOM_LOG_FORMAT ATOM_DATA_DIR="$tmp/data" "${vars[@]}" \
     valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "${cmd[@]}" >"$tmp/out" 2>"$tmp/err" &
   server_pid=$!
   for _ in $(seq 600); do
@@ -69,10 +74,10 @@ measure() {
   done
   [ "$path" = /bench/protected ] && token=$(head -1 "$tmp/out")
   client "$port" "$path" 300 "$token"
-  callgrind_control -z "$server_pid" >/dev/null
+  callgrind_control -z "$server_pid" >/dev/null 2>&1
   client "$port" "$path" "$requests" "$token"
   sleep 1 # the log writer thread's share
-  callgrind_control -d "$server_pid" >/dev/null
+  callgrind_control -d "$server_pid" >/dev/null 2>&1
   local total
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t "$tmp"/cg.out* | head -1)")
   kill "$server_pid" && wait "$server_pid" 2>/dev/null || true

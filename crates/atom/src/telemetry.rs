@@ -15,22 +15,17 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 mod line;
+mod output;
 
 /// Installs the global subscriber writing to stdout. Call once, from `main`, and hold the
-/// returned guard until the process ends: dropping it writes out the lines still queued.
+/// returned guard until the process ends: dropping it writes out the lines still buffered.
 ///
-/// Lines are formatted on the thread that logs ([`line`] has their shape) and written by a
-/// writer thread, which writes whatever has queued up in one `write` and flushes whenever the
-/// queue runs empty: under load many request lines share a system call (one `write` per line
-/// cost a sixth of a trivial route's throughput), and at rest each line is out at once. The queue never drops a line:
-/// when it is full, the logging thread waits.
-#[must_use = "dropping the guard stops the log writer"]
-pub fn init_logging(filter: &str, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines are formatted on the thread that logs ([`line`] has their shape) and written in
+/// batches by a writer thread ([`output`]), so that a busy server spends one system call and
+/// one wake-up on many lines. No line is dropped.
+pub fn init_logging(filter: &str, format: LogFormat) -> output::OutputGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("atom-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let (writer, guard) = output::start(std::io::stdout());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -418,11 +418,37 @@ impl<S: Service<Request, Response = Response>> Service<Request> for RecordRoute<
 #[derive(Debug)]
 struct RequestMetrics {
     in_flight: Gauge,
-    series: RwLock<HashMap<(&'static str, u16), RouteSeries>>,
+    series: RwLock<HashMap<(&'static str, u16), RouteSeries, Fnv>>,
 }
 
 /// The series of one method and status, by route template.
-type RouteSeries = HashMap<Box<str>, Series>;
+type RouteSeries = HashMap<Box<str>, Series, Fnv>;
+
+/// FNV-1a for the series maps, looked up twice per request. Their keys come from closed sets
+/// (method labels, statuses, the router's templates), never from a client, so a hash that an
+/// attacker could collide costs nothing here, and SipHash would cost more than the lookup.
+type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
+#[derive(Debug)]
+struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Series {
@@ -436,7 +462,7 @@ const UNMATCHED: &str = "<unmatched>";
 
 impl RequestMetrics {
     fn new() -> Self {
-        Self { in_flight: metrics::gauge!("http_requests_in_flight"), series: RwLock::default() }
+        Self { in_flight: metrics::gauge!("http_requests_in_flight"), series: RwLock::new(HashMap::default()) }
     }
 
     fn record(&self, method: &Method, route: Option<&str>, status: u16, latency: Duration, db_queries: u32) {

@@ -184,9 +184,22 @@ fn write_f64(line: &mut String, value: f64) {
 
 /// A JSON string literal of `value`, escaped per RFC 8259 (control characters as `\u00XX`).
 fn json_string(line: &mut String, value: &str) {
+    // Bytes that need an escape: control characters, quotes, backslashes.
+    const ESCAPED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = b < 0x20 || b == 0x7f || b == b'"' as usize || b == b'\\' as usize;
+            b += 1;
+        }
+        table
+    };
     line.push('"');
     let mut start = 0;
     for (i, byte) in value.bytes().enumerate() {
+        if !ESCAPED[usize::from(byte)] {
+            continue;
+        }
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
