@@ -189,9 +189,11 @@ impl Identity {
     /// token verified before, or an API key cached with its use recorded lately, and the
     /// account's status cached here. `None` means "ask
     /// [`Identity::authenticate_access_token`]", not "refused": the request path's fast way,
-    /// which neither awaits nor allocates beyond the principal.
-    pub fn authenticate_cached(&self, credential: &str) -> Option<Principal> {
-        if credential.starts_with(api_keys::API_KEY_PREFIX) {
+    /// which neither awaits nor allocates beyond the principal. The credential is the header's
+    /// bytes, unchecked: a hit means they equal a credential that passed every check.
+    pub fn authenticate_cached(&self, credential: &[u8]) -> Option<Principal> {
+        if credential.starts_with(api_keys::API_KEY_PREFIX.as_bytes()) {
+            let credential = std::str::from_utf8(credential).ok()?;
             let key = api_keys::verify_cached(&self.cache, &self.key_use, credential)?;
             let status = self.cache.peek::<UserStatus>(Namespace::USER, &key.user_id)?;
             return (!status.disabled).then(|| key_principal(key, status));
@@ -203,7 +205,7 @@ impl Identity {
 
     pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ApiError> {
         let now = unix_now();
-        let claims = match self.verified.get(token, now) {
+        let claims = match self.verified.get(token.as_bytes(), now) {
             Some(claims) => claims,
             None => {
                 // Boxed: the full check may reload keys from the database, a large future.

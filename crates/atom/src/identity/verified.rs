@@ -74,25 +74,24 @@ impl VerifiedTokens {
         Self { shards: (0..SHARDS).map(|_| Shard::default()).collect(), hasher: RandomState::new(), per_shard }
     }
 
-    fn slot(&self, token: &str) -> (u64, &Shard) {
-        let bytes = token.as_bytes();
+    fn slot(&self, bytes: &[u8]) -> (u64, &Shard) {
         let hash = self.hasher.hash_one(&bytes[bytes.len().saturating_sub(TAIL)..]);
         // The low bits pick the bucket inside the shard; the high ones pick the shard.
         (hash, &self.shards[(hash >> 60) as usize % SHARDS])
     }
 
-    /// The claims of `token` if it was verified before and has not expired at `now`
-    /// (seconds since the Unix epoch).
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<AccessClaims>> {
+    /// The claims of `token` (the bytes presented, unchecked) if it was verified before and
+    /// has not expired at `now` (seconds since the Unix epoch).
+    pub fn get(&self, token: &[u8], now: u64) -> Option<Arc<AccessClaims>> {
         let (hash, shard) = self.slot(token);
         let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
         let entry = shard.get(&hash)?;
-        (*entry.token == *token && now < entry.claims.exp).then(|| Arc::clone(&entry.claims))
+        (entry.token.as_bytes() == token && now < entry.claims.exp).then(|| Arc::clone(&entry.claims))
     }
 
     /// Remembers a token that passed verification.
     pub fn insert(&self, token: &str, claims: Arc<AccessClaims>, now: u64) {
-        let (hash, shard) = self.slot(token);
+        let (hash, shard) = self.slot(token.as_bytes());
         let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
             shard.retain(|_, e| now < e.claims.exp);
@@ -134,14 +133,14 @@ mod tests {
         let cache = VerifiedTokens::new(100);
         let token = format!("header.payload.{}", "s".repeat(86));
         cache.insert(&token, claims(100), 10);
-        assert_eq!(cache.get(&token, 99).map(|c| c.exp), Some(100));
-        assert!(cache.get(&token, 100).is_none(), "expired at exp");
+        assert_eq!(cache.get(token.as_bytes(), 99).map(|c| c.exp), Some(100));
+        assert!(cache.get(token.as_bytes(), 100).is_none(), "expired at exp");
 
         // Same tail, other payload: the same slot, and still a miss.
         let forged = format!("header.PAYLOAD.{}", "s".repeat(86));
-        assert!(cache.get(&forged, 50).is_none());
-        assert!(cache.get("short", 50).is_none());
-        assert!(cache.get("", 50).is_none());
+        assert!(cache.get(forged.as_bytes(), 50).is_none());
+        assert!(cache.get(b"short", 50).is_none());
+        assert!(cache.get(b"", 50).is_none());
     }
 
     #[test]
@@ -150,14 +149,14 @@ mod tests {
         for i in 0..1000 {
             let token = format!("t.{i}.{i:0>40}");
             cache.insert(&token, claims(5), 0);
-            assert!(cache.get(&token, 1).is_some());
+            assert!(cache.get(token.as_bytes(), 1).is_some());
         }
         assert!(cache.len() <= 32, "{} entries", cache.len());
         // Later the entries have expired: a new one pushes out expired ones, never itself.
         for i in 0..100 {
             let token = format!("u.{i}.{i:0>40}");
             cache.insert(&token, claims(1_000), 10);
-            assert!(cache.get(&token, 10).is_some());
+            assert!(cache.get(token.as_bytes(), 10).is_some());
         }
         assert!(cache.len() <= 32, "{} entries", cache.len());
     }
