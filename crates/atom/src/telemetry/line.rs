@@ -168,9 +168,9 @@ fn write_f64(line: &mut String, value: f64) {
         if fraction != 0 {
             let digits =
                 [b'.', b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8];
-            let used = if fraction % 100 == 0 {
+            let used = if fraction.is_multiple_of(100) {
                 2
-            } else if fraction % 10 == 0 {
+            } else if fraction.is_multiple_of(10) {
                 3
             } else {
                 4
