@@ -124,8 +124,7 @@ impl Stack {
         let path = tracing::enabled!(target: "atom::http", tracing::Level::INFO).then(|| {
             let path = req.uri().path();
             // At most 256 bytes, cut at a character's edge.
-            let end = (0..=path.len().min(256)).rev().find(|&i| path.is_char_boundary(i)).unwrap_or(0);
-            path[..end].to_owned()
+            path[..path.floor_char_boundary(256)].to_owned()
         });
         let finish = Finish { stack: InFlight::enter(Arc::clone(&self.0)), started, method, path };
         let inner = match &self.0.cors {

@@ -197,11 +197,7 @@ where
         let Some(principal) = cached else {
             return AuthFuture::Slow { future: Box::pin(authenticate(state.clone(), inner, req)) };
         };
-        let verdict = match state.edge.enabled() {
-            true => crate::edge::enforce_now(state, crate::edge::API, &crate::edge::principal_key(&principal)),
-            false => Verdict::Done(Ok(None)),
-        };
-        match verdict {
+        match limit_now(state, &principal) {
             Verdict::Done(Ok(allowance)) => {
                 crate::request::authenticated(principal);
                 AuthFuture::Route { future: inner.call(req), allowance }
@@ -273,11 +269,18 @@ where
             return Ok(denied.unwrap_or(e).into_response());
         }
     };
-    let verdict = match state.edge.enabled() {
-        true => crate::edge::enforce_now(state, crate::edge::API, &crate::edge::principal_key(&principal)),
-        false => Verdict::Done(Ok(None)),
-    };
+    let verdict = limit_now(state, &principal);
     limit(state.clone(), inner, req, principal, verdict).await
+}
+
+/// The per-principal rate limit as far as it goes without awaiting (see
+/// [`crate::edge::enforce_now`]); nothing to do when rate limiting is off.
+fn limit_now(state: &AppState, principal: &Principal) -> Verdict {
+    if state.edge.enabled() {
+        crate::edge::enforce_now(state, crate::edge::API, &crate::edge::principal_key(principal))
+    } else {
+        Verdict::Done(Ok(None))
+    }
 }
 
 /// Finishes the per-principal rate limit from what [`crate::edge::enforce_now`] decided,
@@ -292,9 +295,15 @@ async fn limit<S>(
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let caller = Caller { ip: state.edge.client_ip(&req) };
-    let key = crate::edge::principal_key(&principal);
-    let limited = crate::edge::enforce_from(&state, crate::edge::API, key, caller, verdict).await;
+    let limited = match verdict {
+        Verdict::Done(limited) => limited,
+        // Redis, or a denial to count: the key again, on this rare path.
+        verdict => {
+            let caller = Caller { ip: state.edge.client_ip(&req) };
+            let key = crate::edge::principal_key(&principal);
+            crate::edge::enforce_from(&state, crate::edge::API, key, caller, verdict).await
+        }
+    };
     crate::request::authenticated(principal);
     match limited {
         Ok(allowance) => {
