@@ -10,10 +10,17 @@
 # Cases: bare axum `/health`; atom `/health` with ATOM_LOG=warn, the default info log, and the
 # info log as JSON; `atom-bench serve`'s `/bench/public` and `/bench/protected` (access JWT).
 # Usage: bench/instructions.sh   (BENCH_REQUESTS=2000 requests per case after 300 of warm-up)
+#
+# BENCH_CASES picks cases by name (default: all of bare warn info json public protected);
+# BENCH_PROFILES=DIR keeps each case's callgrind output there as NAME.cg, for
+# `callgrind_annotate --inclusive=no --auto=no DIR/NAME.cg` (where the instructions go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 requests=${BENCH_REQUESTS:-2000}
+cases=" ${BENCH_CASES:-bare warn info json public protected} "
+profiles=${BENCH_PROFILES:-}
+[ -z "$profiles" ] || mkdir -p "$profiles"
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release -q -p atom -p atom-bench -p bare-axum
 target=${CARGO_TARGET_DIR:-target}/release
@@ -44,9 +51,11 @@ for _ in range(n):
 PY
 }
 
-# $1: label, $2: path, $3: server (bare, atom-warn, atom-info, atom-json, atom-bench).
+# $1: case name, $2: label, $3: path, $4: server (bare, atom-warn, atom-info, atom-json,
+# atom-bench).
 measure() {
-  local label=$1 path=$2 server=$3 port token=""
+  local name=$1 label=$2 path=$3 server=$4 port token=""
+  [[ $cases == *" $name "* ]] || return 0
   port=$(free_port)
   rm -rf "$tmp/data" "$tmp"/cg.out* && mkdir -p "$tmp/data"
   # The environment goes before valgrind: it follows no exec, so the server must be its child.
@@ -78,8 +87,10 @@ measure() {
   client "$port" "$path" "$requests" "$token"
   sleep 1 # the log writer thread's share
   callgrind_control -d "$server_pid" >/dev/null 2>&1
-  local total
-  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t "$tmp"/cg.out* | head -1)")
+  local total profile
+  profile=$(ls -t "$tmp"/cg.out* | head -1)
+  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$profile")
+  [ -z "$profiles" ] || cp "$profile" "$profiles/$name.cg"
   kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
   server_pid=""
   echo "| $label | $((total / requests)) |"
@@ -92,9 +103,9 @@ echo "Run: \`bench/instructions.sh\` on $(date -u +%Y-%m-%d), commit \`$(git rev
 echo
 echo "| case | instructions per request |"
 echo "| --- | ---: |"
-measure "bare axum \`/health\`" /health bare
-measure "atom \`/health\`, \`ATOM_LOG=warn\`" /health atom-warn
-measure "atom \`/health\`, info log (default)" /health atom-info
-measure "atom \`/health\`, info log as JSON" /health atom-json
-measure "atom-bench \`/bench/public\`" /bench/public atom-bench
-measure "atom-bench \`/bench/protected\` (access JWT)" /bench/protected atom-bench
+measure bare "bare axum \`/health\`" /health bare
+measure warn "atom \`/health\`, \`ATOM_LOG=warn\`" /health atom-warn
+measure info "atom \`/health\`, info log (default)" /health atom-info
+measure json "atom \`/health\`, info log as JSON" /health atom-json
+measure public "atom-bench \`/bench/public\`" /bench/public atom-bench
+measure protected "atom-bench \`/bench/protected\` (access JWT)" /bench/protected atom-bench

@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
 
@@ -25,11 +27,10 @@ mod output;
 /// one wake-up on many lines. No line is dropped.
 pub fn init_logging(filter: &str, format: LogFormat) -> output::OutputGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = output::start(std::io::stdout());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .event_format(line::Line { json: format == LogFormat::Json })
+    let (output, guard) = output::start(std::io::stdout());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(line::Lines { json: format == LogFormat::Json, output })
         .try_init();
     install_panic_hook();
     guard

@@ -13,7 +13,7 @@ pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,10 @@ pub struct Edge {
     ban_window: Duration,
     ban_for: Duration,
     strikes: Mutex<HashMap<String, Strikes>>,
+    /// When the last ban to end ends, in milliseconds since `started`: until a client is
+    /// banned, and after every ban has run out, a request's key is not looked up.
+    bans_end: AtomicU64,
+    started: Instant,
     /// `RateLimit-Policy` per policy, made once.
     policy_headers: Vec<(&'static str, HeaderValue)>,
 }
@@ -124,6 +128,8 @@ impl Edge {
             ban_window: Duration::from_secs(rl.ban_window_secs),
             ban_for: Duration::from_secs(rl.ban_secs),
             strikes: Mutex::new(HashMap::new()),
+            bans_end: AtomicU64::new(0),
+            started: Instant::now(),
             policy_headers,
         }
     }
@@ -158,10 +164,17 @@ impl Edge {
 
     /// Seconds of ban left for `key`, if banned.
     fn banned(&self, key: &str) -> Option<u64> {
+        if self.millis(Instant::now()) >= self.bans_end.load(Ordering::Acquire) {
+            return None;
+        }
         let strikes = self.strikes.lock().ok()?;
         let until = strikes.get(key)?.banned_until?;
         let left = until.checked_duration_since(Instant::now())?;
         Some(left.as_secs().max(1))
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Counts a denial; returns true when it starts a ban.
@@ -180,6 +193,8 @@ impl Edge {
         s.denials += 1;
         if s.denials >= self.ban_threshold && s.banned_until.is_none_or(|u| u <= now) {
             s.banned_until = Some(now + self.ban_for);
+            // Rounded up: `banned` looks the key up until the ban is over.
+            self.bans_end.fetch_max(self.millis(now + self.ban_for) + 1, Ordering::AcqRel);
             s.denials = 0;
             return true;
         }

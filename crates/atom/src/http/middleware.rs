@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -120,13 +120,11 @@ impl Stack {
         let started = Instant::now();
         let request_id = request_id(&req);
         let method = req.method().clone();
-        // The path is copied for the log line only when that line will be written.
-        let path = tracing::enabled!(target: "atom::http", tracing::Level::INFO).then(|| {
-            let path = req.uri().path();
-            // At most 256 bytes, cut at a character's edge.
-            path[..path.floor_char_boundary(256)].to_owned()
-        });
-        let finish = Finish { stack: InFlight::enter(Arc::clone(&self.0)), started, method, path };
+        // Kept for the log line when info lines are written at all (a check of the maximum
+        // level, not of the filter's directives): a reference to the request's bytes, not a
+        // copy.
+        let uri = tracing::level_enabled!(tracing::Level::INFO).then(|| req.uri().clone());
+        let finish = Finish { stack: InFlight::enter(Arc::clone(&self.0)), started, method, uri };
         let inner = match &self.0.cors {
             Some(cors) => Either::Left(cors.clone().oneshot(req)),
             None => Either::Right(self.0.guard.handle(req)),
@@ -169,7 +167,8 @@ struct Finish {
     stack: InFlight,
     started: Instant,
     method: Method,
-    path: Option<String>,
+    /// The request's URI, for the log line; `None` when info lines are off.
+    uri: Option<Uri>,
 }
 
 impl Future for StackFuture {
@@ -191,35 +190,37 @@ impl Finish {
     /// Problem+json for errors, the security headers and the request id, then the metrics and
     /// the log line.
     fn run(self, response: Response, record: crate::request::Record) -> Response {
-        let Self { stack: in_flight, started, method, path } = self;
+        let Self { stack: in_flight, started, method, uri } = self;
         let latency = started.elapsed();
         let stack = in_flight.stack();
         let request_id = record.request_id;
         let mut response =
             if is_error(&response) { finalize_problem(response, request_id.to_str().unwrap_or("-")) } else { response };
-        // The id is moved, not cloned: a clone of a freshly made one would allocate.
-        stack.headers.stamp(response.headers_mut(), request_id);
         let status = response.status().as_u16();
         let route = record.route.as_ref().map(MatchedPath::as_str);
         let db_queries = record.queries;
         stack.metrics.record(&method, route, status, latency, db_queries);
-        if let Some(path) = path {
-            let request_id = response.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            let user_id = record.user_id.as_deref();
+        if let Some(uri) = uri {
+            let path = uri.path();
             tracing::info!(
                 target: "atom::http",
+                // A field, not a format string: a `str` is written as it is.
+                message = "request",
                 method = method.as_str(),
                 route = route.unwrap_or("-"),
-                path = path.as_str(),
+                // Never the query. At most 256 bytes, cut at a character's edge.
+                path = &path[..path.floor_char_boundary(256)],
                 status,
                 // To the microsecond, which is also what keeps its text short.
-                latency_ms = latency.as_micros() as f64 / 1000.0,
+                latency_ms = latency.as_micros() as u64 as f64 / 1000.0,
                 db_queries,
-                request_id,
-                user_id,
-                "request"
+                // Visible ASCII by construction (see `request_id`).
+                request_id = std::str::from_utf8(request_id.as_bytes()).unwrap_or("-"),
+                user_id = record.user_id.as_deref(),
             );
         }
+        // The id is moved, not cloned: a clone of a freshly made one would allocate.
+        stack.headers.stamp(response.headers_mut(), request_id);
         response
     }
 }

@@ -21,6 +21,7 @@ mod throttle;
 pub mod tokens;
 mod verified;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,9 @@ pub struct Identity {
     /// hit here a small fraction of one. The account's status is still checked on every
     /// request.
     verified: verified::VerifiedTokens,
+    /// Counts the changes of account statuses made on this node ([`Identity::forget_user_status`]):
+    /// the verified tokens' status memos hold only within one generation.
+    status_generation: AtomicU64,
 }
 
 impl Identity {
@@ -114,6 +118,7 @@ impl Identity {
             cache,
             key_use: api_keys::UseRecorder::new(config.cache.max_entries),
             verified: verified::VerifiedTokens::new(config.cache.max_entries),
+            status_generation: AtomicU64::new(0),
         };
         if let (Some(email), Some(password)) =
             (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
@@ -198,9 +203,23 @@ impl Identity {
             let status = self.cache.peek::<UserStatus>(Namespace::USER, &key.user_id)?;
             return (!status.disabled).then(|| key_principal(key, status));
         }
-        let claims = self.verified.get(credential, unix_now())?;
-        let status = self.cache.peek::<UserStatus>(Namespace::USER, &claims.sub)?;
-        (!status.disabled).then(|| principal_of(claims, status))
+        let now = unix_now();
+        // Read before the status: a change after this read makes the memo stale.
+        let generation = self.status_generation.load(Ordering::Acquire);
+        self.verified.with(credential, now, |claims, memo| {
+            let role = match memo.role(now, generation) {
+                Some(role) => role,
+                None => {
+                    let status = self.cache.peek::<UserStatus>(Namespace::USER, &claims.sub)?;
+                    if status.disabled {
+                        return None;
+                    }
+                    memo.set(status.role, now, generation);
+                    status.role
+                }
+            };
+            Some(principal_of(Arc::clone(claims), role))
+        })
     }
 
     pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ApiError> {
@@ -218,7 +237,7 @@ impl Identity {
         let Some(status) = status.filter(|s| !s.disabled) else {
             return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
         };
-        Ok(principal_of(claims, status))
+        Ok(principal_of(claims, status.role))
     }
 
     /// The full check of a token's signature and claims.
@@ -260,11 +279,13 @@ impl Identity {
     /// cache reaches).
     pub async fn forget_user_status(&self, user_id: &str) {
         self.cache.invalidate(Namespace::USER, user_id).await;
+        // After the invalidation: a memo made from the old status carries an older generation.
+        self.status_generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-fn principal_of(claims: Arc<tokens::AccessClaims>, status: UserStatus) -> Principal {
-    Principal { user_id: claims.sub.clone(), role: status.role, credential: Credential::AccessToken { claims } }
+fn principal_of(claims: Arc<tokens::AccessClaims>, role: Role) -> Principal {
+    Principal { user_id: claims.sub.clone(), role, credential: Credential::AccessToken { claims } }
 }
 
 fn key_principal(key: api_keys::StoredKey, status: UserStatus) -> Principal {

@@ -11,12 +11,17 @@
 //! - Bounded: at most about `max_entries`; a full shard first drops its expired entries, then
 //!   an arbitrary one. Only valid tokens get in, so filling it takes real tokens.
 //!
-//! The account behind a token is checked on every request, outside this cache.
+//! The account behind a token is checked on every request: each entry keeps a memo of the
+//! last check ([`StatusMemo`]), good for a second and only while no account's status has
+//! changed on this node since (the identity's status generation); otherwise the check goes to
+//! the cache of account statuses.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use super::Role;
 use super::tokens::AccessClaims;
 
 /// Shards, so that concurrent requests rarely meet on one lock.
@@ -28,6 +33,36 @@ const TAIL: usize = 32;
 struct Entry {
     token: Box<str>,
     claims: Arc<AccessClaims>,
+    memo: StatusMemo,
+}
+
+/// The role of the account behind a token, as last checked (an enabled account; a disabled
+/// one is never remembered): packed in one word, the second of the check (its low 32 bits,
+/// Unix time), the status generation then (31 bits) and whether the role is admin. Zero is
+/// no memo.
+#[derive(Debug, Default)]
+pub struct StatusMemo(AtomicU64);
+
+impl StatusMemo {
+    /// How long a memo stands, in seconds: a change made on another node reaches this one
+    /// through the status cache's expiry, and the memo adds at most this to it.
+    const FOR_SECS: u64 = 1;
+
+    /// The remembered role, if checked within the last second at `generation`.
+    pub fn role(&self, now: u64, generation: u64) -> Option<Role> {
+        let memo = self.0.load(Ordering::Relaxed);
+        let checked_at = memo & 0xffff_ffff;
+        let fresh = memo != 0
+            && (memo >> 32) & 0x7fff_ffff == generation & 0x7fff_ffff
+            && (now & 0xffff_ffff).wrapping_sub(checked_at) & 0xffff_ffff < Self::FOR_SECS;
+        fresh.then_some(if memo >> 63 == 1 { Role::Admin } else { Role::User })
+    }
+
+    /// Remembers `role`, checked at `now` with the status generation read before the check.
+    pub fn set(&self, role: Role, now: u64, generation: u64) {
+        let admin = u64::from(role == Role::Admin) << 63;
+        self.0.store(admin | (generation & 0x7fff_ffff) << 32 | (now & 0xffff_ffff), Ordering::Relaxed);
+    }
 }
 
 /// Keys are already keyed hashes: the map uses them as they are.
@@ -83,10 +118,21 @@ impl VerifiedTokens {
     /// The claims of `token` (the bytes presented, unchecked) if it was verified before and
     /// has not expired at `now` (seconds since the Unix epoch).
     pub fn get(&self, token: &[u8], now: u64) -> Option<Arc<AccessClaims>> {
+        self.with(token, now, |claims, _| Some(Arc::clone(claims)))
+    }
+
+    /// `f` of the claims and the status memo of `token`, if it was verified before and has not
+    /// expired at `now`. `f` runs under a read lock of the shard: it must not come back here.
+    pub fn with<T>(
+        &self,
+        token: &[u8],
+        now: u64,
+        f: impl FnOnce(&Arc<AccessClaims>, &StatusMemo) -> Option<T>,
+    ) -> Option<T> {
         let (hash, shard) = self.slot(token);
         let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
         let entry = shard.get(&hash)?;
-        (entry.token.as_bytes() == token && now < entry.claims.exp).then(|| Arc::clone(&entry.claims))
+        if entry.token.as_bytes() == token && now < entry.claims.exp { f(&entry.claims, &entry.memo) } else { None }
     }
 
     /// Remembers a token that passed verification.
@@ -101,7 +147,7 @@ impl VerifiedTokens {
                 shard.remove(&victim);
             }
         }
-        shard.insert(hash, Entry { token: token.into(), claims });
+        shard.insert(hash, Entry { token: token.into(), claims, memo: StatusMemo::default() });
     }
 
     /// Entries held, expired ones included until they are pushed out.
@@ -141,6 +187,20 @@ mod tests {
         assert!(cache.get(forged.as_bytes(), 50).is_none());
         assert!(cache.get(b"short", 50).is_none());
         assert!(cache.get(b"", 50).is_none());
+    }
+
+    #[test]
+    fn a_status_memo_stands_for_a_second_and_one_generation() {
+        let memo = StatusMemo::default();
+        assert_eq!(memo.role(1_800_000_000, 0), None, "no memo yet");
+        memo.set(Role::Admin, 1_800_000_000, 7);
+        assert_eq!(memo.role(1_800_000_000, 7), Some(Role::Admin));
+        assert_eq!(memo.role(1_800_000_001, 7), None, "a second later");
+        assert_eq!(memo.role(1_800_000_000, 8), None, "a status changed since");
+        assert_eq!(memo.role(1_799_999_999, 7), None, "a clock that went back");
+        memo.set(Role::User, u64::from(u32::MAX), u64::from(u32::MAX));
+        assert_eq!(memo.role(u64::from(u32::MAX), u64::from(u32::MAX)), Some(Role::User), "at the wrap");
+        assert_eq!(memo.role(u64::from(u32::MAX) + 1, u64::from(u32::MAX)), None);
     }
 
     #[test]

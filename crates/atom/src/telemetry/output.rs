@@ -17,8 +17,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
-
 /// How long the writer lets lines gather after the first one.
 const GATHER: Duration = Duration::from_millis(5);
 /// Bytes buffered at most before logging threads wait.
@@ -48,7 +46,7 @@ impl Shared {
     }
 }
 
-/// The `MakeWriter` for the subscriber. Cheap to clone.
+/// Where the logging threads append their lines. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Output {
     shared: Arc<Shared>,
@@ -119,28 +117,17 @@ impl Drop for OutputGuard {
     }
 }
 
-/// One line's writer: appends to the shared buffer.
-#[derive(Debug)]
-pub struct LineWriter<'a>(&'a Shared);
-
-impl<'a> MakeWriter<'a> for Output {
-    type Writer = LineWriter<'a>;
-
-    fn make_writer(&'a self) -> LineWriter<'a> {
-        LineWriter(&self.shared)
-    }
-}
-
-impl Write for LineWriter<'_> {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let shared = self.0;
+impl Output {
+    /// Appends `line` (whole lines, `\n` included) for the writer thread.
+    pub fn append(&self, line: &[u8]) {
+        let shared = &*self.shared;
         let mut state = shared.lock();
         if state.gone {
             // No writer any more (shutdown is over, or there never was one): write directly,
-            // under the lock, so that lines from several threads stay whole.
-            let written = std::io::stdout().lock().write_all(line).map(|()| line.len());
-            drop(state);
-            return written;
+            // under the lock, so that lines from several threads stay whole. A failing stdout
+            // loses the line, as in the writer thread.
+            let _ = std::io::stdout().lock().write_all(line);
+            return;
         }
         while state.buffer.len() >= MAX_BUFFERED && !state.gone {
             state = shared.drained.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -151,11 +138,6 @@ impl Write for LineWriter<'_> {
         if first {
             shared.lines.notify_one();
         }
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -188,7 +170,7 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..5000 {
                         let line = format!("thread {t} line {i:05} {}\n", "x".repeat(i % 100));
-                        output.make_writer().write_all(line.as_bytes()).expect("written");
+                        output.append(line.as_bytes());
                     }
                 });
             }
@@ -211,7 +193,7 @@ mod tests {
     fn a_line_at_rest_is_written_within_moments() {
         let memory = Memory::default();
         let (output, _guard) = start(memory.clone());
-        output.make_writer().write_all(b"one line\n").expect("written");
+        output.append(b"one line\n");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while memory.0.lock().expect("lock").is_empty() {
             assert!(std::time::Instant::now() < deadline, "the line was not written");
