@@ -45,7 +45,7 @@ export ATOM_LOG=warn ATOM_RATE_LIMIT_API_PER_MINUTE=1000000000 ATOM_RATE_LIMIT_A
   ATOM_HTTP_MAX_IN_FLIGHT=100000
 
 start_server() { # $1: rate limiting on|off
-  local port=$((20000 + RANDOM % 20000))
+  local port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768 and up)
   rm -rf "$tmp/data" && mkdir -p "$tmp/data"
   ATOM_RATE_LIMIT_ENABLED=$([ "$1" = on ] && echo true || echo false) \
     taskset -c 0 "$bin" serve "127.0.0.1:$port" "$tmp/data" >"$tmp/out" 2>"$tmp/err" &
