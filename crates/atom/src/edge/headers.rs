@@ -87,36 +87,50 @@ impl SecurityHeaders {
     /// Sets the security headers and `X-Request-Id` on a response's headers. A handler's own
     /// `Content-Security-Policy` and `Cache-Control` win over the defaults; the other
     /// security headers are always the defaults, and `Server` is removed.
+    ///
+    /// The slots are filled by position (they are the copy's last entries), so that the
+    /// common response, which has only slot headers of its own, hashes no header name.
     pub fn stamp(&self, headers: &mut HeaderMap, request_id: HeaderValue) {
         // A rate-limited response carries both rate-limit headers; others carry neither.
         let (base, slots) = if headers.contains_key(&SLOTS[3]) { (&self.limited, 4) } else { (&self.base, 2) };
         let own = std::mem::replace(headers, base.clone());
-        headers.insert(REQUEST_ID, request_id);
-        let mut filled = [false; SLOTS.len()];
+        // The slots' values, in the copy's order: `X-Request-Id`, then `SLOTS[..slots]`.
+        let mut values: [Option<HeaderValue>; 1 + SLOTS.len()] = [Some(request_id), None, None, None, None];
+        // The handler's other headers (first value of a name or not): few, and rare.
+        let mut others: Vec<(HeaderName, HeaderValue, bool)> = Vec::new();
         let mut current: Option<HeaderName> = None;
         let mut first = false;
         for (name, value) in own {
             if let Some(name) = name {
                 first = true;
-                if let Some(slot) = SLOTS.iter().position(|slot| *slot == name) {
-                    filled[slot] = true;
-                }
                 current = Some(name);
             }
             let Some(name) = &current else { continue };
-            if FORCED.contains(name) {
-                continue;
+            let first_value = std::mem::take(&mut first);
+            if first_value && let Some(slot) = SLOTS[..slots].iter().position(|slot| slot == name) {
+                values[slot + 1] = Some(value);
+            } else if !FORCED.contains(name) {
+                others.push((name.clone(), value, first_value));
             }
-            if std::mem::take(&mut first) {
-                headers.insert(name.clone(), value);
-            } else {
-                headers.append(name.clone(), value);
+        }
+        let filled = values.each_ref().map(Option::is_some);
+        let at = headers.len() - (1 + slots);
+        for (slot, value) in headers.values_mut().skip(at).zip(&mut values) {
+            if let Some(value) = value.take() {
+                *slot = value;
             }
         }
         // From the last: each removal then takes the map's last entry.
-        for (slot, filled) in SLOTS[..slots].iter().zip(filled).rev() {
+        for (slot, filled) in SLOTS[..slots].iter().zip(&filled[1..]).rev() {
             if !filled {
                 headers.remove(slot);
+            }
+        }
+        for (name, value, first) in others {
+            if first {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
             }
         }
     }
@@ -194,8 +208,11 @@ mod tests {
         // A limited route's headers fill their slots.
         let mut h = HeaderMap::new();
         h.insert("ratelimit", HeaderValue::from_static("\"api\";r=9;t=1"));
+        h.append("ratelimit", HeaderValue::from_static("\"auth\";r=1;t=5"));
         headers.stamp(&mut h, HeaderValue::from_static("req-4"));
-        assert_eq!(h["ratelimit"], "\"api\";r=9;t=1");
+        let values: Vec<_> = h.get_all("ratelimit").iter().collect();
+        assert_eq!(values, ["\"api\";r=9;t=1", "\"auth\";r=1;t=5"], "a slot's second value follows its first");
+        assert_eq!(h[REQUEST_ID], "req-4");
         assert!(h.get("ratelimit-policy").is_none());
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], API_CSP);
 
