@@ -24,7 +24,8 @@ const PERMISSIONS: HeaderName = HeaderName::from_static("permissions-policy");
 /// handler's own headers go back on top. Cloning ten ready entries is cheaper than hashing
 /// ten names into every response, and the copy also holds empty slots for the headers nearly
 /// every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`, the rate-limit
-/// headers), so that filling them in replaces a value in place instead of growing the map.
+/// headers), first in the copy, so that filling them in replaces a value in place, found by
+/// its position, instead of hashing a name and growing the map.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     base: HeaderMap,
@@ -60,35 +61,33 @@ static SLOTS: [HeaderName; 4] = [
 impl SecurityHeaders {
     /// `hsts` when the public URL is https.
     pub fn new(hsts: bool) -> Self {
-        let mut h = HeaderMap::with_capacity(16);
-        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-        h.insert(COOP, HeaderValue::from_static("same-origin"));
-        h.insert(CORP, HeaderValue::from_static("same-origin"));
-        h.insert(PERMISSIONS, HeaderValue::from_static(PERMISSIONS_POLICY));
-        if hsts {
-            h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
-        }
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        // The slots, filled in (or removed) by `stamp`; last, because removing the map's last
-        // entries moves no other entry.
-        for slot in [&REQUEST_ID].into_iter().chain(&SLOTS[..2]) {
-            h.insert(slot, HeaderValue::from_static(""));
-        }
-        let mut limited = h.clone();
-        for slot in &SLOTS[2..] {
-            limited.insert(slot, HeaderValue::from_static(""));
-        }
-        Self { base: h, limited }
+        let build = |slots: &[HeaderName]| {
+            let mut h = HeaderMap::with_capacity(16);
+            // The slots first, filled in (or removed) by `stamp` by their position.
+            for slot in [&REQUEST_ID].into_iter().chain(slots) {
+                h.insert(slot, HeaderValue::from_static(""));
+            }
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
+            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            h.insert(COOP, HeaderValue::from_static("same-origin"));
+            h.insert(CORP, HeaderValue::from_static("same-origin"));
+            h.insert(PERMISSIONS, HeaderValue::from_static(PERMISSIONS_POLICY));
+            if hsts {
+                h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+            }
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h
+        };
+        Self { base: build(&SLOTS[..2]), limited: build(&SLOTS) }
     }
 
     /// Sets the security headers and `X-Request-Id` on a response's headers. A handler's own
     /// `Content-Security-Policy` and `Cache-Control` win over the defaults; the other
     /// security headers are always the defaults, and `Server` is removed.
     ///
-    /// The slots are filled by position (they are the copy's last entries), so that the
+    /// The slots are filled by position (they are the copy's first entries), so that the
     /// common response, which has only slot headers of its own, hashes no header name.
     pub fn stamp(&self, headers: &mut HeaderMap, request_id: HeaderValue) {
         // A rate-limited response carries both rate-limit headers; others carry neither.
@@ -114,14 +113,13 @@ impl SecurityHeaders {
             }
         }
         let filled = values.each_ref().map(Option::is_some);
-        let at = headers.len() - (1 + slots);
-        for (slot, value) in headers.values_mut().skip(at).zip(&mut values) {
+        for (slot, value) in headers.values_mut().zip(&mut values) {
             if let Some(value) = value.take() {
                 *slot = value;
             }
         }
-        // From the last: each removal then takes the map's last entry.
-        for (slot, filled) in SLOTS[..slots].iter().zip(&filled[1..]).rev() {
+        // Rare (a response without a body): a removal moves the map's last entry into the gap.
+        for (slot, filled) in SLOTS[..slots].iter().zip(&filled[1..]) {
             if !filled {
                 headers.remove(slot);
             }
