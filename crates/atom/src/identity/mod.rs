@@ -192,7 +192,8 @@ impl Identity {
 
     /// The principal of a credential if everything it needs is already in process: an access
     /// token verified before, or an API key cached with its use recorded lately, and the
-    /// account's status cached here. `None` means "ask
+    /// account's status cached here (for a token, remembered by its verified entry for a
+    /// second: `verified::StatusMemo`). `None` means "ask
     /// [`Identity::authenticate_access_token`]", not "refused": the request path's fast way,
     /// which neither awaits nor allocates beyond the principal. The credential is the header's
     /// bytes, unchecked: a hit means they equal a credential that passed every check.
