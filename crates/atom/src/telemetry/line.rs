@@ -383,19 +383,8 @@ mod tests {
 
     /// What a subscriber of [`Lines`] writes for `log`, through a real [`Output`].
     fn lines_of(json: bool, log: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Memory(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Memory {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lock").extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         use tracing_subscriber::layer::SubscriberExt as _;
-        let memory = Memory::default();
+        let memory = super::super::output::tests::Memory::default();
         let (output, guard) = super::super::output::start(memory.clone());
         let subscriber = tracing_subscriber::registry().with(Lines { json, output });
         tracing::subscriber::with_default(subscriber, log);

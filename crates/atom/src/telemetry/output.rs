@@ -142,12 +142,12 @@ impl Output {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A `Write` into memory that another thread can read.
     #[derive(Clone, Default)]
-    struct Memory(Arc<Mutex<Vec<u8>>>);
+    pub struct Memory(pub Arc<Mutex<Vec<u8>>>);
 
     impl Write for Memory {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
