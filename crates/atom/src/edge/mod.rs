@@ -194,7 +194,7 @@ impl Edge {
         if s.denials >= self.ban_threshold && s.banned_until.is_none_or(|u| u <= now) {
             s.banned_until = Some(now + self.ban_for);
             // Rounded up: `banned` looks the key up until the ban is over.
-            self.bans_end.fetch_max(self.millis(now + self.ban_for) + 1, Ordering::AcqRel);
+            self.bans_end.fetch_max(self.millis(now + self.ban_for).saturating_add(1), Ordering::AcqRel);
             s.denials = 0;
             return true;
         }

@@ -48,7 +48,7 @@ impl StatusMemo {
     /// through the status cache's expiry, and the memo adds at most this to it.
     const FOR_SECS: u64 = 1;
 
-    /// The remembered role, if checked within the last second at `generation`.
+    /// The remembered role, if checked in the same second (Unix time) as `now`, at `generation`.
     pub fn role(&self, now: u64, generation: u64) -> Option<Role> {
         let memo = self.0.load(Ordering::Relaxed);
         let checked_at = memo & 0xffff_ffff;
