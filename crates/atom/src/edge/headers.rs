@@ -1,10 +1,17 @@
-//! Security headers on every response, after the OWASP Secure Headers Project, and CORS for
-//! an exact allowlist of origins.
+//! Security headers on every response, and CORS for an exact allowlist of origins.
 //!
-//! The API answers JSON only, so its CSP forbids everything and framing is denied; a page
-//! that needs more (the dashboard) sets its own `Content-Security-Policy` and this layer
-//! leaves it. Responses are `Cache-Control: no-store` unless a handler says otherwise
-//! (the JWKS is public and cacheable).
+//! The API answers JSON (and the Prometheus text), so every response carries the headers the
+//! OWASP REST Security Cheat Sheet asks of API responses: `Cache-Control: no-store`, a CSP
+//! that forbids everything and framing (`frame-ancestors 'none'`), `X-Frame-Options: DENY`,
+//! `X-Content-Type-Options: nosniff`, HSTS when the public URL is https, and
+//! `Cross-Origin-Resource-Policy: same-origin`, which keeps another site from loading a
+//! response as a no-cors resource. The headers that only act on an HTML document
+//! (`Referrer-Policy`, `Cross-Origin-Opener-Policy`, `Permissions-Policy`, the CSP's
+//! `base-uri` and `form-action`) are not sent: they protect nothing on JSON and cost every
+//! response their bytes, about a twelfth of the throughput of a trivial route on loopback
+//! (docs/benchmarks.md). A page that needs them sets them itself, with its own
+//! `Content-Security-Policy`; this layer leaves those. Responses are `Cache-Control: no-store`
+//! unless a handler says otherwise (the JWKS is public and cacheable).
 
 use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -12,16 +19,12 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::http::middleware::REQUEST_ID;
 
-const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), \
-     magnetometer=(), microphone=(), payment=(), usb=(), interest-cohort=()";
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 const HSTS: &str = "max-age=63072000; includeSubDomains";
-const COOP: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
 const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
-const PERMISSIONS: HeaderName = HeaderName::from_static("permissions-policy");
 
 /// The security headers, made once: every response gets a copy of this map, and the
-/// handler's own headers go back on top. Cloning ten ready entries is cheaper than hashing
+/// handler's own headers go back on top. Cloning a few ready entries is cheaper than hashing
 /// ten names into every response, and the copy also holds empty slots for the headers nearly
 /// every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`, the rate-limit
 /// headers), first in the copy, so that filling them in replaces a value in place, found by
@@ -36,15 +39,12 @@ pub struct SecurityHeaders {
 /// Headers a handler cannot change: the security headers it has no business loosening,
 /// `Server`, which is never sent, and `X-Request-Id`, which is the stack's. A `static`, so
 /// that checking a name builds and drops nothing.
-static FORCED: [HeaderName; 9] = [
+static FORCED: [HeaderName; 6] = [
     header::X_CONTENT_TYPE_OPTIONS,
     header::X_FRAME_OPTIONS,
-    header::REFERRER_POLICY,
     header::STRICT_TRANSPORT_SECURITY,
     header::SERVER,
-    COOP,
     CORP,
-    PERMISSIONS,
     REQUEST_ID,
 ];
 
@@ -70,10 +70,7 @@ impl SecurityHeaders {
             h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
             h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
-            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-            h.insert(COOP, HeaderValue::from_static("same-origin"));
             h.insert(CORP, HeaderValue::from_static("same-origin"));
-            h.insert(PERMISSIONS, HeaderValue::from_static(PERMISSIONS_POLICY));
             if hsts {
                 h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
             }
@@ -182,6 +179,7 @@ mod tests {
         h.insert(header::SERVER, HeaderValue::from_static("leaky/1.0"));
         h.append(header::VARY, HeaderValue::from_static("Origin"));
         h.append(header::VARY, HeaderValue::from_static("Accept"));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
         headers.stamp(&mut h, HeaderValue::from_static("req-1"));
         assert_eq!(h[header::CONTENT_TYPE], "text/html");
         assert_eq!(h[header::CONTENT_LENGTH], "5");
@@ -192,6 +190,7 @@ mod tests {
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert!(h.get(header::SERVER).is_none());
         assert_eq!(h.get_all(header::VARY).iter().count(), 2);
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "a page's own document headers are kept");
         assert!(h.get(header::STRICT_TRANSPORT_SECURITY).is_none());
 
         // No body: the empty slots are not sent.
@@ -200,7 +199,7 @@ mod tests {
         assert!(h.get(header::CONTENT_TYPE).is_none());
         assert!(h.get(header::CONTENT_LENGTH).is_none());
         assert!(h.get("ratelimit").is_none() && h.get("ratelimit-policy").is_none());
-        assert_eq!(h.len(), 9, "the security headers and the id, no empty value: {h:?}");
+        assert_eq!(h.len(), 6, "the security headers and the id, no empty value: {h:?}");
         assert_eq!(h[header::CACHE_CONTROL], "no-store");
 
         // A limited route's headers fill their slots.
