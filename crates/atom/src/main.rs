@@ -12,9 +12,10 @@ use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
 /// mimalloc: every request allocates a few small and medium blocks (futures, headers,
-/// extensions), which glibc's allocator serves markedly slower (`bench/http.sh`).
+/// extensions), which glibc's allocator serves markedly slower (`bench/http.sh`). Through
+/// `atom-alloc`, which keeps small alignments off mimalloc's slow aligned path.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: atom_alloc::MiMalloc = atom_alloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "atom", version, about = "Atom Core: the backend of the Atom conversational agent")]
