@@ -18,7 +18,7 @@
 //! once and its futures are written out ([`StackFuture`], [`GuardFuture`], [`RouteFuture`]),
 //! held by value by hyper: no box per request, except on the CORS path and the rate-limited
 //! path. Not `async fn`s: an `async fn` keeps a slot for every local it moves into an awaited
-//! future, which made the request's future 2 984 bytes, boxed, instead of 672 held by value.
+//! future, which made the request's future 2 984 bytes, boxed, instead of 736 held by value.
 //! Per route there is only [`RecordRoute`], which adds no future of its own. Allocations per
 //! request are the measure that counts here (`docs/benchmarks.md`): 22 for `/health`.
 //!
@@ -45,7 +45,6 @@ use futures_util::future::BoxFuture;
 use futures_util::future::CatchUnwind;
 use futures_util::future::Either;
 use metrics::{Counter, Gauge, Histogram};
-use tokio::time::Timeout;
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
@@ -154,7 +153,7 @@ pin_project_lite::pin_project! {
     /// The future of one request. Written out, not an `async fn` or a boxed closure chain:
     /// it is not boxed (hyper holds it by value), and it holds only the inner future and what
     /// the finishing step needs, where an `async fn` kept a slot for every local it moved
-    /// into an awaited future (2 984 bytes, boxed, against 672 bytes for this one).
+    /// into an awaited future (2 984 bytes, boxed, against 736 bytes for this one).
     pub struct StackFuture {
         #[pin]
         inner: crate::request::Scoped<Inner>,
@@ -338,17 +337,26 @@ impl Guard {
         } else {
             Either::Right(self.limited.clone().oneshot(req))
         };
-        let call = tokio::time::timeout(self.timeout, AssertUnwindSafe(call).catch_unwind());
-        RouteFuture { call, in_flight, allowance }
+        let call = AssertUnwindSafe(call).catch_unwind();
+        RouteFuture { call, timeout: self.timeout, timer: None, in_flight, allowance }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The router's call; on the way out, the rate-limit headers of `allowance` go on the
-    /// response. `in_flight` is held until the response is ready.
+    /// The router's call, with the request timeout; on the way out, the rate-limit headers
+    /// of `allowance` go on the response. `in_flight` is held until the response is ready.
+    ///
+    /// The timer is made only when the call first has to wait: most requests (health, a
+    /// cached lookup) answer in their first poll, and for them a `tokio::time::Timeout`
+    /// would look up the runtime's timer and build and drop an entry for nothing. The
+    /// deadline counts from that first wait, microseconds after the request reached the
+    /// router; what runs before it is one poll's synchronous work, which no timer could cut
+    /// short either.
     pub struct RouteFuture {
         #[pin]
-        call: Timeout<CatchUnwind<AssertUnwindSafe<Either<Oneshot<Router, Request>, Oneshot<LimitedRouter, Request>>>>>,
+        call: CatchUnwind<AssertUnwindSafe<Either<Oneshot<Router, Request>, Oneshot<LimitedRouter, Request>>>>,
+        timeout: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
         in_flight: Option<edge::InFlightGuard>,
         allowance: Option<edge::Allowance>,
     }
@@ -359,14 +367,22 @@ impl Future for RouteFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let outcome = ready!(this.call.poll(cx));
+        let outcome = match this.call.poll(cx) {
+            Poll::Ready(outcome) => Some(outcome),
+            Poll::Pending => {
+                let timeout = *this.timeout;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(timer.as_mut().poll(cx));
+                None
+            }
+        };
         drop(this.in_flight.take());
         let mut response = match outcome {
-            Ok(Ok(Ok(response))) => response,
-            Ok(Ok(Err(never))) => match never {},
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(never))) => match never {},
             // The panic hook (telemetry) has logged the message and location.
-            Ok(Err(_panic)) => panic_response(),
-            Err(_elapsed) => Problem::for_status(StatusCode::GATEWAY_TIMEOUT, "").into_response(),
+            Some(Err(_panic)) => panic_response(),
+            None => Problem::for_status(StatusCode::GATEWAY_TIMEOUT, "").into_response(),
         };
         if let Some(allowance) = this.allowance.take() {
             allowance.stamp(&mut response);
