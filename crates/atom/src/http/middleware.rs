@@ -51,6 +51,7 @@ use tower::{Layer, Service, ServiceExt};
 use crate::app::AppState;
 use crate::edge::{self, Caller, Verdict};
 use crate::error::{PROBLEM_JSON, Problem};
+use crate::http::watchdog::Busy;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -116,6 +117,12 @@ impl Stack {
 
     /// The future that answers `req`.
     pub fn serve(&self, req: Request) -> StackFuture {
+        self.serve_on(req, None)
+    }
+
+    /// [`Stack::serve`] for a request of a watched connection: `busy` holds the connection's
+    /// watch off until the response is ready, and learns of an upgrade.
+    pub fn serve_on(&self, req: Request, busy: Option<Busy>) -> StackFuture {
         let started = Instant::now();
         let request_id = request_id(&req);
         let method = req.method().clone();
@@ -123,7 +130,7 @@ impl Stack {
         // level, not of the filter's directives): a reference to the request's bytes, not a
         // copy.
         let uri = tracing::level_enabled!(tracing::Level::INFO).then(|| req.uri().clone());
-        let finish = Finish { stack: InFlight::enter(Arc::clone(&self.0)), started, method, uri };
+        let finish = Finish { stack: InFlight::enter(Arc::clone(&self.0)), started, method, uri, busy };
         let inner = match &self.0.cors {
             Some(cors) => Either::Left(cors.clone().oneshot(req)),
             None => Either::Right(self.0.guard.handle(req)),
@@ -168,6 +175,8 @@ struct Finish {
     method: Method,
     /// The request's URI, for the log line; `None` when info lines are off.
     uri: Option<Uri>,
+    /// The connection's watch, held off until the response is ready.
+    busy: Option<Busy>,
 }
 
 impl Future for StackFuture {
@@ -189,7 +198,12 @@ impl Finish {
     /// Problem+json for errors, the security headers and the request id, then the metrics and
     /// the log line.
     fn run(self, response: Response, record: crate::request::Record) -> Response {
-        let Self { stack: in_flight, started, method, uri } = self;
+        let Self { stack: in_flight, started, method, uri, busy } = self;
+        if let Some(busy) = busy
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            busy.upgraded();
+        }
         let latency = started.elapsed();
         let stack = in_flight.stack();
         let request_id = record.request_id;

@@ -9,6 +9,7 @@ mod health;
 pub mod middleware;
 pub mod openapi;
 pub mod server;
+pub mod watchdog;
 
 use axum::Router;
 use axum::routing::get;

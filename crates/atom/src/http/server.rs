@@ -1,5 +1,5 @@
 //! The accept loop: hyper connections with a header-read timeout (a slowloris client is cut
-//! off), caps on open connections in total and per client address, and graceful shutdown.
+//! off, and so is an idle keep-alive connection: [`crate::http::watchdog`]), caps on open connections in total and per client address, and graceful shutdown.
 //!
 //! axum's `serve` exposes none of these knobs, so this is the few lines of hyper-util it
 //! would otherwise do for us. Connections over a cap are closed at once, before any byte is
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
+use axum::http::Version;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::middleware::{Stack, StackFuture};
+use crate::http::watchdog::{Watch, Watchdog, Watched};
 
 /// The service hyper calls for each request of one connection: the peer address goes into
 /// the request, then the whole stack answers it. Implemented for hyper directly, so that a
@@ -30,6 +32,7 @@ use crate::http::middleware::{Stack, StackFuture};
 struct Connection {
     app: Stack,
     peer: SocketAddr,
+    watch: Arc<Watch>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -38,8 +41,13 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Future = StackFuture;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if req.version() == Version::HTTP_2 {
+            // HTTP/2 has its own keep-alive (pings) and no slow head to wait for.
+            self.watch.leave();
+        }
+        let busy = self.watch.begin();
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        self.app.serve(req.map(Body::new))
+        self.app.serve_on(req.map(Body::new), Some(busy))
     }
 }
 
@@ -100,7 +108,9 @@ pub async fn serve(
     let total = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(PerIp::default());
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // No `header_read_timeout` here: the watchdog does its work at a fraction of its cost.
+    builder.http1().header_read_timeout(None);
+    let watchdog = Watchdog::start(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     let mut stop = std::pin::pin!(stop);
@@ -124,8 +134,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = Connection { app: app.clone(), peer };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let watch = watchdog.watch();
+        let service = Connection { app: app.clone(), peer, watch: Arc::clone(&watch) };
+        let io = TokioIo::new(Watched::new(stream, watch));
+        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _held = connection;

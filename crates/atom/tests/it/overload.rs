@@ -52,6 +52,37 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
     app.stop().await;
 }
 
+/// Sends one `GET /health` on `stream` and reads its whole (small) response.
+async fn health_on(stream: &mut TcpStream) {
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\n\r\n").await.expect("write");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !response.ends_with(b"{\"status\":\"ok\"}") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("answered").expect("read");
+        assert!(n > 0, "closed while a request was answered");
+        response.extend_from_slice(&buf[..n]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&response));
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_busy_one_is_not() {
+    let app = TestApp::spawn_with(&[("HTTP_HEADER_READ_TIMEOUT_SECS", "1")], axum::Router::new()).await;
+    let mut idle = connect_from(10, app.addr).await;
+    let mut busy = connect_from(11, app.addr).await;
+    health_on(&mut idle).await;
+    let started = Instant::now();
+    // Quiet for at most 400 ms at a time, for two and a half timeouts.
+    while started.elapsed() < Duration::from_millis(2500) {
+        health_on(&mut busy).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    health_on(&mut busy).await;
+    assert!(closed_within(&mut idle, Duration::from_secs(1)).await, "the idle connection was closed");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn connections_over_the_per_address_cap_are_closed_at_once() {
     let app = TestApp::spawn_with(&[("HTTP_MAX_CONNECTIONS_PER_IP", "2")], axum::Router::new()).await;

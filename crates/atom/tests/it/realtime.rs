@@ -183,6 +183,24 @@ async fn an_access_token_connects_over_both_transports_and_whoami_names_its_user
 }
 
 #[tokio::test]
+async fn a_socket_outlives_the_header_read_timeout_over_both_transports() {
+    // The timeout is for HTTP requests; a websocket (an upgraded connection) and a polling
+    // client (a long poll in flight) are not quiet HTTP connections.
+    let app = spawn(&[("HTTP_HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let user = app.user("user").await;
+    let mut peer = Peer::start().await;
+    for transport in TRANSPORTS {
+        peer.admitted(transport, &app, transport, &user.access_token).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for transport in TRANSPORTS {
+        assert_eq!(peer.whoami(transport).await, json!({ "user_id": user.id, "role": "user" }), "{transport}");
+        peer.close(transport).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_api_key_connects_as_its_owner_until_it_is_revoked() {
     let app = spawn(&[]).await;
     let user = app.user("user").await;

@@ -1,0 +1,337 @@
+//! The header-read timeout (slowloris protection) and the idle keep-alive limit, as one rule:
+//! an HTTP/1 connection with no request in flight must, within `timeout`, either deliver a
+//! whole request head or take response bytes; otherwise it is closed.
+//!
+//! Why not hyper's own `header_read_timeout`: hyper makes a new timer for every request head
+//! it reads and goes round its connection loop once more to start it, so every request put an
+//! entry into tokio's timer wheel and took it out again: 1 450 instructions of a `/health`
+//! request's 21 730 (`docs/benchmarks.md`, session 8). Here each connection has one [`Watch`]
+//! of counters: a request moves them with a few atomic additions ([`Watch::begin`], the
+//! [`Watched`] socket's writes), and one sweeper task looks at every connection every
+//! [`TICK`], so a quiet connection is cut off between `timeout` and `timeout` + [`TICK`] after
+//! it went quiet. Dripping header bytes is not progress: only a whole head is.
+//!
+//! A request in flight is never cut off here (the request timeout bounds the handler, and so
+//! a body that arrives too slowly); a response body that streams for longer than `timeout` is
+//! progress with every write. Upgraded connections (WebSocket) and HTTP/2 connections, which
+//! have their own keep-alive, leave the watch.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How often the sweeper looks at the connections: how late past its timeout a quiet
+/// connection can be cut off.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Every watched connection, for the sweeper.
+#[derive(Debug)]
+pub struct Watchdog {
+    timeout: Duration,
+    open: Mutex<Vec<Entry>>,
+}
+
+/// The sweeper's view of one connection.
+#[derive(Debug)]
+struct Entry {
+    watch: Weak<Watch>,
+    /// `activity` when last looked at.
+    seen: u64,
+    /// When the sweeper last saw the connection busy or moving.
+    quiet_since: Instant,
+}
+
+impl Watchdog {
+    /// The table of connections, with its sweeper running on the current tokio runtime until
+    /// the table is dropped: by the accept loop and by every connection ([`Watch`] holds it).
+    pub fn start(timeout: Duration) -> Arc<Self> {
+        let dog = Self::new(timeout);
+        tokio::spawn(sweep(Arc::downgrade(&dog)));
+        dog
+    }
+
+    /// The table alone, swept by hand ([`Watchdog::sweep_once`]).
+    fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self { timeout, open: Mutex::new(Vec::new()) })
+    }
+
+    /// A new connection's watch.
+    pub fn watch(self: &Arc<Self>) -> Arc<Watch> {
+        let watch = Arc::new(Watch {
+            _dog: Arc::clone(self),
+            busy: AtomicU64::new(0),
+            activity: AtomicU64::new(0),
+            left: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        let entry = Entry { watch: Arc::downgrade(&watch), seen: 0, quiet_since: Instant::now() };
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).push(entry);
+        watch
+    }
+
+    /// One look at every connection: cuts off the quiet ones, forgets the closed ones and those
+    /// that left the watch.
+    fn sweep_once(&self, now: Instant) {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).retain_mut(|entry| {
+            let Some(watch) = entry.watch.upgrade() else { return false };
+            if watch.left.load(Ordering::Acquire) {
+                return false;
+            }
+            let activity = watch.activity.load(Ordering::Acquire);
+            if watch.busy.load(Ordering::Acquire) > 0 || activity != entry.seen {
+                entry.seen = activity;
+                entry.quiet_since = now;
+                return true;
+            }
+            if now.saturating_duration_since(entry.quiet_since) < self.timeout {
+                return true;
+            }
+            watch.expired.store(true, Ordering::Release);
+            watch.waker.wake();
+            false
+        });
+    }
+}
+
+async fn sweep(dog: Weak<Watchdog>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(dog) = dog.upgrade() else { return };
+        dog.sweep_once(Instant::now());
+    }
+}
+
+/// One connection's counters.
+#[derive(Debug)]
+pub struct Watch {
+    /// Keeps the sweeper running while the connection is open.
+    _dog: Arc<Watchdog>,
+    /// Requests in flight (HTTP/1 has one at a time; pipelining and HTTP/2 streams, more).
+    busy: AtomicU64,
+    /// Moves with every request head, response end and write: progress.
+    activity: AtomicU64,
+    /// Out of the watch for good: upgraded, or HTTP/2.
+    left: AtomicBool,
+    /// Cut off: the socket fails every read and write from now on.
+    expired: AtomicBool,
+    /// The connection's task, woken when it is cut off.
+    waker: AtomicWaker,
+}
+
+impl Watch {
+    /// A request head has arrived; the request is in flight until the guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.activity.fetch_add(1, Ordering::Release);
+        Busy(Arc::clone(self))
+    }
+
+    /// Takes the connection out of the watch for good (an upgrade, HTTP/2).
+    pub fn leave(&self) {
+        self.left.store(true, Ordering::Release);
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.expired.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no request head within the header-read timeout"));
+        }
+        Ok(())
+    }
+}
+
+/// A request in flight on a watched connection.
+#[derive(Debug)]
+pub struct Busy(Arc<Watch>);
+
+impl Busy {
+    /// The response switches protocols: the connection is no longer HTTP's to watch.
+    pub fn upgraded(&self) {
+        self.0.leave();
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.activity.fetch_add(1, Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's socket under its [`Watch`]: writes count as progress, and once the
+    /// connection is cut off every read and write fails, which ends hyper's connection.
+    #[derive(Debug)]
+    pub struct Watched<T> {
+        #[pin]
+        io: T,
+        watch: Arc<Watch>,
+    }
+}
+
+impl<T> Watched<T> {
+    pub fn new(io: T, watch: Arc<Watch>) -> Self {
+        Self { io, watch }
+    }
+}
+
+/// Notes a write's outcome: bytes taken are progress; a wait registers the task, so that a
+/// cut-off finds it.
+fn wrote(watch: &Watch, cx: &Context<'_>, poll: &Poll<io::Result<usize>>) {
+    match poll {
+        Poll::Ready(Ok(n)) if *n > 0 => {
+            watch.activity.fetch_add(1, Ordering::Release);
+        }
+        Poll::Pending => watch.waker.register(cx.waker()),
+        Poll::Ready(_) => {}
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        this.watch.check()?;
+        let poll = this.io.poll_read(cx, buf);
+        if poll.is_pending() {
+            this.watch.waker.register(cx.waker());
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        this.watch.check()?;
+        let poll = this.io.poll_write(cx, buf);
+        wrote(this.watch, cx, &poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        this.watch.check()?;
+        let poll = this.io.poll_write_vectored(cx, bufs);
+        wrote(this.watch, cx, &poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dog: &Watchdog) -> usize {
+        dog.open.lock().expect("lock").len()
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_is_cut_off_after_the_timeout_and_not_before() {
+        let dog = Watchdog::new(Duration::from_secs(10));
+        let watch = dog.watch();
+        let start = Instant::now();
+        dog.sweep_once(start + Duration::from_secs(9));
+        assert!(watch.check().is_ok(), "cut off early");
+        dog.sweep_once(start + Duration::from_secs(10));
+        let err = watch.check().expect_err("cut off");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(entries(&dog), 0, "a cut-off connection is forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_is_never_cut_off_and_its_end_restarts_the_clock() {
+        let dog = Watchdog::new(Duration::from_secs(10));
+        let watch = dog.watch();
+        let start = Instant::now();
+        let busy = watch.begin();
+        dog.sweep_once(start + Duration::from_secs(60));
+        assert!(watch.check().is_ok(), "a request in flight was cut off");
+        drop(busy);
+        dog.sweep_once(start + Duration::from_secs(61));
+        dog.sweep_once(start + Duration::from_secs(70));
+        assert!(watch.check().is_ok(), "the clock did not restart at the request's end");
+        dog.sweep_once(start + Duration::from_secs(71));
+        assert!(watch.check().is_err(), "quiet for the timeout after the request");
+    }
+
+    #[tokio::test]
+    async fn writes_are_progress_and_reads_are_not() {
+        let (client, server) = tokio::io::duplex(64);
+        let dog = Watchdog::new(Duration::from_secs(10));
+        let watch = dog.watch();
+        let mut server = Watched::new(server, Arc::clone(&watch));
+        let mut client = client;
+        let start = Instant::now();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for second in [8, 16, 24] {
+            server.write_all(b"x").await.expect("write");
+            dog.sweep_once(start + Duration::from_secs(second));
+        }
+        assert!(watch.check().is_ok(), "writing every 8 s keeps the connection");
+        for second in [30, 35] {
+            client.write_all(b"GET / HTTP/1.1\r\nX-Drip: 1\r\n").await.expect("drip");
+            let mut buf = [0u8; 64];
+            let _ = server.read(&mut buf).await.expect("read");
+            dog.sweep_once(start + Duration::from_secs(second));
+        }
+        assert!(watch.check().is_err(), "dripping header bytes is not progress");
+        let mut buf = [0u8; 8];
+        assert_eq!(server.read(&mut buf).await.expect_err("read").kind(), io::ErrorKind::TimedOut);
+        assert_eq!(server.write(b"x").await.expect_err("write").kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_wakes_the_task_waiting_on_the_socket() {
+        let (_client, server) = tokio::io::duplex(64);
+        let dog = Watchdog::start(Duration::from_millis(300));
+        let mut server = Watched::new(server, dog.watch());
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 8];
+            tokio::io::AsyncReadExt::read(&mut server, &mut buf).await
+        });
+        let outcome = read.await.expect("the sweeper woke the waiting read");
+        assert_eq!(outcome.expect_err("cut off").kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn upgraded_and_closed_connections_leave_the_table() {
+        let dog = Watchdog::new(Duration::from_secs(10));
+        let upgraded = dog.watch();
+        upgraded.begin().upgraded();
+        let closed = dog.watch();
+        drop(closed);
+        let kept = dog.watch();
+        dog.sweep_once(Instant::now());
+        assert_eq!(entries(&dog), 1);
+        dog.sweep_once(Instant::now() + Duration::from_secs(3600));
+        assert!(upgraded.check().is_ok(), "an upgraded connection is not cut off");
+        assert!(kept.check().is_err());
+        let weak = Arc::downgrade(&dog);
+        drop((dog, upgraded, kept));
+        assert!(weak.upgrade().is_none(), "nothing else holds the table once its connections are gone");
+    }
+}
