@@ -20,7 +20,7 @@
 //! path. Not `async fn`s: an `async fn` keeps a slot for every local it moves into an awaited
 //! future, which made the request's future 2 984 bytes, boxed, instead of 736 held by value.
 //! Per route there is only [`RecordRoute`], which adds no future of its own. Allocations per
-//! request are the measure that counts here (`docs/benchmarks.md`): 22 for `/health`.
+//! request are the measure that counts here (`docs/benchmarks.md`): 21 for `/health`.
 //!
 //! Invariant: the request log names the route template and the path, never the query string
 //! or a header value, so credentials sent in either cannot reach a log line.

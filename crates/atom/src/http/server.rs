@@ -1,5 +1,6 @@
-//! The accept loop: hyper connections with a header-read timeout (a slowloris client is cut
-//! off, and so is an idle keep-alive connection: [`crate::http::watchdog`]), caps on open connections in total and per client address, and graceful shutdown.
+//! The accept loop: hyper connections under a header-read timeout (a slowloris client is cut
+//! off, and so is an idle keep-alive connection: [`crate::http::watchdog`]), caps on open
+//! connections in total and per client address, and graceful shutdown.
 //!
 //! axum's `serve` exposes none of these knobs, so this is the few lines of hyper-util it
 //! would otherwise do for us. Connections over a cap are closed at once, before any byte is
