@@ -201,6 +201,29 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_audit_log_records_the_forwarded_client_behind_a_trusted_proxy_only() {
+    let app = TestApp::spawn_with(&[("HTTP_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#)], axum::Router::new()).await;
+    let admin = app.user("admin").await;
+    let failed_login = |client: &reqwest::Client, xff: &'static str| {
+        let body = serde_json::json!({ "email": "nobody@example.com", "password": "not the password" });
+        client.post(app.url("/v1/auth/login")).header("x-forwarded-for", xff).json(&body).send()
+    };
+    assert_eq!(failed_login(&app.client, "203.0.113.7").await.expect("sent").status(), 401);
+    assert_eq!(failed_login(&client_from(12), "198.51.100.7").await.expect("sent").status(), 401);
+    let audit: serde_json::Value = app
+        .get_as(&admin.access_token, "/v1/admin/audit?action=auth.login&outcome=failure")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let mut addresses: Vec<&str> =
+        audit["entries"].as_array().expect("entries").iter().filter_map(|e| e["client_addr"].as_str()).collect();
+    addresses.sort_unstable();
+    assert_eq!(addresses, ["127.0.0.12", "203.0.113.7"], "the proxy's client; a spoofed header ignored: {audit}");
+    app.stop().await;
+}
+
 /// Two `atom serve` processes sharing the machine's Redis enforce one combined limit.
 #[tokio::test]
 async fn two_processes_share_one_limit_through_redis() {
