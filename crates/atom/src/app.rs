@@ -196,6 +196,7 @@ impl Application {
             max_connections: config.http.max_connections,
             max_connections_per_ip: config.http.max_connections_per_ip,
             header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
+            max_header_bytes: config.http.max_header_bytes,
         };
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(http::server::serve(listener, app, limits, async move {

@@ -140,6 +140,7 @@ pub struct HttpConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_read_timeout_secs: u64,
+    pub max_header_bytes: usize,
     pub request_timeout_secs: u64,
     pub body_limit_bytes: usize,
     pub ready_check_timeout_ms: u64,
@@ -359,6 +360,9 @@ impl Config {
         if self.http.request_timeout_secs == 0 {
             return Err(ConfigError::new("http.request_timeout_secs", "must be at least 1"));
         }
+        if !(8192..=1024 * 1024).contains(&self.http.max_header_bytes) {
+            return Err(ConfigError::new("http.max_header_bytes", "must be from 8192 to 1048576"));
+        }
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
         }
@@ -526,6 +530,7 @@ mod tests {
             ("REDIS_URL", "http://x", "redis.url"),
             ("LOG_FORMAT", "xml", "log.format"),
             ("HTTP_BODY_LIMIT_BYTES", "1", "http.body_limit_bytes"),
+            ("HTTP_MAX_HEADER_BYTES", "4096", "http.max_header_bytes"),
             ("PUBLIC_URL", "ftp://x", "public_url"),
             ("CACHE_TTL_SECS", "0", "cache.ttl_secs"),
             ("CACHE_MAX_ENTRIES", "0", "cache.max_entries"),

@@ -58,6 +58,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
+    /// hyper's read buffer limit: a request head that does not fit is refused (431 or 414).
+    /// hyper checks it after each read, so a head can reach up to about twice this.
+    pub max_header_bytes: usize,
 }
 
 /// Open connections per client address.
@@ -110,7 +113,7 @@ pub async fn serve(
     let per_ip = Arc::new(PerIp::default());
     let mut builder = Builder::new(TokioExecutor::new());
     // No `header_read_timeout` here: the watchdog does its work at a fraction of its cost.
-    builder.http1().header_read_timeout(None);
+    builder.http1().header_read_timeout(None).max_buf_size(limits.max_header_bytes);
     let watchdog = Watchdog::start(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);

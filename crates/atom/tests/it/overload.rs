@@ -83,6 +83,31 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_busy_on
     app.stop().await;
 }
 
+/// What the server answers to a `GET /health` carrying one header of `size` bytes; a write
+/// cut short by the server's close is not an error here.
+async fn answer_to_header_of(app: &TestApp, size: usize) -> String {
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!("GET /health HTTP/1.1\r\nHost: atom\r\nX-Big: {}\r\n\r\n", "b".repeat(size));
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut response = vec![0u8; 4096];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut response)).await.expect("answered").unwrap_or(0);
+    String::from_utf8_lossy(&response[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_is_refused_before_it_fills_memory() {
+    let app = TestApp::spawn_with(&[("HTTP_MAX_HEADER_BYTES", "16384")], axum::Router::new()).await;
+    let under = answer_to_header_of(&app, 10_000).await;
+    assert!(under.starts_with("HTTP/1.1 200 "), "{under}");
+    for size in [40_000, 1_000_000] {
+        let over = answer_to_header_of(&app, size).await;
+        assert!(over.starts_with("HTTP/1.1 431 "), "{size}: {over}");
+    }
+    assert_eq!(app.get("/health").await.status(), 200, "the server goes on serving");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn connections_over_the_per_address_cap_are_closed_at_once() {
     let app = TestApp::spawn_with(&[("HTTP_MAX_CONNECTIONS_PER_IP", "2")], axum::Router::new()).await;
