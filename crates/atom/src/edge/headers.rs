@@ -80,6 +80,12 @@ impl SecurityHeaders {
         Self { base: build(&SLOTS[..2]), limited: build(&SLOTS) }
     }
 
+    /// The security headers themselves, without the slots: for a response made outside the
+    /// stack ([`crate::http::refusal`]).
+    pub fn fixed(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.base.iter().filter(|(_, value)| !value.is_empty())
+    }
+
     /// Sets the security headers and `X-Request-Id` on a response's headers. A handler's own
     /// `Content-Security-Policy` and `Cache-Control` win over the defaults; the other
     /// security headers are always the defaults, and `Server` is removed.

@@ -115,6 +115,11 @@ impl Stack {
         }))
     }
 
+    /// The security headers every response of the stack carries.
+    pub fn security_headers(&self) -> &edge::headers::SecurityHeaders {
+        &self.0.headers
+    }
+
     /// The future that answers `req`.
     pub fn serve(&self, req: Request) -> StackFuture {
         self.serve_on(req, None)

@@ -8,6 +8,7 @@ pub mod extract;
 mod health;
 pub mod middleware;
 pub mod openapi;
+mod refusal;
 pub mod server;
 pub mod watchdog;
 

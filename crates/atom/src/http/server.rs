@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::middleware::{Stack, StackFuture};
+use crate::http::refusal::Refusals;
 use crate::http::watchdog::{Watch, Watchdog, Watched};
 
 /// The service hyper calls for each request of one connection: the peer address goes into
@@ -115,6 +116,7 @@ pub async fn serve(
     // No `header_read_timeout` here: the watchdog does its work at a fraction of its cost.
     builder.http1().header_read_timeout(None).max_buf_size(limits.max_header_bytes);
     let watchdog = Watchdog::start(limits.header_read_timeout);
+    let refusals = Arc::new(Refusals::new(app.security_headers()));
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     let mut stop = std::pin::pin!(stop);
@@ -140,7 +142,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let watch = watchdog.watch();
         let service = Connection { app: app.clone(), peer, watch: Arc::clone(&watch) };
-        let io = TokioIo::new(Watched::new(stream, watch));
+        let io = TokioIo::new(Watched::new(stream, watch, Arc::clone(&refusals)));
         let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -20,11 +20,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::http::refusal::Refusals;
 
 /// How often the sweeper looks at the connections: how late past its timeout a quiet
 /// connection can be cut off.
@@ -169,17 +171,58 @@ impl Drop for Busy {
 pin_project_lite::pin_project! {
     /// A connection's socket under its [`Watch`]: writes count as progress, and once the
     /// connection is cut off every read and write fails, which ends hyper's connection.
+    /// hyper's own answers to requests it could not parse are written as problem+json
+    /// ([`Refusals`]).
     #[derive(Debug)]
     pub struct Watched<T> {
         #[pin]
         io: T,
         watch: Arc<Watch>,
+        refusals: Arc<Refusals>,
+        // A replacement answer, and how much of it is written.
+        pending: Option<(Vec<u8>, usize)>,
     }
 }
 
 impl<T> Watched<T> {
-    pub fn new(io: T, watch: Arc<Watch>) -> Self {
-        Self { io, watch }
+    pub fn new(io: T, watch: Arc<Watch>, refusals: Arc<Refusals>) -> Self {
+        Self { io, watch, refusals, pending: None }
+    }
+}
+
+/// Writes what is left of a replacement answer.
+fn drive<T: AsyncWrite>(
+    mut io: Pin<&mut T>,
+    pending: &mut Option<(Vec<u8>, usize)>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while let Some((bytes, written)) = pending {
+        match ready!(io.as_mut().poll_write(cx, &bytes[*written..])) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => *written += n,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+        if *written == bytes.len() {
+            *pending = None;
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+impl<T: AsyncWrite> Watched<T> {
+    /// Takes `buf` when it is hyper's automatic answer: its replacement is written instead
+    /// (now, or on the flush that follows), and the whole of `buf` counts as written.
+    fn take_refusal(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if !Refusals::may_be(buf) {
+            return None;
+        }
+        let this = self.project();
+        let replacement = this.refusals.replace(buf)?;
+        *this.pending = Some((replacement, 0));
+        Some(match drive(this.io, this.pending, cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(buf.len())),
+        })
     }
 }
 
@@ -208,21 +251,39 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for Watched<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.watch.check()?;
+        if self.pending.is_some() {
+            let this = self.as_mut().project();
+            ready!(drive(this.io, this.pending, cx))?;
+        }
+        if let Some(taken) = self.as_mut().take_refusal(cx, buf) {
+            return taken;
+        }
         let this = self.project();
-        this.watch.check()?;
         let poll = this.io.poll_write(cx, buf);
         wrote(this.watch, cx, &poll);
         poll
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.watch.check()?;
+        if self.pending.is_some() {
+            let this = self.as_mut().project();
+            ready!(drive(this.io, this.pending, cx))?;
+        }
+        // hyper's automatic answer is a head alone, in one slice.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(first), None) = (filled.next(), filled.next())
+            && let Some(taken) = self.as_mut().take_refusal(cx, first)
+        {
+            return taken;
+        }
         let this = self.project();
-        this.watch.check()?;
         let poll = this.io.poll_write_vectored(cx, bufs);
         wrote(this.watch, cx, &poll);
         poll
@@ -233,17 +294,25 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let mut this = self.project();
+        ready!(drive(this.io.as_mut(), this.pending, cx))?;
+        this.io.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let mut this = self.project();
+        ready!(drive(this.io.as_mut(), this.pending, cx))?;
+        this.io.poll_shutdown(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusals() -> Arc<Refusals> {
+        Arc::new(Refusals::new(&crate::edge::headers::SecurityHeaders::new(false)))
+    }
 
     fn entries(dog: &Watchdog) -> usize {
         dog.open.lock().expect("lock").len()
@@ -283,7 +352,7 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         let dog = Watchdog::new(Duration::from_secs(10));
         let watch = dog.watch();
-        let mut server = Watched::new(server, Arc::clone(&watch));
+        let mut server = Watched::new(server, Arc::clone(&watch), refusals());
         let mut client = client;
         let start = Instant::now();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -308,13 +377,36 @@ mod tests {
     async fn a_cut_off_wakes_the_task_waiting_on_the_socket() {
         let (_client, server) = tokio::io::duplex(64);
         let dog = Watchdog::start(Duration::from_millis(300));
-        let mut server = Watched::new(server, dog.watch());
+        let mut server = Watched::new(server, dog.watch(), refusals());
         let read = tokio::time::timeout(Duration::from_secs(10), async {
             let mut buf = [0u8; 8];
             tokio::io::AsyncReadExt::read(&mut server, &mut buf).await
         });
         let outcome = read.await.expect("the sweeper woke the waiting read");
         assert_eq!(outcome.expect_err("cut off").kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn hypers_own_answer_goes_out_as_a_whole_problem_even_through_a_narrow_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // 64 bytes of buffer: the replacement goes out over many writes and the flush.
+        let (mut client, server) = tokio::io::duplex(64);
+        let dog = Watchdog::new(Duration::from_secs(10));
+        let mut server = Watched::new(server, dog.watch(), refusals());
+        let reading = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.expect("read");
+            String::from_utf8(all).expect("utf-8")
+        });
+        let hyper = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Sun, 29 Nov 2026 05:48:40 GMT\r\n\r\n";
+        server.write_all(hyper).await.expect("write");
+        server.shutdown().await.expect("flushed and shut down");
+        drop(server);
+        let sent = reading.await.expect("task");
+        let (head, body) = sent.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        assert!(body.contains(r#""status":400"#), "{body}");
     }
 
     #[tokio::test]

@@ -116,6 +116,31 @@ async fn oversized_bodies_are_413_problems_with_and_without_content_length() {
 }
 
 #[tokio::test]
+async fn requests_hyper_cannot_parse_get_400_problems_with_a_request_id() {
+    let app = TestApp::spawn_with(&[], test_routes()).await;
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /health HTTP/1.1\r\nA header without a colon\r\n\r\n",
+        b"GET /he alth HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nHost: t\r\n\r\n",
+    ] {
+        let case = String::from_utf8_lossy(raw);
+        let response = crate::common::raw_http(app.addr, raw).await;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{case}: {response}"));
+        assert!(head.starts_with("HTTP/1.1 400 "), "{case}: {head}");
+        assert!(head.contains("\r\ncontent-type: application/problem+json\r\n"), "{case}: {head}");
+        assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{case}: {head}");
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{case}: {body}"));
+        assert_eq!(problem["status"], 400, "{case}");
+        assert_eq!(problem["type"], "urn:atom:problem:bad-request", "{case}");
+        let id = problem["request_id"].as_str().unwrap_or_else(|| panic!("{case}: {problem}"));
+        assert!(head.contains(&format!("\r\nx-request-id: {id}\r\n")), "{case}: {head}");
+    }
+    assert_eq!(app.get("/health").await.status(), 200, "the server goes on serving");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_panicking_handler_gets_a_500_problem_and_the_server_goes_on() {
     atom::telemetry::install_panic_hook();
     let app = TestApp::spawn_with(&[], test_routes()).await;

@@ -103,6 +103,8 @@ async fn a_request_head_over_the_limit_is_refused_before_it_fills_memory() {
     for size in [40_000, 1_000_000] {
         let over = answer_to_header_of(&app, size).await;
         assert!(over.starts_with("HTTP/1.1 431 "), "{size}: {over}");
+        assert!(over.contains("\r\ncontent-type: application/problem+json\r\n"), "{size}: {over}");
+        assert!(over.contains(r#""type":"urn:atom:problem:headers-too-large""#), "{size}: {over}");
     }
     assert_eq!(app.get("/health").await.status(), 200, "the server goes on serving");
     app.stop().await;
