@@ -16,6 +16,7 @@
 //! progress with every write. Upgraded connections (WebSocket) and HTTP/2 connections, which
 //! have their own keep-alive, leave the watch.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -181,12 +182,32 @@ pin_project_lite::pin_project! {
         refusals: Arc<Refusals>,
         // A replacement answer, and how much of it is written.
         pending: Option<(Vec<u8>, usize)>,
+        // The lingering close, once the write side is shut.
+        linger: Option<Linger>,
     }
+}
+
+/// How long a closing connection may keep reading what the client still sends.
+const LINGER_FOR: Duration = Duration::from_secs(5);
+
+/// How much a lingering close reads and throws away at most.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// A lingering close (as nginx's `lingering_close`): when hyper closes a connection whose
+/// client is still sending (a body too large, or one the handler never read), the socket is
+/// shut for writing and what still arrives is read and thrown away, until the client closes,
+/// [`LINGER_FOR`] has passed or [`LINGER_BYTES`] were read. Closing with unread data would
+/// make the kernel reset the connection, and a client still writing its body would see the
+/// reset instead of the answer (a 413 problem, say) already sent to it.
+#[derive(Debug)]
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    discarded: usize,
 }
 
 impl<T> Watched<T> {
     pub fn new(io: T, watch: Arc<Watch>, refusals: Arc<Refusals>) -> Self {
-        Self { io, watch, refusals, pending: None }
+        Self { io, watch, refusals, pending: None, linger: None }
     }
 }
 
@@ -250,7 +271,7 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+impl<T: AsyncRead + AsyncWrite> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.watch.check()?;
         if self.pending.is_some() {
@@ -301,8 +322,34 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut this = self.project();
-        ready!(drive(this.io.as_mut(), this.pending, cx))?;
-        this.io.poll_shutdown(cx)
+        let mut buf = [0u8; 8192];
+        let linger = match this.linger {
+            Some(linger) => linger,
+            None => {
+                ready!(drive(this.io.as_mut(), this.pending, cx))?;
+                ready!(this.io.as_mut().poll_shutdown(cx))?;
+                // Only a client whose data is already waiting is lingered for: an idle one
+                // (a pooled keep-alive connection, a graceful shutdown) is closed at once.
+                let mut read = ReadBuf::new(&mut buf);
+                match this.io.as_mut().poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => {}
+                    _ => return Poll::Ready(Ok(())),
+                }
+                let discarded = read.filled().len();
+                this.linger.insert(Linger { until: Box::pin(tokio::time::sleep(LINGER_FOR)), discarded })
+            }
+        };
+        loop {
+            if linger.until.as_mut().poll(cx).is_ready() || linger.discarded >= LINGER_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut buf);
+            match ready!(this.io.as_mut().poll_read(cx, &mut read)) {
+                Ok(()) if !read.filled().is_empty() => linger.discarded += read.filled().len(),
+                // The client closed, or the connection failed: nothing left to be reset.
+                _ => return Poll::Ready(Ok(())),
+            }
+        }
     }
 }
 
@@ -407,6 +454,27 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
         assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
         assert!(body.contains(r#""status":400"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_close_lingers_while_the_client_still_sends_and_not_when_it_is_idle() {
+        use tokio::io::AsyncWriteExt;
+        let dog = Watchdog::new(Duration::from_secs(10));
+        let (_idle_client, idle) = tokio::io::duplex(1024);
+        let mut idle = Watched::new(idle, dog.watch(), refusals());
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.shutdown()).await;
+        assert!(closed.expect("an idle client's connection closes at once").is_ok());
+
+        let (mut client, sending) = tokio::io::duplex(1024);
+        let mut sending = Watched::new(sending, dog.watch(), refusals());
+        client.write_all(b"the rest of a body").await.expect("write");
+        let closing = tokio::spawn(async move { sending.shutdown().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!closing.is_finished(), "the close waits for a client that is still sending");
+        client.write_all(&[b'x'; 4096]).await.expect("more of the body is read and dropped");
+        drop(client);
+        let closed = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        assert!(closed.expect("closed once the client closed").expect("task").is_ok());
     }
 
     #[tokio::test]

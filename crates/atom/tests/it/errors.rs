@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{TestApp, assert_problem};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Deserialize, Serialize)]
 struct Echo {
@@ -112,6 +113,27 @@ async fn oversized_bodies_are_413_problems_with_and_without_content_length() {
     let response = crate::common::raw_http(app.addr, raw.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.to_ascii_lowercase().contains("content-type: application/problem+json"), "{response}");
+
+    // Far over the limit: the server answers before the body is in and closes; it reads and
+    // drops the rest meanwhile (a lingering close), so the client sees the answer, not a reset.
+    // A client that writes its whole body before reading (as many do), over a raw socket.
+    for (head, status) in [
+        ("POST /test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n", "413"),
+        ("GET /health HTTP/1.1\r\nHost: t\r\n", "200"),
+    ] {
+        let size = 8 * 1024 * 1024;
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+        let request = format!("{head}Content-Length: {size}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("head");
+        stream.write_all(&vec![b'x'; size]).await.expect("the whole body is taken, not reset");
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+            .await
+            .expect("answered")
+            .expect("the answer arrives, not a reset");
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{head}: {response}");
+    }
     app.stop().await;
 }
 
