@@ -13,8 +13,9 @@
 //!
 //! A request in flight is never cut off here (the request timeout bounds the handler, and so
 //! a body that arrives too slowly); a response body that streams for longer than `timeout` is
-//! progress with every write. Upgraded connections (WebSocket) and HTTP/2 connections, which
-//! have their own keep-alive, leave the watch.
+//! progress with every write. Upgraded connections (WebSocket) leave the watch, and so do
+//! HTTP/2 connections, which have their own keep-alive, at their first request (one that
+//! sends no request within `timeout` is closed like an HTTP/1 one).
 
 use std::future::Future;
 use std::io;
