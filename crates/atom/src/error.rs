@@ -71,6 +71,8 @@ impl Problem {
             StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
             StatusCode::REQUEST_TIMEOUT => "request-timeout",
             StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+            StatusCode::URI_TOO_LONG => "uri-too-long",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers-too-large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
             StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
             StatusCode::TOO_MANY_REQUESTS => "too-many-requests",

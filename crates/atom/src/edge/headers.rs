@@ -9,9 +9,10 @@
 //! (`Referrer-Policy`, `Cross-Origin-Opener-Policy`, `Permissions-Policy`, the CSP's
 //! `base-uri` and `form-action`) are not sent: they protect nothing on JSON and cost every
 //! response their bytes: on loopback, 250 bytes more cost a trivial route about a twentieth
-//! of its throughput (docs/benchmarks.md, session 7). A page that needs them sets them itself, with its own
-//! `Content-Security-Policy`; this layer leaves those. Responses are `Cache-Control: no-store`
-//! unless a handler says otherwise (the JWKS is public and cacheable).
+//! of its throughput (docs/benchmarks.md, session 7). A page that needs them sets them
+//! itself, with its own `Content-Security-Policy`; this layer leaves those. Responses are
+//! `Cache-Control: no-store` unless a handler says otherwise (the JWKS is public and
+//! cacheable).
 
 use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -25,8 +26,8 @@ const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy")
 
 /// The security headers, made once: every response gets a copy of this map, and the
 /// handler's own headers go back on top. Cloning a few ready entries is cheaper than hashing
-/// each name into every response (measured again in session 7), and the copy also holds empty slots for the headers nearly
-/// every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`, the rate-limit
+/// each name into every response (measured again in session 7), and the copy also holds
+/// empty slots for the headers nearly every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`, the rate-limit
 /// headers), first in the copy, so that filling them in replaces a value in place, found by
 /// its position, instead of hashing a name and growing the map.
 #[derive(Debug, Clone)]

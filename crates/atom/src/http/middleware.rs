@@ -68,12 +68,15 @@ fn request_id(req: &Request) -> HeaderValue {
     match req.headers().get(REQUEST_ID).filter(valid) {
         // A clone of the request's own bytes: no copy.
         Some(incoming) => incoming.clone(),
-        None => {
-            let mut buffer = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
-            HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
-        }
+        None => new_request_id(),
     }
+}
+
+/// A new request id: a random UUID, 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The router inside axum's body-limit marker, for requests that carry a body.

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 
 use crate::edge::headers::SecurityHeaders;
 use crate::error::{PROBLEM_JSON, Problem};
+use crate::http::middleware::new_request_id;
 
 /// The statuses hyper answers by itself (`on_error` of its HTTP/1 server role).
 const STATUSES: [&[u8]; 3] = [b"400", b"414", b"431"];
@@ -66,16 +67,11 @@ impl Refusals {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "The request's headers are larger than the server accepts.",
             _ => "The request is not valid HTTP/1.1.",
         };
-        let slug = match status {
-            StatusCode::URI_TOO_LONG => "uri-too-long",
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers-too-large",
-            _ => "bad-request",
-        };
-        let mut buffer = uuid::Uuid::encode_buffer();
-        let request_id = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
+        let request_id = new_request_id();
+        let request_id = request_id.to_str().unwrap_or("-");
         tracing::info!(target: "atom::http", status = status.as_u16(), request_id, "request refused before parsing");
         metrics::counter!("http_requests_refused_total", "status" => status.as_str().to_owned()).increment(1);
-        let problem = Problem { request_id: Some(request_id.to_owned()), ..Problem::new(status, slug, detail) };
+        let problem = Problem { request_id: Some(request_id.to_owned()), ..Problem::for_status(status, detail) };
         let body = serde_json::to_vec(&problem).ok()?;
 
         let mut out = Vec::with_capacity(512 + body.len());

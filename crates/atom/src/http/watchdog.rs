@@ -16,6 +16,10 @@
 //! progress with every write. Upgraded connections (WebSocket) leave the watch, and so do
 //! HTTP/2 connections, which have their own keep-alive, at their first request (one that
 //! sends no request within `timeout` is closed like an HTTP/1 one).
+//!
+//! The socket wrapper, [`Watched`], is also where two other things happen to the bytes of a
+//! connection: hyper's own empty answers to requests it cannot parse go out as problem+json
+//! ([`Refusals`]), and a close lingers while the client is still sending (`Linger`).
 
 use std::future::Future;
 use std::io;
@@ -232,6 +236,12 @@ fn drive<T: AsyncWrite>(
 }
 
 impl<T: AsyncWrite> Watched<T> {
+    /// Writes what is left of a replacement answer, if any, before anything else.
+    fn finish_replacement(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        drive(this.io, this.pending, cx)
+    }
+
     /// Takes `buf` when it is hyper's automatic answer: its replacement is written instead
     /// (now, or on the flush that follows), and the whole of `buf` counts as written.
     fn take_refusal(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<io::Result<usize>>> {
@@ -275,10 +285,7 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
 impl<T: AsyncRead + AsyncWrite> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.watch.check()?;
-        if self.pending.is_some() {
-            let this = self.as_mut().project();
-            ready!(drive(this.io, this.pending, cx))?;
-        }
+        ready!(self.as_mut().finish_replacement(cx))?;
         if let Some(taken) = self.as_mut().take_refusal(cx, buf) {
             return taken;
         }
@@ -294,10 +301,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for Watched<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.watch.check()?;
-        if self.pending.is_some() {
-            let this = self.as_mut().project();
-            ready!(drive(this.io, this.pending, cx))?;
-        }
+        ready!(self.as_mut().finish_replacement(cx))?;
         // hyper's automatic answer is a head alone, in one slice.
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
         if let (Some(first), None) = (filled.next(), filled.next())
@@ -315,10 +319,9 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for Watched<T> {
         self.io.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut this = self.project();
-        ready!(drive(this.io.as_mut(), this.pending, cx))?;
-        this.io.poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().finish_replacement(cx))?;
+        self.project().io.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
