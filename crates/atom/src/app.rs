@@ -48,6 +48,8 @@ pub struct Shared {
     pub identity: Arc<Identity>,
     pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,
+    /// The HTTP stack's request metrics, rendered into `/metrics` after `metrics`'s.
+    pub http_metrics: Arc<crate::http::metrics::RequestMetrics>,
     /// Set when shutdown begins; `/ready` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub started_at: Instant,
@@ -147,6 +149,7 @@ impl Application {
             cache,
             identity,
             metrics: telemetry::metrics_handle(),
+            http_metrics: Arc::default(),
             draining: Arc::new(AtomicBool::new(false)),
             started_at: Instant::now(),
             instance_id,

@@ -213,6 +213,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(entries) = state.cache.entry_count() {
         metrics::gauge!("cache_entries").set(entries as f64);
     }
-    let body = state.metrics.render();
+    let mut body = state.metrics.render();
+    state.http_metrics.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

@@ -1,9 +1,7 @@
 //! The stack every request passes through, outermost first:
 //!
-//! 1. [`Stack`]: request id (an incoming valid `X-Request-Id` is kept), the in-flight gauge,
-//!    the request counter and latency histogram by method, route template and status, the
-//!    number of database queries the request issued (`http_request_db_queries`, where an N+1
-//!    shows), one log line per request; then, on the way out, every response of status 400
+//! 1. [`Stack`]: request id (an incoming valid `X-Request-Id` is kept), the request metrics
+//!    ([`super::metrics`]), one log line per request; then, on the way out, every response of status 400
 //!    and above becomes `application/problem+json` carrying the request id (whoever produced
 //!    it), and the security headers are set.
 //! 2. CORS, when origins are configured (`tower_http`).
@@ -25,13 +23,12 @@
 //! Invariant: the request log names the route template and the path, never the query string
 //! or a header value, so credentials sent in either cannot reach a log line.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::future::Ready;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -44,13 +41,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::future::CatchUnwind;
 use futures_util::future::Either;
-use metrics::{Counter, Gauge, Histogram};
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::app::AppState;
 use crate::edge::{self, Caller, Verdict};
 use crate::error::{PROBLEM_JSON, Problem};
+use crate::http::metrics::RequestMetrics;
 use crate::http::watchdog::Busy;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -90,7 +87,7 @@ pub struct Stack(Arc<StackShared>);
 #[derive(Debug)]
 struct StackShared {
     headers: edge::headers::SecurityHeaders,
-    metrics: RequestMetrics,
+    metrics: Arc<RequestMetrics>,
     guard: Guard,
     /// CORS around `guard`, when origins are configured: the `tower_http` service, boxed,
     /// because its configuration would otherwise make every request's future larger.
@@ -112,7 +109,7 @@ impl Stack {
         let hsts = config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         Self(Arc::new(StackShared {
             headers: edge::headers::SecurityHeaders::new(hsts),
-            metrics: RequestMetrics::new(),
+            metrics: Arc::clone(&state.http_metrics),
             guard,
             cors,
         }))
@@ -451,107 +448,13 @@ impl<S: Service<Request, Response = Response>> Service<Request> for RecordRoute<
     }
 }
 
-/// The request metrics, with their handles looked up once per method, route and status
-/// rather than in the registry on every request.
-#[derive(Debug)]
-struct RequestMetrics {
-    in_flight: Gauge,
-    series: RwLock<HashMap<(&'static str, u16), RouteSeries, Fnv>>,
-}
-
-/// The series of one method and status, by route template.
-type RouteSeries = HashMap<Box<str>, Series, Fnv>;
-
-/// FNV-1a for the series maps, looked up twice per request. Their keys come from closed sets
-/// (method labels, statuses, the router's templates), never from a client, so a hash that an
-/// attacker could collide costs nothing here, and SipHash would cost more than the lookup.
-type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
-
-#[derive(Debug)]
-struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Series {
-    requests: Counter,
-    duration: Histogram,
-    db_queries: Histogram,
-}
-
-/// Unmatched paths share one label so that scanners cannot blow up the series count.
-const UNMATCHED: &str = "<unmatched>";
-
-impl RequestMetrics {
-    fn new() -> Self {
-        Self { in_flight: metrics::gauge!("http_requests_in_flight"), series: RwLock::new(HashMap::default()) }
-    }
-
-    fn record(&self, method: &Method, route: Option<&str>, status: u16, latency: Duration, db_queries: u32) {
-        let method = method_label(method);
-        let route = route.unwrap_or(UNMATCHED);
-        let record = |s: &Series| {
-            s.requests.increment(1);
-            s.duration.record(latency.as_secs_f64());
-            s.db_queries.record(f64::from(db_queries));
-        };
-        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = series.get(&(method, status)).and_then(|routes| routes.get(route)) {
-            record(s);
-            return;
-        }
-        drop(series);
-        let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
-        let s = Series {
-            requests: metrics::counter!("http_requests_total", &labels),
-            duration: metrics::histogram!("http_request_duration_seconds", &labels),
-            db_queries: metrics::histogram!("http_request_db_queries", &labels[..2]),
-        };
-        record(&s);
-        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        series.entry((method, status)).or_default().entry(route.into()).or_insert(s);
-    }
-}
-
-/// Methods outside the standard ones share one label, like unmatched paths.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
-    }
-}
-
 /// Counts one request in flight until dropped (also when the request's future is dropped
 /// mid-way), and holds the stack for the request's finishing step.
 struct InFlight(Arc<StackShared>);
 
 impl InFlight {
     fn enter(stack: Arc<StackShared>) -> Self {
-        stack.metrics.in_flight.increment(1.0);
+        stack.metrics.enter();
         Self(stack)
     }
 
@@ -562,7 +465,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.metrics.in_flight.decrement(1.0);
+        self.0.metrics.leave();
     }
 }
 

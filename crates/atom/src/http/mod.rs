@@ -6,6 +6,7 @@
 
 pub mod extract;
 mod health;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 mod refusal;

@@ -64,15 +64,19 @@ async fn metrics_expose_requests_latency_in_flight_pool_and_start_time() {
         "Prometheus text content type"
     );
     let text = response.text().await.expect("text");
-    let health_count = text
-        .lines()
-        .find(|l| l.starts_with(r#"http_requests_total{method="GET",route="/health",status="200"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok());
-    assert!(health_count.is_some_and(|n| n >= 3.0), "health counted:\n{text}");
-    assert!(text.contains(r#"route="<unmatched>",status="404""#), "unmatched paths share one label");
-    assert!(text.contains("http_request_duration_seconds_bucket{"), "latency histogram");
-    assert!(text.contains("http_requests_in_flight"), "in-flight gauge");
+    let value = |series: &str| {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')).and_then(|n| n.parse::<f64>().ok())
+    };
+    // This application's requests exactly: the request metrics are the application's own.
+    let health = r#"method="GET",route="/health",status="200""#;
+    assert_eq!(value(&format!("http_requests_total{{{health}}}")), Some(3.0), "health counted:\n{text}");
+    assert_eq!(value(&format!("http_request_duration_seconds_count{{{health}}}")), Some(3.0));
+    assert_eq!(value(&format!("http_request_duration_seconds_bucket{{{health},le=\"+Inf\"}}")), Some(3.0));
+    assert!(value(&format!("http_request_duration_seconds_sum{{{health}}}")).is_some_and(|s| s > 0.0 && s < 3.0));
+    assert_eq!(value(r#"http_request_db_queries_count{method="GET",route="/health"}"#), Some(3.0));
+    assert_eq!(value(r#"http_requests_total{method="GET",route="<unmatched>",status="404"}"#), Some(1.0));
+    // The scrape itself is in flight while it renders.
+    assert_eq!(value("http_requests_in_flight"), Some(1.0), "in-flight gauge");
     assert!(text.contains(r#"db_pool_connections{backend=""#), "pool gauges");
     assert!(text.contains("db_pool_max_connections"), "pool size gauge");
     assert!(text.contains("process_start_time_seconds"), "start time");
