@@ -27,9 +27,10 @@ const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy")
 /// The security headers, made once: every response gets a copy of this map, and the
 /// handler's own headers go back on top. Cloning a few ready entries is cheaper than hashing
 /// each name into every response (measured again in session 7), and the copy also holds
-/// empty slots for the headers nearly every response carries (`Content-Type`, `Content-Length`, `X-Request-Id`, the rate-limit
-/// headers), first in the copy, so that filling them in replaces a value in place, found by
-/// its position, instead of hashing a name and growing the map.
+/// empty slots for the headers nearly every response carries (`X-Request-Id`,
+/// `Content-Type`, `Content-Length`, and on rate-limited routes the rate-limit headers),
+/// first in the copy, so that filling them in replaces a value in place, found by its
+/// position, instead of hashing a name and growing the map.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     base: HeaderMap,
@@ -50,8 +51,8 @@ static FORCED: [HeaderName; 6] = [
 ];
 
 /// The slots of the copy besides `X-Request-Id`: headers that most responses carry, sent only
-/// when the response has them. The rate-limit headers (the last two) have slots only in the
-/// copy for rate-limited responses.
+/// when the response has them (axum's router sets `Content-Length` from the body). The
+/// rate-limit headers (the last two) have slots only in the copy for rate-limited responses.
 static SLOTS: [HeaderName; 4] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
@@ -91,13 +92,12 @@ impl SecurityHeaders {
     /// `Content-Security-Policy` and `Cache-Control` win over the defaults; the other
     /// security headers are always the defaults, and `Server` is removed.
     ///
-    /// The slots are filled by position (they are the copy's first entries), so that the
-    /// common response, which has only slot headers of its own, hashes no header name.
+    /// One pass over the handler's headers sorts them into the slots and the rest; the slots
+    /// are then filled by position (they are the copy's first entries), so that the common
+    /// response, which has only slot headers of its own, hashes no header name.
     pub fn stamp(&self, headers: &mut HeaderMap, request_id: HeaderValue) {
-        // A rate-limited response carries both rate-limit headers; others carry neither.
-        let (base, slots) = if headers.contains_key(&SLOTS[3]) { (&self.limited, 4) } else { (&self.base, 2) };
-        let own = std::mem::replace(headers, base.clone());
-        // The slots' values, in the copy's order: `X-Request-Id`, then `SLOTS[..slots]`.
+        let own = std::mem::take(headers);
+        // The slots' values, in the copy's order: `X-Request-Id`, then `SLOTS`.
         let mut values: [Option<HeaderValue>; 1 + SLOTS.len()] = [Some(request_id), None, None, None, None];
         // The handler's other headers (first value of a name or not): few, and rare.
         let mut others: Vec<(HeaderName, HeaderValue, bool)> = Vec::new();
@@ -110,14 +110,18 @@ impl SecurityHeaders {
             }
             let Some(name) = &current else { continue };
             let first_value = std::mem::take(&mut first);
-            if first_value && let Some(slot) = SLOTS[..slots].iter().position(|slot| slot == name) {
+            if first_value && let Some(slot) = SLOTS.iter().position(|slot| slot == name) {
                 values[slot + 1] = Some(value);
             } else if !FORCED.contains(name) {
                 others.push((name.clone(), value, first_value));
             }
         }
+        // A rate-limited response carries the rate-limit headers; others carry neither.
+        let limited = values[3..].iter().any(Option::is_some);
+        let (base, slots) = if limited { (&self.limited, SLOTS.len()) } else { (&self.base, 2) };
+        *headers = base.clone();
         let filled = values.each_ref().map(Option::is_some);
-        for (slot, value) in headers.values_mut().zip(&mut values) {
+        for (slot, value) in headers.values_mut().zip(&mut values[..=slots]) {
             if let Some(value) = value.take() {
                 *slot = value;
             }
