@@ -314,6 +314,9 @@ impl Config {
         if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
             return Err(ConfigError::new("http.max_connections", "connection caps must be at least 1"));
         }
+        if self.http.max_connections > 1_000_000 {
+            return Err(ConfigError::new("http.max_connections", "must be at most 1000000"));
+        }
         if self.http.max_in_flight == 0 {
             return Err(ConfigError::new("http.max_in_flight", "must be at least 1"));
         }

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,8 +21,7 @@ use axum::http::Version;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::conn::auto::{Builder, UpgradeableConnection};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -101,16 +102,68 @@ impl Drop for PerIpGuard {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A connection that finishes gracefully once its watchdog drains: the request in flight
+    /// is answered, then the connection closes (HTTP/2: a GOAWAY).
+    struct Drained<C> {
+        #[pin]
+        conn: C,
+        watch: Arc<Watch>,
+        asked: bool,
+    }
+}
+
+type HyperConnection =
+    UpgradeableConnection<'static, TokioIo<Watched<tokio::net::TcpStream>>, Connection, TokioExecutor>;
+
+impl Future for Drained<HyperConnection> {
+    type Output = <HyperConnection as Future>::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.asked && this.watch.draining() {
+            *this.asked = true;
+            this.conn.as_mut().graceful_shutdown();
+        }
+        let poll = this.conn.as_mut().poll(cx);
+        // A drain between the check above and the socket's registration of this task.
+        if poll.is_pending() && !*this.asked && this.watch.draining() {
+            *this.asked = true;
+            this.conn.as_mut().graceful_shutdown();
+            cx.waker().wake_by_ref();
+        }
+        poll
+    }
+}
+
+/// The open connections, once the listener has closed.
+#[derive(Debug)]
+pub struct Connections {
+    watchdog: Arc<Watchdog>,
+    total: Arc<Semaphore>,
+    max: u32,
+}
+
+impl Connections {
+    /// Asks every connection to finish what is in flight and close; resolves once all have.
+    pub async fn shutdown(self) {
+        self.watchdog.drain();
+        // Each connection holds one permit until its task ends.
+        let _all = self.total.acquire_many(self.max).await;
+    }
+}
+
 /// Accepts and serves connections until `stop` resolves, then closes the listener and
-/// returns the handle that resolves once every open connection has finished.
+/// returns the open connections, for their graceful shutdown.
 pub async fn serve(
     listener: TcpListener,
     app: Stack,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
-    let total = Arc::new(Semaphore::new(limits.max_connections));
+) -> Connections {
+    // At most 1 000 000 (checked with the configuration).
+    let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let total = Arc::new(Semaphore::new(max as usize));
     let per_ip = Arc::new(PerIp::default());
     let mut builder = Builder::new(TokioExecutor::new());
     // No `header_read_timeout` here: the watchdog does its work at a fraction of its cost.
@@ -142,9 +195,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let watch = watchdog.watch();
         let service = Connection { app: app.clone(), peer, watch: Arc::clone(&watch) };
-        let io = TokioIo::new(Watched::new(stream, watch, Arc::clone(&refusals)));
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&watch), Arc::clone(&refusals)));
         let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let conn = graceful.watch(conn);
+        let conn = Drained { conn, watch, asked: false };
         tokio::spawn(async move {
             let _held = connection;
             metrics::gauge!("http_connections_open").increment(1.0);
@@ -153,7 +206,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful
+    Connections { watchdog, total, max }
 }
 
 fn admit(

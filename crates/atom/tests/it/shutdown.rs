@@ -158,3 +158,57 @@ async fn sigterm_lets_the_slow_request_finish_and_exits_zero() {
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(log.contains("SIGTERM received") && log.contains("shutdown complete"), "{log}");
 }
+
+/// Reads HTTP/2 frames until the server closes the connection, acknowledging its SETTINGS and
+/// PINGs as a client must (hyper's graceful GOAWAY waits for a PING's answer). Returns the
+/// frames' types.
+async fn h2_frames_until_closed(h2: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut types = Vec::new();
+    let mut head = [0u8; 9];
+    while h2.read_exact(&mut head).await.is_ok() {
+        let length = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let (kind, ack) = (head[3], head[4] & 1 == 1);
+        types.push(kind);
+        let mut payload = vec![0u8; length];
+        if h2.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let answer = match (kind, ack) {
+            (0x4, false) => [&[0, 0, 0, 0x4, 1, 0, 0, 0, 0][..], &[]].concat(),
+            (0x6, false) => [&[0, 0, 8, 0x6, 1, 0, 0, 0, 0][..], &payload].concat(),
+            _ => continue,
+        };
+        if h2.write_all(&answer).await.is_err() {
+            break;
+        }
+    }
+    types
+}
+
+/// An idle HTTP/2 connection (h2c, spoken by hand: the preface and an empty SETTINGS, each
+/// side's SETTINGS acknowledged, then silence) is told GOAWAY and closed when shutdown begins,
+/// so the drain ends at once instead of at the grace period or the header-read timeout.
+#[tokio::test]
+async fn an_idle_http2_connection_gets_goaway_and_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let mut app =
+        TestApp::spawn_with(&[("SHUTDOWN_GRACE_SECS", "10"), ("HTTP_HEADER_READ_TIMEOUT_SECS", "60")], Router::new())
+            .await;
+    let mut h2 = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.expect("preface");
+    // The handshake, then nothing more from either side: no frame is waiting when the
+    // connection goes idle (a partly read one would be lost here).
+    let handshake = tokio::time::timeout(Duration::from_millis(500), h2_frames_until_closed(&mut h2)).await;
+    assert!(handshake.is_err(), "the server keeps the connection open");
+
+    let started = Instant::now();
+    let server = app.begin_shutdown();
+    let frames = tokio::time::timeout(Duration::from_secs(5), h2_frames_until_closed(&mut h2))
+        .await
+        .expect("the server closed the connection");
+    assert_eq!(frames.first(), Some(&0x7), "GOAWAY first: {frames:?}");
+    assert_eq!(frames.last(), Some(&0x7), "GOAWAY, then the close: {frames:?}");
+    server.await.expect("task").expect("clean shutdown");
+    assert!(started.elapsed() < Duration::from_secs(4), "shutdown took {:?}", started.elapsed());
+}
