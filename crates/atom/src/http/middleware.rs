@@ -79,6 +79,9 @@ pub fn new_request_id() -> HeaderValue {
 /// The router inside axum's body-limit marker, for requests that carry a body.
 type LimitedRouter = <DefaultBodyLimit as Layer<Router>>::Service;
 
+/// The future of a call to the router.
+type RouterFuture = <Router as Service<Request>>::Future;
+
 /// The outermost service: observes every request and finishes every response. A clone is
 /// one reference count; everything else sits behind it.
 #[derive(Debug, Clone)]
@@ -351,10 +354,13 @@ impl Guard {
         in_flight: Option<edge::InFlightGuard>,
         allowance: Option<edge::Allowance>,
     ) -> RouteFuture {
+        // Called directly, not through `oneshot`: axum's routers are always ready (their
+        // `poll_ready` is `Ready(Ok(()))`), and a `Oneshot` would move the request through its
+        // states first.
         let call = if axum::body::HttpBody::is_end_stream(req.body()) {
-            Either::Left(self.router.clone().oneshot(req))
+            Either::Left(self.router.clone().call(req))
         } else {
-            Either::Right(self.limited.clone().oneshot(req))
+            Either::Right(self.limited.clone().call(req))
         };
         let call = AssertUnwindSafe(call).catch_unwind();
         RouteFuture { call, timeout: self.timeout, timer: None, in_flight, allowance }
@@ -373,7 +379,7 @@ pin_project_lite::pin_project! {
     /// short either.
     pub struct RouteFuture {
         #[pin]
-        call: CatchUnwind<AssertUnwindSafe<Either<Oneshot<Router, Request>, Oneshot<LimitedRouter, Request>>>>,
+        call: CatchUnwind<AssertUnwindSafe<Either<RouterFuture, <LimitedRouter as Service<Request>>::Future>>>,
         timeout: Duration,
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
         in_flight: Option<edge::InFlightGuard>,
