@@ -121,15 +121,20 @@ impl Future for Drained<HyperConnection> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if !*this.asked && this.watch.draining() {
-            *this.asked = true;
-            this.conn.as_mut().graceful_shutdown();
+        /// Asks the connection to finish once the drain has begun; whether it asked now.
+        fn ask(conn: Pin<&mut HyperConnection>, watch: &Watch, asked: &mut bool) -> bool {
+            if *asked || !watch.draining() {
+                return false;
+            }
+            *asked = true;
+            conn.graceful_shutdown();
+            true
         }
+        ask(this.conn.as_mut(), this.watch, this.asked);
         let poll = this.conn.as_mut().poll(cx);
-        // A drain between the check above and the socket's registration of this task.
-        if poll.is_pending() && !*this.asked && this.watch.draining() {
-            *this.asked = true;
-            this.conn.as_mut().graceful_shutdown();
+        // A drain that came between the check above and the socket's registration of this
+        // task found no waker to wake: poll again.
+        if poll.is_pending() && ask(this.conn.as_mut(), this.watch, this.asked) {
             cx.waker().wake_by_ref();
         }
         poll
