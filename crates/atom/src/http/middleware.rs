@@ -1,9 +1,9 @@
 //! The stack every request passes through, outermost first:
 //!
 //! 1. [`Stack`]: request id (an incoming valid `X-Request-Id` is kept), the request metrics
-//!    ([`super::metrics`]), one log line per request; then, on the way out, every response of status 400
-//!    and above becomes `application/problem+json` carrying the request id (whoever produced
-//!    it), and the security headers are set.
+//!    ([`super::metrics`]), one log line per request; then, on the way out, every response of
+//!    status 400 and above becomes `application/problem+json` carrying the request id
+//!    (whoever produced it), and the security headers are set.
 //! 2. CORS, when origins are configured (`tower_http`).
 //! 3. [`Guard`]: load shedding, the per-address rate limit, panic catching and the request
 //!    timeout, around the router (inside axum's body-limit marker).
