@@ -12,6 +12,9 @@
 # Usage: bench/instructions.sh   (BENCH_REQUESTS=2000 requests per case after 300 of warm-up)
 #
 # BENCH_CASES picks cases by name (default: all of bare warn info json public protected);
+# BENCH_VALGRIND_ARGS adds options to callgrind's, such as its cache model (then the profiles
+# also count L1 and last-level misses):
+#   BENCH_VALGRIND_ARGS="--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64"
 # BENCH_PROFILES=DIR keeps each case's callgrind output there as NAME.cg, for
 # `callgrind_annotate --inclusive=no --auto=no DIR/NAME.cg` (where the instructions go).
 set -euo pipefail
@@ -20,6 +23,7 @@ cd "$(dirname "$0")/.."
 requests=${BENCH_REQUESTS:-2000}
 cases=" ${BENCH_CASES:-bare warn info json public protected} "
 profiles=${BENCH_PROFILES:-}
+read -r -a valgrind_args <<<"${BENCH_VALGRIND_ARGS:-}"
 [ -z "$profiles" ] || mkdir -p "$profiles"
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release -q -p atom -p atom-bench -p bare-axum
@@ -75,7 +79,7 @@ measure() {
       ;;
   esac
   env -u ATOM_CONFIG -u ATOM_DATABASE_URL -u ATOM_REDIS_URL -u ATOM_LOG_FORMAT ATOM_DATA_DIR="$tmp/data" "${vars[@]}" \
-    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "${cmd[@]}" >"$tmp/out" 2>"$tmp/err" &
+    valgrind --tool=callgrind "${valgrind_args[@]}" --callgrind-out-file="$tmp/cg.out" "${cmd[@]}" >"$tmp/out" 2>"$tmp/err" &
   server_pid=$!
   for _ in $(seq 600); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break

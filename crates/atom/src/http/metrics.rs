@@ -44,7 +44,8 @@ struct Series {
 /// Unmatched paths share one label so that scanners cannot blow up the series count.
 const UNMATCHED: &str = "<unmatched>";
 
-/// The latency buckets, in nanoseconds, with their `le` labels in seconds.
+/// The latency buckets, in nanoseconds, with their `le` labels in seconds. The exporter's
+/// `*_seconds` histograms use the same ([`latency_bounds_secs`]).
 const LATENCY: Buckets = Buckets {
     per_unit: 1e9,
     bounds: &[
@@ -82,6 +83,11 @@ const QUERIES: Buckets = Buckets {
         (100, "100"),
     ],
 };
+
+/// [`LATENCY`]'s bounds in seconds, for the exporter's histograms.
+pub fn latency_bounds_secs() -> Vec<f64> {
+    LATENCY.bounds.iter().map(|&(nanos, _)| nanos as f64 / LATENCY.per_unit).collect()
+}
 
 impl RequestMetrics {
     /// Counts one request in flight until the guard is dropped (also when the request's
@@ -123,38 +129,36 @@ impl RequestMetrics {
     /// Appends the Prometheus text exposition of these metrics to `out`, series sorted by
     /// method, route and status.
     pub fn render(&self, out: &mut String) {
+        // Each series' labels, made once, sorted: (method, route, status) -> latency.
         let mut requests = BTreeMap::new();
-        let mut queries: BTreeMap<(&str, String), Snapshot> = BTreeMap::new();
+        // The query counts by method and route, over every status.
+        let mut queries: BTreeMap<String, Snapshot> = BTreeMap::new();
         {
             let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
             for (&(method, status), routes) in series.iter() {
                 for (route, s) in routes {
-                    requests.insert((method, route.to_string(), status), s.duration.snapshot());
-                    let by_route =
-                        queries.entry((method, route.to_string())).or_insert_with(|| Snapshot::empty(&QUERIES));
-                    by_route.add(&s.db_queries.snapshot());
+                    let by_route = format!("method=\"{method}\",route=\"{}\"", escape(route));
+                    requests.insert(format!("{by_route},status=\"{status}\""), s.duration.snapshot());
+                    queries.entry(by_route).or_insert_with(|| Snapshot::empty(&QUERIES)).add(&s.db_queries.snapshot());
                 }
             }
         }
         // Writing to a `String` cannot fail.
         let _ = writeln!(out, "# HELP http_requests_total Requests answered, by method, route template and status.");
         let _ = writeln!(out, "# TYPE http_requests_total counter");
-        for ((method, route, status), latency) in &requests {
-            let labels = format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route));
+        for (labels, latency) in &requests {
             let _ = writeln!(out, "http_requests_total{{{labels}}} {}", latency.count());
         }
         let _ =
             writeln!(out, "\n# HELP http_request_duration_seconds Time from a request's head to its response's head.");
         let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
-        for ((method, route, status), latency) in &requests {
-            let labels = format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route));
-            latency.write("http_request_duration_seconds", &labels, out);
+        for (labels, latency) in &requests {
+            latency.write("http_request_duration_seconds", labels, out);
         }
         let _ = writeln!(out, "\n# HELP http_request_db_queries Database queries issued per request.");
         let _ = writeln!(out, "# TYPE http_request_db_queries histogram");
-        for ((method, route), counts) in &queries {
-            let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
-            counts.write("http_request_db_queries", &labels, out);
+        for (labels, counts) in &queries {
+            counts.write("http_request_db_queries", labels, out);
         }
         let _ = writeln!(out, "\n# HELP http_requests_in_flight Requests being answered.");
         let _ = writeln!(out, "# TYPE http_requests_in_flight gauge");

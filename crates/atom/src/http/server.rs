@@ -105,9 +105,9 @@ impl Drop for PerIpGuard {
 pin_project_lite::pin_project! {
     /// A connection that finishes gracefully once its watchdog drains: the request in flight
     /// is answered, then the connection closes (HTTP/2: a GOAWAY).
-    struct Drained<C> {
+    struct Drained {
         #[pin]
-        conn: C,
+        conn: HyperConnection,
         watch: Arc<Watch>,
         asked: bool,
     }
@@ -116,7 +116,7 @@ pin_project_lite::pin_project! {
 type HyperConnection =
     UpgradeableConnection<'static, TokioIo<Watched<tokio::net::TcpStream>>, Connection, TokioExecutor>;
 
-impl Future for Drained<HyperConnection> {
+impl Future for Drained {
     type Output = <HyperConnection as Future>::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
