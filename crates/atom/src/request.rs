@@ -1,7 +1,8 @@
 //! What is known about the request being served, for code that runs on its task but is not
-//! handed the request: the storage layer counts its queries here (and names the request in a
-//! slow-query line), the router notes the matched route template, and authentication puts
-//! the principal that handlers take. The middleware ([`crate::http::middleware::Stack`]) opens the scope around each
+//! handed the request: the connection's peer address (for the rate limits and audit rows),
+//! the storage layer counts its queries here (and names the request in a slow-query line),
+//! the router notes the matched route template, and authentication puts the principal that
+//! handlers take. The middleware ([`crate::http::middleware::Stack`]) opens the scope around each
 //! request and reads it back at the end, for the request's metrics and log line.
 //!
 //! A task-local, not a request extension: extensions live in a map that is allocated per
@@ -10,6 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -26,6 +28,9 @@ tokio::task_local! {
 pub struct Scope {
     /// The `X-Request-Id`, also in the request's log line, slow-query lines and audit rows.
     request_id: HeaderValue,
+    /// The peer address of the request's connection; `None` for a request that came through
+    /// no socket (a test calling the stack directly).
+    peer: Option<SocketAddr>,
     queries: Cell<u32>,
     route: Cell<Option<MatchedPath>>,
     principal: RefCell<Option<Principal>>,
@@ -53,9 +58,11 @@ pub struct Record {
     pub user_id: Option<String>,
 }
 
-/// Runs `future` as the request `request_id`; resolves to its output and the scope's record.
-pub fn scope<F: Future>(request_id: HeaderValue, future: F) -> Scoped<F> {
-    let scope = Scope { request_id, queries: Cell::new(0), route: Cell::new(None), principal: RefCell::new(None) };
+/// Runs `future` as the request `request_id` from `peer`; resolves to its output and the
+/// scope's record.
+pub fn scope<F: Future>(request_id: HeaderValue, peer: Option<SocketAddr>, future: F) -> Scoped<F> {
+    let scope =
+        Scope { request_id, peer, queries: Cell::new(0), route: Cell::new(None), principal: RefCell::new(None) };
     Scoped { scoped: REQUEST.scope(scope, future) }
 }
 
@@ -67,6 +74,12 @@ pub fn count_query() {
 /// The current request's id, if any (for the rare lines and rows that name it).
 pub fn request_id() -> Option<String> {
     REQUEST.try_with(|r| r.request_id.to_str().ok().map(str::to_owned)).ok().flatten()
+}
+
+/// The peer address of the current request's connection (not yet the client behind a proxy:
+/// see [`crate::edge::Edge::client_ip`]).
+pub fn peer() -> Option<SocketAddr> {
+    REQUEST.try_with(|r| r.peer).ok().flatten()
 }
 
 /// Sets who the current request was authenticated as (by [`crate::identity::auth`]).
@@ -122,7 +135,9 @@ mod tests {
     // templates in `http_requests_total`) and the log tests cover it end to end.
     #[tokio::test]
     async fn a_scope_counts_the_queries_of_its_own_task_only() {
-        let (id, record) = scope(HeaderValue::from_static("r1"), async {
+        let peer = "192.0.2.7:4000".parse().ok();
+        let (id, record) = scope(HeaderValue::from_static("r1"), peer, async {
+            assert_eq!(super::peer(), peer);
             count_query();
             count_query();
             let principal = Principal {
@@ -144,6 +159,7 @@ mod tests {
         // Outside any scope, nothing is recorded and nothing fails.
         count_query();
         assert!(request_id().is_none());
+        assert!(super::peer().is_none());
         assert!(principal().is_none());
     }
 }

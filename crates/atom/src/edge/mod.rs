@@ -134,22 +134,31 @@ impl Edge {
         }
     }
 
-    /// The client's address: the peer, or the nearest untrusted address in
-    /// `X-Forwarded-For` when the peer is a configured proxy.
-    pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
-        self.client_ip_of(req.headers(), req.extensions())
+    /// The client's address of the request being served, given its headers: the peer of its
+    /// connection ([`crate::request::peer`]), or the nearest untrusted address in
+    /// `X-Forwarded-For` when the peer is a configured proxy. `None` outside a request and for
+    /// a request that came through no socket.
+    pub fn client_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
+        Some(self.client_behind(crate::request::peer()?.ip(), headers))
     }
 
-    /// [`Edge::client_ip`] from a request's headers and extensions, for requests that are
-    /// no longer whole (the handshake parts a Socket.io connection keeps).
+    /// [`Edge::client_ip`] for a request kept beyond its own task (the handshake parts of a
+    /// Socket.io connection), whose peer is in its `ConnectInfo` extension
+    /// ([`crate::realtime`] puts it there).
     pub fn client_ip_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
         let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip();
+        Some(self.client_behind(peer, headers))
+    }
+
+    /// The client behind `peer`, given the request's headers: `peer` itself unless it is a
+    /// configured proxy.
+    pub fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.trusted_proxies.iter().any(|c| c.contains(peer)) {
-            return Some(peer);
+            return peer;
         }
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("");
         let chain: Vec<IpAddr> = forwarded.split(',').filter_map(|a| a.trim().parse().ok()).collect();
-        Some(chain.into_iter().rev().find(|ip| !self.trusted_proxies.iter().any(|c| c.contains(*ip))).unwrap_or(peer))
+        chain.into_iter().rev().find(|ip| !self.trusted_proxies.iter().any(|c| c.contains(*ip))).unwrap_or(peer)
     }
 
     fn allowance(&self, name: &'static str, decision: Decision) -> Allowance {

@@ -26,6 +26,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::future::Ready;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -123,14 +124,16 @@ impl Stack {
         &self.0.headers
     }
 
-    /// The future that answers `req`.
+    /// The future that answers `req`, which came through no socket.
     pub fn serve(&self, req: Request) -> StackFuture {
-        self.serve_on(req, None)
+        self.serve_on(req, None, None)
     }
 
-    /// [`Stack::serve`] for a request of a watched connection: `busy` holds the connection's
-    /// watch off until the response is ready, and learns of an upgrade.
-    pub fn serve_on(&self, req: Request, busy: Option<Busy>) -> StackFuture {
+    /// [`Stack::serve`] for a request of a watched connection from `peer`: `busy` holds the
+    /// connection's watch off until the response is ready, and learns of an upgrade. The peer
+    /// goes into the request's scope ([`crate::request::peer`]), not into its extensions:
+    /// most requests never ask for it, and an extension costs a hash-map insert each.
+    pub fn serve_on(&self, req: Request, busy: Option<Busy>, peer: Option<SocketAddr>) -> StackFuture {
         let started = Instant::now();
         let request_id = request_id(&req);
         let method = req.method().clone();
@@ -141,9 +144,9 @@ impl Stack {
         let finish = Finish { stack: InFlight::enter(Arc::clone(&self.0)), started, method, uri, busy };
         let inner = match &self.0.cors {
             Some(cors) => Either::Left(cors.clone().oneshot(req)),
-            None => Either::Right(self.0.guard.handle(req)),
+            None => Either::Right(self.0.guard.handle(req, peer)),
         };
-        StackFuture { inner: crate::request::scope(request_id, inner), finish: Some(finish) }
+        StackFuture { inner: crate::request::scope(request_id, peer, inner), finish: Some(finish) }
     }
 }
 
@@ -302,9 +305,10 @@ impl Service<Request> for Guard {
         Poll::Ready(Ok(()))
     }
 
-    /// Used only inside CORS; without it, [`Stack`] calls [`Guard::handle`] directly.
+    /// Used only inside CORS, which calls it from within the request's scope; without CORS,
+    /// [`Stack`] calls [`Guard::handle`] directly, before the scope is entered.
     fn call(&mut self, req: Request) -> Self::Future {
-        self.handle(req)
+        self.handle(req, crate::request::peer())
     }
 }
 
@@ -314,9 +318,9 @@ pub type GuardFuture =
     Either<Either<Ready<Result<Response, Infallible>>, BoxFuture<'static, Result<Response, Infallible>>>, RouteFuture>;
 
 impl Guard {
-    /// Sheds, limits per address, then routes. Only a decision that needs Redis or a denial
-    /// that counts towards a ban is boxed.
-    fn handle(&self, req: Request) -> GuardFuture {
+    /// Sheds, limits per address (the client behind `peer`, the connection's address), then
+    /// routes. Only a decision that needs Redis or a denial that counts towards a ban is boxed.
+    fn handle(&self, req: Request, peer: Option<SocketAddr>) -> GuardFuture {
         let edge = &self.state.edge;
         // Health, readiness and metrics are never shed or limited.
         let in_flight = if edge::exempt(req.uri().path()) {
@@ -327,7 +331,9 @@ impl Guard {
                 None => return Either::Left(Either::Left(std::future::ready(Ok(edge::overloaded())))),
             }
         };
-        let Some((policy, ip)) = edge::address_policy(edge, &req).and_then(|p| Some((p, edge.client_ip(&req)?))) else {
+        let Some((policy, ip)) =
+            edge::address_policy(edge, &req).and_then(|p| Some((p, edge.client_behind(peer?.ip(), req.headers()))))
+        else {
             return Either::Right(self.route(req, in_flight, None));
         };
         let key = edge::address_key(ip);

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::Version;
 use axum::response::Response;
 use hyper::body::Incoming;
@@ -29,8 +29,8 @@ use crate::http::middleware::{Stack, StackFuture};
 use crate::http::refusal::Refusals;
 use crate::http::watchdog::{Watch, Watchdog, Watched};
 
-/// The service hyper calls for each request of one connection: the peer address goes into
-/// the request, then the whole stack answers it. Implemented for hyper directly, so that a
+/// The service hyper calls for each request of one connection: the whole stack answers it,
+/// with the connection's peer address in the request's scope. Implemented for hyper directly, so that a
 /// request costs no clone of the stack and no `tower` adapter.
 struct Connection {
     app: Stack,
@@ -43,14 +43,13 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Error = Infallible;
     type Future = StackFuture;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         if req.version() == Version::HTTP_2 {
             // HTTP/2 has its own keep-alive (pings) and no slow head to wait for.
             self.watch.leave();
         }
         let busy = self.watch.begin();
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        self.app.serve_on(req.map(Body::new), Some(busy))
+        self.app.serve_on(req.map(Body::new), Some(busy), Some(self.peer))
     }
 }
 

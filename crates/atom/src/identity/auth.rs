@@ -109,7 +109,7 @@ where
     /// forwarded client, not the proxy.
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
-        let client_addr = app.edge.client_ip_of(&parts.headers, &parts.extensions).map(|ip| ip.to_string());
+        let client_addr = app.edge.client_ip(&parts.headers).map(|ip| ip.to_string());
         let user_agent = parts
             .headers
             .get(axum::http::header::USER_AGENT)
@@ -269,7 +269,7 @@ where
     let principal = match outcome {
         Ok(principal) => principal,
         Err(e) => {
-            let ip = state.edge.client_ip(&req);
+            let ip = state.edge.client_ip(req.headers());
             let denied = Box::pin(crate::edge::count_failed_authentication(state, ip)).await;
             return Ok(denied.unwrap_or(e).into_response());
         }
@@ -304,7 +304,7 @@ where
         Verdict::Done(limited) => limited,
         // Redis, or a denial to count: the key again, on this rare path.
         verdict => {
-            let caller = Caller { ip: state.edge.client_ip(&req) };
+            let caller = Caller { ip: state.edge.client_ip(req.headers()) };
             let key = crate::edge::principal_key(&principal);
             crate::edge::enforce_from(&state, crate::edge::API, key, caller, verdict).await
         }

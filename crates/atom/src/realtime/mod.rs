@@ -91,6 +91,14 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
         .with_state(Context { app: state.clone(), caps })
         .build_svc();
     io.ns("/", on_connect.with(admit));
+    // socketioxide keeps the handshake's parts for the connection's life, past the request's
+    // task and its scope: the peer address goes with them, for `admit`.
+    let service = tower::util::MapRequest::new(service, |mut req: axum::extract::Request| {
+        if let Some(peer) = crate::request::peer() {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        }
+        req
+    });
     (Router::new().route_service(PATH, service), Realtime { io })
 }
 

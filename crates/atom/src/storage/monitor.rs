@@ -94,7 +94,7 @@ mod tests {
     #[tokio::test]
     async fn queries_are_counted_inside_the_scope_only() {
         let ok = || async { Ok::<_, sqlx::Error>(()) };
-        let (_, record) = crate::request::scope(axum::http::HeaderValue::from_static("r1"), async {
+        let (_, record) = crate::request::scope(axum::http::HeaderValue::from_static("r1"), None, async {
             let _ = timed("test.one", ok()).await;
             let _ = timed("test.two", ok()).await;
         })

@@ -100,6 +100,30 @@ async fn cors_allows_exactly_the_configured_origins() {
     closed.stop().await;
 }
 
+/// With CORS on, the guard runs inside the CORS service (so that a browser can read its 429s),
+/// a different path from the one without: the per-address limit must still see each client's
+/// own address there.
+#[tokio::test]
+async fn with_cors_on_the_address_limit_keys_on_each_client_and_its_429_is_readable() {
+    let extra = [
+        ("HTTP_CORS_ALLOWED_ORIGINS", r#"["https://app.example.com"]"#),
+        ("RATE_LIMIT_ANONYMOUS_BURST", "1"),
+        ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "1"),
+    ];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let get = |client: &reqwest::Client| {
+        client.get(app.url("/openapi.json")).header("origin", "https://app.example.com").send()
+    };
+    let (first, second) = (client_from(21), client_from(22));
+    assert_eq!(get(&first).await.expect("sent").status(), 200);
+    let limited = get(&first).await.expect("sent");
+    assert_eq!(limited.status(), 429, "the same address, over its burst");
+    assert_eq!(limited.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(get(&second).await.expect("sent").status(), 200, "another address has its own limit");
+    app.stop().await;
+}
+
 async fn login_attempt(client: &reqwest::Client, app: &TestApp) -> reqwest::Response {
     login_attempt_as(client, app, "nobody@example.com").await
 }
