@@ -18,7 +18,9 @@
 # they do not take turns on the same one; the servers' tokio runtimes then start one worker.
 #
 # Environment: BENCH_DURATION (seconds per peak run, 10), BENCH_HALF_DURATION (seconds per
-# half-load run, 5), BENCH_RUNS (3), BENCH_CONNECTIONS (32), BENCH_WARMUP (seconds, 2),
+# half-load run, 5), BENCH_RUNS (3), BENCH_HALF_RUNS (half-load runs per case, 5: a stall of
+# the whole virtual machine spoils one run's p99 now and then, and the median of five
+# outlasts two such runs), BENCH_CONNECTIONS (32), BENCH_WARMUP (seconds, 2),
 # BENCH_PIN (1; 0 lets the scheduler place everything, and the half-load client, which
 # spins, then competes with the server), BENCH_AWAKE (0; 1 adds the kept-awake
 # half-load runs, pinned only), BENCH_DOC (the markdown file to update, docs/benchmarks.md;
@@ -29,6 +31,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${BENCH_DURATION:-10}
 HALF_DURATION=${BENCH_HALF_DURATION:-5}
 RUNS=${BENCH_RUNS:-3}
+HALF_RUNS=${BENCH_HALF_RUNS:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 WARMUP=${BENCH_WARMUP:-2}
 PIN=${BENCH_PIN:-1}
@@ -267,7 +270,7 @@ for round in $(seq "$RUNS"); do
   done
 done
 
-log "latency at half of the median peak: bench/loadgen, $RUNS runs of ${HALF_DURATION}s each"
+log "latency at half of the median peak: bench/loadgen, $HALF_RUNS runs of ${HALF_DURATION}s each"
 # half_load CASE SUFFIX: SUFFIX is "" or "+awake" (the server's CPU kept from idling).
 half_load() {
   local case_=$1 suffix=$2 peak rate result
@@ -276,7 +279,7 @@ half_load() {
   start_server "$case_"
   [ -n "$suffix" ] && keep_server_cpu_awake
   wrk_run /health "$WARMUP" >/dev/null
-  for _ in $(seq "$RUNS"); do
+  for _ in $(seq "$HALF_RUNS"); do
     result=$(loadgen_run /health "$rate")
     echo "$case_/health$suffix $rate $result" >>"$HALF"
     log "$case_$suffix /health at $rate req/s: $result (achieved p50 p99 p99.9 max service_p99 lag_p99)"
@@ -340,7 +343,7 @@ REPORT="$TMP/report.md"
   echo "- other load: CPUs busy at $BUSY_BEFORE of one CPU just before the run and $BUSY_AFTER just after (other developers' jobs share this machine); load average before: $LOAD_BEFORE"
   echo "- pinning: $PINNING"
   echo "- peak: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\` after a ${WARMUP}s warm-up, $RUNS interleaved rounds, medians (range of req/s in brackets)"
-  echo "- half load: \`bench/loadgen --connections $CONNECTIONS --duration $HALF_DURATION --warmup 1\` at half of the case's median peak, $RUNS runs, medians"
+  echo "- half load: \`bench/loadgen --connections $CONNECTIONS --duration $HALF_DURATION --warmup 1\` at half of the case's median peak, $HALF_RUNS runs, medians"
   echo
   echo "### Peak throughput"
   echo
