@@ -2,8 +2,8 @@
 //! handed the request: the connection's peer address (for the rate limits and audit rows),
 //! the storage layer counts its queries here (and names the request in a slow-query line),
 //! the router notes the matched route template, and authentication puts the principal that
-//! handlers take. The middleware ([`crate::http::middleware::Stack`]) opens the scope around each
-//! request and reads it back at the end, for the request's metrics and log line.
+//! handlers take. The middleware ([`crate::http::middleware::Stack`]) opens the scope around
+//! each request and reads it back at the end, for the request's metrics and log line.
 //!
 //! A task-local, not a request extension: extensions live in a map that is allocated per
 //! request and grows with each entry, and the storage layer never sees the request.

@@ -30,8 +30,8 @@ use crate::http::refusal::Refusals;
 use crate::http::watchdog::{Watch, Watchdog, Watched};
 
 /// The service hyper calls for each request of one connection: the whole stack answers it,
-/// with the connection's peer address in the request's scope. Implemented for hyper directly, so that a
-/// request costs no clone of the stack and no `tower` adapter.
+/// with the connection's peer address in the request's scope. Implemented for hyper
+/// directly, so that a request costs no clone of the stack and no `tower` adapter.
 struct Connection {
     app: Stack,
     peer: SocketAddr,
