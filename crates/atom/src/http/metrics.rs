@@ -90,8 +90,8 @@ pub fn latency_bounds_secs() -> Vec<f64> {
 }
 
 impl RequestMetrics {
-    /// Counts one request in flight until the guard is dropped (also when the request's
-    /// future is dropped mid-way).
+    /// Counts one more request in flight, until [`RequestMetrics::leave`] (the stack calls it
+    /// when the request's future is dropped, answered or not).
     pub fn enter(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -271,28 +271,7 @@ fn method_label(method: &Method) -> &'static str {
 /// FNV-1a for the series maps, looked up twice per request. Their keys come from closed sets
 /// (method labels, statuses, the router's templates), never from a client, so a hash that an
 /// attacker could collide costs nothing here, and SipHash would cost more than the lookup.
-type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
-
-#[derive(Debug)]
-struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
+type Fnv = fnv::FnvBuildHasher;
 
 #[cfg(test)]
 mod tests {
