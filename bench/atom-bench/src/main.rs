@@ -31,7 +31,7 @@ mod data;
 
 /// The allocator the `atom` binary uses, so that `serve` measures what ships.
 #[global_allocator]
-static ALLOCATOR: atom_alloc::MiMalloc = atom_alloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)

@@ -1,7 +1,7 @@
 //! The API's one error type and its wire form, RFC 9457 problem details.
 //!
 //! Handlers return [`ApiError`]. Its `IntoResponse` puts a [`Problem`] into the response
-//! extensions; the outer middleware ([`crate::http::middleware::Stack`]) then stamps the request id and
+//! extensions; the outer middleware ([`crate::http::middleware::observe`]) then stamps the request id and
 //! writes the `application/problem+json` body, and also rewrites every other error response
 //! (axum's own 404/405/413/415 and extractor rejections, timeouts) into the same shape.
 //!

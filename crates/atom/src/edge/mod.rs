@@ -134,18 +134,11 @@ impl Edge {
         }
     }
 
-    /// The client's address of the request being served, given its headers: the peer of its
-    /// connection ([`crate::request::peer`]), or the nearest untrusted address in
-    /// `X-Forwarded-For` when the peer is a configured proxy. `None` outside a request and for
-    /// a request that came through no socket.
-    pub fn client_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        Some(self.client_behind(crate::request::peer()?.ip(), headers))
-    }
-
-    /// [`Edge::client_ip`] for a request kept beyond its own task (the handshake parts of a
-    /// Socket.io connection), whose peer is in its `ConnectInfo` extension
-    /// ([`crate::realtime`] puts it there).
-    pub fn client_ip_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    /// The client's address of a request, given its headers and extensions: the peer of its
+    /// connection (the [`ConnectInfo`](axum::extract::ConnectInfo) extension the server puts
+    /// on every request), or the nearest untrusted address in `X-Forwarded-For` when the
+    /// peer is a configured proxy. `None` for a request that came through no socket.
+    pub fn client_ip(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
         let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip();
         Some(self.client_behind(peer, headers))
     }
@@ -242,6 +235,7 @@ fn too_many(retry_after_secs: u64, detail: &str) -> Response {
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
+    pub request_id: Option<String>,
 }
 
 /// Applies policy `name` to `key`. `Ok(None)`: no such policy; `Ok(Some)`: allowed, stamp
@@ -253,58 +247,18 @@ pub async fn enforce(
     key: String,
     caller: Caller,
 ) -> Result<Option<Allowance>, Response> {
-    let verdict = enforce_now(state, name, &key);
-    enforce_from(state, name, key, caller, verdict).await
-}
-
-/// Finishes [`enforce`] from what [`enforce_now`] decided for the same policy and key.
-pub async fn enforce_from(
-    state: &AppState,
-    name: &'static str,
-    key: String,
-    caller: Caller,
-    verdict: Verdict,
-) -> Result<Option<Allowance>, Response> {
-    let decision = match verdict {
-        Verdict::Done(result) => return result,
-        Verdict::Denied(decision) => decision,
-        Verdict::Shared => {
-            let decision = state.edge.limiter.check(name, &key).await;
-            if decision.allowed {
-                return Ok(Some(state.edge.allowance(name, decision)));
-            }
-            decision
-        }
-    };
-    Err(deny(state, name, &key, caller, decision).await)
-}
-
-/// What [`enforce_now`] could decide without awaiting.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Decided: as [`enforce`]'s result.
-    Done(Result<Option<Allowance>, Response>),
-    /// Counted and denied; the denial (a strike, perhaps an audited ban) is still to do.
-    Denied(Decision),
-    /// Nothing counted: the decision is shared through Redis.
-    Shared,
-}
-
-/// [`enforce`] as far as it goes without awaiting: everything for an allowed request on the
-/// local limiter, which is the request path's common case.
-pub fn enforce_now(state: &AppState, name: &'static str, key: &str) -> Verdict {
     let edge = &state.edge;
-    if let Some(left) = edge.banned(key) {
-        return Verdict::Done(Err(too_many(left, "This client is temporarily banned for exceeding rate limits.")));
+    if let Some(left) = edge.banned(&key) {
+        return Err(too_many(left, "This client is temporarily banned for exceeding rate limits."));
     }
     if edge.limiter.policy(name).is_none() {
-        return Verdict::Done(Ok(None));
+        return Ok(None);
     }
-    match edge.limiter.check_now(name, key) {
-        Some(decision) if decision.allowed => Verdict::Done(Ok(Some(edge.allowance(name, decision)))),
-        Some(decision) => Verdict::Denied(decision),
-        None => Verdict::Shared,
+    let decision = edge.limiter.check(name, &key).await;
+    if decision.allowed {
+        return Ok(Some(edge.allowance(name, decision)));
     }
+    Err(deny(state, name, &key, caller, decision).await)
 }
 
 /// The 429 for a counted denial; a client that keeps being denied is banned, and the ban
@@ -312,8 +266,7 @@ pub fn enforce_now(state: &AppState, name: &'static str, key: &str) -> Verdict {
 async fn deny(state: &AppState, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
     metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
     if state.edge.strike(key) {
-        // Boxed: a rare path whose database write should not weigh on every request's future.
-        Box::pin(audit_ban(state, name, key, caller)).await;
+        audit_ban(state, name, key, caller).await;
     }
     let allowance = state.edge.allowance(name, decision);
     let mut response = too_many(allowance.decision.retry_after_secs, "Rate limit exceeded; slow down.");
@@ -326,7 +279,7 @@ async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Call
     let context = RequestContext {
         client_addr: caller.ip.map(|ip| ip.to_string()),
         user_agent: None,
-        request_id: crate::request::request_id(),
+        request_id: caller.request_id,
     };
     let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
         .target(key.to_owned())

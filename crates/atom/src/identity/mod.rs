@@ -314,7 +314,7 @@ pub fn random_secret() -> String {
 }
 
 /// Identity routes: the public ones, and the protected ones (with `protected_extra`, routes
-/// other modules or an embedder add) behind [`auth::AuthLayer`] and the per-principal
+/// other modules or an embedder add) behind [`auth::authenticate`] and the per-principal
 /// rate limit.
 pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<AppState> {
     let public = Router::new()
@@ -335,6 +335,6 @@ pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<App
         .merge(crate::audit::router())
         .route("/status", get(crate::http::status))
         .merge(protected_extra)
-        .route_layer(auth::AuthLayer(state.clone()));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     public.merge(protected)
 }

@@ -90,15 +90,9 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
         .ws_max_frame_size(max_message)
         .with_state(Context { app: state.clone(), caps })
         .build_svc();
+    // socketioxide keeps the handshake's parts for the connection's life: the peer address
+    // (the server's `ConnectInfo` extension) goes with them, for `admit`.
     io.ns("/", on_connect.with(admit));
-    // socketioxide keeps the handshake's parts for the connection's life, past the request's
-    // task and its scope: the peer address goes with them, for `admit`.
-    let service = tower::util::MapRequest::new(service, |mut req: axum::extract::Request| {
-        if let Some(peer) = crate::request::peer() {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        }
-        req
-    });
     (Router::new().route_service(PATH, service), Realtime { io })
 }
 
@@ -146,7 +140,7 @@ async fn admit(
     TryData(auth): TryData<ConnectAuth>,
 ) -> Result<(), Refusal> {
     let parts = socket.req_parts();
-    let address = context.app.edge.client_ip_of(&parts.headers, &parts.extensions);
+    let address = context.app.edge.client_ip(&parts.headers, &parts.extensions);
     let refuse = |refusal: Refusal| {
         metrics::counter!("realtime_connections_refused_total", "reason" => refusal.reason()).increment(1);
         tracing::info!(
