@@ -333,7 +333,7 @@ impl Config {
             }
         }
         for proxy in &self.http.trusted_proxies {
-            if crate::edge::Cidr::parse(proxy).is_none() {
+            if crate::net::Cidr::parse(proxy).is_none() {
                 return Err(ConfigError::new("http.trusted_proxies", format!("{proxy:?} is not an IP or CIDR")));
             }
         }

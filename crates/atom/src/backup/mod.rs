@@ -104,7 +104,7 @@ pub async fn create(db: &Db, target: &DatabaseTarget, out_dir: &Path) -> Result<
         atom_version: env!("CARGO_PKG_VERSION").to_owned(),
         backend: Backend::of(db.kind()),
         schema_version: snapshot.schema_version,
-        created_at: crate::http::rfc3339(i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
+        created_at: crate::wire::rfc3339(i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
         tables: snapshot.digests.into_iter().map(TableEntry::from).collect(),
         files: vec![snapshot.file],
     };

@@ -21,10 +21,11 @@ use axum::extract::Request;
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::config::Config;
 use crate::error::{ApiError, Problem};
+use crate::net::Cidr;
+use crate::storage::Db;
 use ratelimit::{Decision, Limiter, Policy};
 
 pub const AUTH: &str = "auth";
@@ -34,42 +35,6 @@ pub const ANONYMOUS: &str = "anonymous";
 /// Routes that are never limited or shed.
 pub fn exempt(path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/metrics")
-}
-
-/// An address range, `ip/prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Option<Self> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let addr = text.parse::<IpAddr>().ok()?;
-                (addr, if addr.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let shift = |bits: u32, width: u32| if bits == 0 { 0 } else { u128::MAX << (width - bits) };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = shift(u32::from(self.prefix), 32) as u32;
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = shift(u32::from(self.prefix), 128);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -242,12 +207,12 @@ pub struct Caller {
 /// the response; `Err`: the 429 to answer. A client that keeps being denied is banned, and
 /// the ban audited.
 pub async fn enforce(
-    state: &AppState,
+    edge: &Edge,
+    db: &Db,
     name: &'static str,
     key: String,
     caller: Caller,
 ) -> Result<Option<Allowance>, Response> {
-    let edge = &state.edge;
     if let Some(left) = edge.banned(&key) {
         return Err(too_many(left, "This client is temporarily banned for exceeding rate limits."));
     }
@@ -258,23 +223,23 @@ pub async fn enforce(
     if decision.allowed {
         return Ok(Some(edge.allowance(name, decision)));
     }
-    Err(deny(state, name, &key, caller, decision).await)
+    Err(deny(edge, db, name, &key, caller, decision).await)
 }
 
 /// The 429 for a counted denial; a client that keeps being denied is banned, and the ban
 /// audited.
-async fn deny(state: &AppState, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
+async fn deny(edge: &Edge, db: &Db, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
     metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
-    if state.edge.strike(key) {
-        audit_ban(state, name, key, caller).await;
+    if edge.strike(key) {
+        audit_ban(edge, db, name, key, caller).await;
     }
-    let allowance = state.edge.allowance(name, decision);
+    let allowance = edge.allowance(name, decision);
     let mut response = too_many(allowance.decision.retry_after_secs, "Rate limit exceeded; slow down.");
     allowance.stamp(&mut response);
     response
 }
 
-async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Caller) {
+async fn audit_ban(edge: &Edge, db: &Db, name: &'static str, key: &str, caller: Caller) {
     tracing::warn!(client = %key, policy = name, "client banned for repeatedly exceeding rate limits");
     let context = RequestContext {
         client_addr: caller.ip.map(|ip| ip.to_string()),
@@ -283,8 +248,8 @@ async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Call
     };
     let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
         .target(key.to_owned())
-        .details(serde_json::json!({ "policy": name, "ban_secs": state.edge.ban_for.as_secs() }));
-    if let Err(e) = audit::record_alone(&state.db, event).await {
+        .details(serde_json::json!({ "policy": name, "ban_secs": edge.ban_for.as_secs() }));
+    if let Err(e) = audit::record_alone(db, event).await {
         tracing::error!(error = %e, "could not audit a ban");
     }
 }
@@ -321,11 +286,11 @@ pub fn principal_key(principal: &crate::identity::Principal) -> String {
 
 /// The `auth` policy per account, for sign-in attempts from any address: one account cannot
 /// be attacked faster by spreading the attempts over many addresses.
-pub async fn limit_account(state: &AppState, email: &str) -> Result<(), ApiError> {
-    if !state.edge.enabled {
+pub async fn limit_account(edge: &Edge, email: &str) -> Result<(), ApiError> {
+    if !edge.enabled {
         return Ok(());
     }
-    let decision = state.edge.limiter.check(AUTH, &format!("account:{email}")).await;
+    let decision = edge.limiter.check(AUTH, &format!("account:{email}")).await;
     if decision.allowed {
         return Ok(());
     }
@@ -337,12 +302,12 @@ pub async fn limit_account(state: &AppState, email: &str) -> Result<(), ApiError
 
 /// Counts a failed authentication against the address's anonymous budget; the 429 to send
 /// instead of the 401 when the budget is spent.
-pub async fn count_failed_authentication(state: &AppState, ip: Option<IpAddr>) -> Option<ApiError> {
-    if !state.edge.enabled {
+pub async fn count_failed_authentication(edge: &Edge, ip: Option<IpAddr>) -> Option<ApiError> {
+    if !edge.enabled {
         return None;
     }
     let key = address_key(ip?);
-    let decision = state.edge.limiter.check(ANONYMOUS, &key).await;
+    let decision = edge.limiter.check(ANONYMOUS, &key).await;
     (!decision.allowed).then(|| ApiError::TooManyRequests {
         retry_after_secs: decision.retry_after_secs.max(1),
         detail: "Too many failed authentications from this address; slow down.".to_owned(),
@@ -377,22 +342,5 @@ pub struct InFlightGuard(Arc<AtomicUsize>);
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Cidr;
-
-    #[test]
-    fn cidrs_match_by_prefix() {
-        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
-        assert!(net.contains("10.1.200.3".parse().expect("ip")));
-        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
-        assert!(Cidr::parse("127.0.0.1").expect("host").contains("127.0.0.1".parse().expect("ip")));
-        assert!(Cidr::parse("::1/128").expect("v6").contains("::1".parse().expect("ip")));
-        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("8.8.8.8".parse().expect("ip")));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("nonsense").is_none());
     }
 }

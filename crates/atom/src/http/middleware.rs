@@ -28,18 +28,16 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
-use crate::app::AppState;
 use crate::edge::{self, Caller};
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::http::metrics::RequestMetrics;
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+use crate::state::AppState;
+pub use crate::wire::REQUEST_ID;
 
 /// Whether a client's `X-Request-Id` may be kept: 1 to 128 characters of `[A-Za-z0-9._:-]`,
 /// so that a hostile id cannot inject anything into logs or headers.
@@ -242,7 +240,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     let caller = Caller { ip: Some(ip), request_id: Some(request_id_of(req.headers()).to_owned()) };
-    match edge::enforce(&state, policy, edge::address_key(ip), caller).await {
+    match edge::enforce(edge, &state.db, policy, edge::address_key(ip), caller).await {
         Ok(allowance) => {
             let mut response = next.run(req).await;
             if let Some(allowance) = allowance {

@@ -28,8 +28,8 @@ use tower_http::timeout::TimeoutLayer;
 pub use extract::{Json, Query, Validate};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Health, readiness, status, metrics and the OpenAPI document.
 pub fn router() -> Router<AppState> {
@@ -68,19 +68,4 @@ pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
         .layer(SetRequestIdLayer::new(middleware::REQUEST_ID, middleware::NewRequestId))
         .layer(map_request(middleware::drop_hostile_request_id))
         .with_state(state.clone())
-}
-
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }

@@ -10,14 +10,14 @@ use utoipa::ToSchema;
 
 use super::auth::{Principal, Role};
 use super::{passwords, random_secret, secret_hash, sessions, throttle};
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::config::Registration;
 use crate::error::{ApiError, FieldError};
-use crate::http::rfc3339;
 use crate::http::{Json, Query, Validate};
+use crate::state::AppState;
 use crate::storage::users::{self as sql, InviteRow, UserRow};
 use crate::storage::{Db, now_ms, sessions as session_sql};
+use crate::wire::rfc3339;
 
 /// An email address, trimmed and lower-cased, checked for a plausible shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,20 +171,37 @@ async fn create_account(
     Ok(user)
 }
 
+/// Why an account could not be created by the system (CLI, bootstrap, tests).
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAccountError {
+    /// The email or password breaks a rule; the text names each field and rule.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("an account with this email exists")]
+    Exists,
+    #[error("the account could not be stored")]
+    Storage(#[source] ApiError),
+}
+
 /// Creates an admin account (for `atom admin create` and the bootstrap admin).
-pub async fn create_admin(db: &Db, email: &str, password: SecretString) -> Result<UserRow, String> {
+pub async fn create_admin(db: &Db, email: &str, password: SecretString) -> Result<UserRow, CreateAccountError> {
     create_with_role(db, email, password, Role::Admin).await
 }
 
-/// Creates an account with `role` as the system (CLI, bootstrap, tests); errors as text.
-pub async fn create_with_role(db: &Db, email: &str, password: SecretString, role: Role) -> Result<UserRow, String> {
+/// Creates an account with `role` as the system (CLI, bootstrap, tests).
+pub async fn create_with_role(
+    db: &Db,
+    email: &str,
+    password: SecretString,
+    role: Role,
+) -> Result<UserRow, CreateAccountError> {
     create_account(db, email, password, role, None, Actor::System, &RequestContext::default()).await.map_err(
         |e| match e {
-            ApiError::Validation(errors) => {
-                errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
-            }
-            ApiError::Conflict { .. } => "an account with this email exists".to_owned(),
-            other => crate::error::ErrorChain(&other).to_string(),
+            ApiError::Validation(errors) => CreateAccountError::Invalid(
+                errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; "),
+            ),
+            ApiError::Conflict { .. } => CreateAccountError::Exists,
+            other => CreateAccountError::Storage(other),
         },
     )
 }
@@ -255,7 +272,7 @@ pub async fn login(
     }
     let key_names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
     throttle::check(&state.db, &key_names, now_ms()).await?;
-    crate::edge::limit_account(&state, &email).await?;
+    crate::edge::limit_account(&state.edge, &email).await?;
 
     let user = if email.len() <= 254 { sql::by_email(&state.db, &email).await? } else { None };
     let password = SecretString::from(body.password);

@@ -13,14 +13,14 @@ use utoipa::ToSchema;
 
 use super::auth::Principal;
 use super::{random_secret, secret_hash};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, Outcome, RequestContext};
 use crate::cache::{Cache, Namespace};
 use crate::error::{ApiError, FieldError};
-use crate::http::rfc3339;
 use crate::http::{Json, Validate};
+use crate::state::AppState;
 use crate::storage::api_keys::{self as sql, ApiKeyRow};
 use crate::storage::{Db, now_ms};
+use crate::wire::rfc3339;
 
 pub const API_KEY_PREFIX: &str = "atom_sk_";
 /// Scopes a key may carry. `api` is the ordinary API as its owner; `admin` additionally

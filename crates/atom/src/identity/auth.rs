@@ -14,11 +14,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::api_keys::API_KEY_PREFIX;
-use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
 use crate::edge::Caller;
 use crate::error::ApiError;
-use crate::http::middleware::{AuthenticatedUser, REQUEST_ID};
+use crate::http::middleware::AuthenticatedUser;
+use crate::state::AppState;
+use crate::wire::REQUEST_ID;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -157,7 +158,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(principal) => principal,
         Err(e) => {
             let ip = state.edge.client_ip(req.headers(), req.extensions());
-            let denied = crate::edge::count_failed_authentication(&state, ip).await;
+            let denied = crate::edge::count_failed_authentication(&state.edge, ip).await;
             return denied.unwrap_or(e).into_response();
         }
     };
@@ -167,7 +168,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             ip: state.edge.client_ip(req.headers(), req.extensions()),
             request_id: req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned),
         };
-        crate::edge::enforce(&state, crate::edge::API, crate::edge::principal_key(&principal), caller).await
+        crate::edge::enforce(&state.edge, &state.db, crate::edge::API, crate::edge::principal_key(&principal), caller)
+            .await
     } else {
         Ok(None)
     };

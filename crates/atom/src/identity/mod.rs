@@ -31,11 +31,11 @@ use sha2::{Digest, Sha256};
 
 pub use auth::{Credential, Principal, Role};
 
-use crate::app::AppState;
 use crate::cache::{Cache, Namespace};
 use crate::config::{AuthConfig, Config};
 use crate::crypto::MasterKeyring;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::storage::{Db, users};
 use tokens::{AccessTokens, TokenConfig, TokenError};
 
@@ -56,8 +56,8 @@ pub enum IdentityError {
     Signing(#[from] signing::SigningError),
     #[error("invalid token settings")]
     TokenConfig(#[from] tokens::TokenConfigError),
-    #[error("bootstrap admin: {0}")]
-    Bootstrap(String),
+    #[error("bootstrap admin")]
+    Bootstrap(#[from] accounts::CreateAccountError),
 }
 
 /// What authentication needs of an account; cached under [`Namespace::USER`].
@@ -124,7 +124,7 @@ impl Identity {
             (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
             && users::count(db).await? == 0
         {
-            accounts::create_admin(db, email, password.clone()).await.map_err(IdentityError::Bootstrap)?;
+            accounts::create_admin(db, email, password.clone()).await?;
             tracing::info!("created the bootstrap admin account");
         }
         Ok(identity)
@@ -332,8 +332,6 @@ pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<App
         .route("/v1/admin/users/{id}/disable", post(accounts::admin_disable))
         .route("/v1/admin/users/{id}/enable", post(accounts::admin_enable))
         .route("/v1/admin/invites", post(accounts::admin_invite))
-        .merge(crate::audit::router())
-        .route("/status", get(crate::http::status))
         .merge(protected_extra)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     public.merge(protected)

@@ -43,10 +43,10 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::identity::auth::verify_credential;
+use crate::state::AppState;
 pub use caps::{Cap, ConnectionCaps, ConnectionSlot, OverCap};
 
 /// Where Socket.io is served.
@@ -174,7 +174,7 @@ async fn authenticate(state: &AppState, token: Option<String>, address: Option<I
         Ok(principal) => Ok(principal),
         Err(ApiError::Unauthorized { .. }) => {
             // Whether the budget is spent or not, the client hears only `unauthorized`.
-            let _ = crate::edge::count_failed_authentication(state, address).await;
+            let _ = crate::edge::count_failed_authentication(&state.edge, address).await;
             Err(Refusal::Unauthorized)
         }
         Err(e) => {
