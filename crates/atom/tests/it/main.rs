@@ -16,6 +16,7 @@ mod backup;
 mod backup_integrity;
 mod cache;
 mod cli;
+mod db_faults;
 mod db_monitoring;
 mod edge;
 mod errors;
