@@ -203,6 +203,9 @@ pub fn test_config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
         ("SHUTDOWN_GRACE_SECS", "5"),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2"),
         ("DATABASE_POOL_SIZE", "4"),
+        // Generous on a loaded test machine, so that a slow answer does not switch a test's
+        // node to local limits; the Redis fault tests set the production default.
+        ("REDIS_CALL_TIMEOUT_MS", "1000"),
         // Tests sign in far more often than people; the edge tests set their own limits.
         ("RATE_LIMIT_AUTH_PER_MINUTE", "6000"),
         ("RATE_LIMIT_AUTH_BURST", "1000"),

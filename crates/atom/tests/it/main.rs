@@ -29,5 +29,6 @@ mod outage;
 mod overload;
 mod query_plans;
 mod realtime;
+mod redis_faults;
 mod shutdown;
 mod validation;
