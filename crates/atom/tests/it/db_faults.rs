@@ -1,7 +1,9 @@
 //! PostgreSQL failing under a running server, on a real PostgreSQL: a busy connection the
 //! server terminates (a fast stop, a failover, `pg_terminate_backend`) is a 503 `unavailable`
-//! with `Retry-After`, logged as a warning, never a 500. Each test kills only the backends of
-//! its own database.
+//! with `Retry-After`, logged as a warning, never a 500; while it refuses connections
+//! (stopped), requests and `/ready` fail fast instead of waiting out the pool's acquire
+//! timeout, until a probe finds it back. Each test kills only the backends of its own
+//! database, or cuts its own proxy.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 
-use crate::common::{CapturedLogs, TestApp, TestDb, assert_problem, connect_pg, pg_admin_url};
+use crate::common::{
+    CapturedLogs, TcpProxy, TestApp, TestDb, assert_problem, connect_pg, pg_admin_url, socket_addr_of, via,
+};
 
 /// `/test/pg-sleep/{ms}`: one query that holds its connection busy for `ms`.
 fn routes() -> Router<AppState> {
@@ -139,5 +143,47 @@ async fn requests_under_a_terminate_loop_answer_200_or_503_never_500() {
         assert!(Instant::now() < deadline, "the server did not recover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn while_postgres_refuses_connections_requests_and_ready_fail_fast_until_it_is_back() {
+    let db = TestDb::postgres().await;
+    let pg = db.pg.as_ref().expect("postgres");
+    let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
+    let url = via(&pg.url, proxy.addr);
+    let extra = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_ACQUIRE_TIMEOUT_SECS", "5"),
+        ("HTTP_READY_CHECK_TIMEOUT_MS", "2000"),
+        ("RATE_LIMIT_ENABLED", "false"),
+    ];
+    let app = TestApp::spawn_on(db, &extra, crate::errors::test_routes()).await;
+    assert_eq!(app.get("/test/db").await.status(), 200);
+    assert_eq!(app.get("/ready").await.status(), 200);
+
+    proxy.set_refusing(true).await;
+    // Where waiting would take the 2 s readiness timeout and the 5 s acquire timeout, each
+    // answer comes well within 1 s, the first one included.
+    let started = Instant::now();
+    let body = assert_problem(app.get("/ready").await, 503).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "/ready took {:?}", started.elapsed());
+    assert_eq!(body["checks"]["database"]["status"], "failed", "{body}");
+    assert!(body["checks"]["database"]["latency_ms"].as_f64().is_some_and(|ms| ms < 1000.0), "{body}");
+    assert!(body["checks"]["database"]["error"].is_string(), "{body}");
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert_unavailable(app.get("/test/db").await).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "a request took {:?}", started.elapsed());
+    }
+    assert_eq!(app.get("/health").await.status(), 200);
+
+    proxy.set_refusing(false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/test/db").await.status() != 200 {
+        assert!(Instant::now() < deadline, "requests did not succeed again once PostgreSQL was back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.get("/ready").await.status(), 200);
     app.stop().await;
 }
