@@ -177,3 +177,36 @@ impl Inner {
 fn known_down(error: &str) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::NotConnected, KnownDown(error.into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_the_waiting_checkout_and_later_ones_at_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let options = PgConnectOptions::new().host("127.0.0.1").port(port);
+        let availability = Availability::new(options, Duration::from_secs(5));
+        assert!(!availability.is_down());
+
+        // A checkout that would wait (as the pool does on a refused connection) is released
+        // once the probe is refused.
+        let started = Instant::now();
+        let waiting = std::future::pending::<Result<(), sqlx::Error>>();
+        let error = availability.acquire(waiting).await.expect_err("known down");
+        assert!(matches!(&error, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::NotConnected), "{error}");
+        assert!(crate::error::database_unreachable(&error), "a 503");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+        assert!(availability.is_down());
+
+        // Known down: the pool is not even asked.
+        let asked = AtomicBool::new(false);
+        let result = availability
+            .acquire(async {
+                asked.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(result.is_err() && !asked.load(Ordering::SeqCst));
+    }
+}
