@@ -119,6 +119,9 @@ pub struct RedisConfig {
     #[serde(default, serialize_with = "redacted_url")]
     pub url: Option<SecretString>,
     pub key_prefix: String,
+    /// The longest a request waits on one Redis command (rate limit, cache read) before it
+    /// decides without Redis.
+    pub call_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -353,6 +356,9 @@ impl Config {
         }
         if self.http.header_read_timeout_secs == 0 {
             return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.redis.call_timeout_ms) {
+            return Err(ConfigError::new("redis.call_timeout_ms", "must be between 1 and 10000"));
         }
         if self.redis.key_prefix.is_empty()
             || self.redis.key_prefix.len() > 64

@@ -96,7 +96,9 @@ pub async fn create(db: &Db, target: &DatabaseTarget, out_dir: &Path) -> Result<
     let partial = archive::PartialArchive::create(out_dir, &archive::archive_name(now))?;
     let snapshot = match (db, target) {
         (Db::Sqlite(pool), DatabaseTarget::Sqlite { .. }) => sqlite::snapshot(pool, partial.path()).await?,
-        (Db::Postgres(pool), DatabaseTarget::Postgres { url }) => postgres::snapshot(pool, url, partial.path()).await?,
+        (Db::Postgres(pool, ..), DatabaseTarget::Postgres { url }) => {
+            postgres::snapshot(pool, url, partial.path()).await?
+        }
         _ => return Err(BackupError::WrongBackend { archive: db.kind(), target: target.kind() }),
     };
     let manifest = Manifest {

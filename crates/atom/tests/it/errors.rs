@@ -37,7 +37,7 @@ pub fn test_routes() -> Router<AppState> {
                     atom::Db::Sqlite(pool) => {
                         sqlx::query("SELECT secret_column FROM no_such_table").execute(pool).await.map(drop)
                     }
-                    atom::Db::Postgres(pool) => {
+                    atom::Db::Postgres(pool, ..) => {
                         sqlx::query("SELECT secret_column FROM no_such_table").execute(pool).await.map(drop)
                     }
                 };
