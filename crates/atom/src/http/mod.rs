@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 mod refusal;
+pub mod reject_nul;
 pub mod server;
 pub mod watchdog;
 
@@ -33,8 +34,11 @@ pub fn router() -> Router<AppState> {
 
 /// Wraps `routes` in the stack every request passes through (see [`middleware`]).
 pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> middleware::Stack {
-    let router =
-        routes.fallback(|| async { ApiError::NotFound }).layer(middleware::RecordRouteLayer).with_state(state.clone());
+    let router = routes
+        .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn(reject_nul::reject_nul))
+        .layer(middleware::RecordRouteLayer)
+        .with_state(state.clone());
     middleware::Stack::new(router, state)
 }
 
