@@ -290,6 +290,15 @@ impl Config {
                 "bootstrap_admin_email and bootstrap_admin_password (ATOM_AUTH_BOOTSTRAP_ADMIN_PASSWORD) go together",
             ));
         }
+        if let Some(key) = &self.master_key {
+            // The reason names what is wrong with the value, never the value.
+            crate::crypto::MasterKeyring::from_env_value(key.expose_secret()).map_err(|e| match e {
+                crate::crypto::CryptoError::BadKey(reason) => {
+                    ConfigError::new("master_key", format!("{reason} (ATOM_MASTER_KEY: 32 bytes, base64)"))
+                }
+                _ => ConfigError::new("master_key", "is not a usable master key"),
+            })?;
+        }
         let db = &self.database;
         if db.pool_size == 0 || db.pool_size > 1000 {
             return Err(ConfigError::new("database.pool_size", "must be between 1 and 1000"));
