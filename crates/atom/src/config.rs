@@ -68,7 +68,19 @@ pub struct DatabaseConfig {
     pub startup_timeout_secs: u64,
     pub migrate_on_start: bool,
     pub sqlite_busy_timeout_ms: u64,
+    pub sqlite_synchronous: SqliteSynchronous,
     pub slow_query_ms: u64,
+}
+
+/// When SQLite syncs its write-ahead log to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Every commit is on disk before it is acknowledged.
+    Full,
+    /// Commits are synced at checkpoints: faster, and the last ones acknowledged before a
+    /// power loss or an operating-system crash can be lost (never on a process crash).
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -29,4 +29,5 @@ mod overload;
 mod query_plans;
 mod realtime;
 mod shutdown;
+mod sqlite_files;
 mod validation;
