@@ -17,7 +17,7 @@ pub mod watchdog;
 use axum::Router;
 use axum::routing::get;
 
-pub use extract::{Json, Query, Validate};
+pub use extract::{Json, Query, Validate, has_unprintable};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
 use crate::app::AppState;

@@ -18,7 +18,7 @@ use crate::audit::{self, AuditEvent, Outcome, RequestContext};
 use crate::cache::{Cache, Namespace};
 use crate::error::{ApiError, FieldError};
 use crate::http::rfc3339;
-use crate::http::{Json, Validate};
+use crate::http::{Json, Validate, has_unprintable};
 use crate::storage::api_keys::{self as sql, ApiKeyRow};
 use crate::storage::{Db, now_ms};
 
@@ -30,7 +30,8 @@ pub const SCOPES: &[&str] = &["api", "admin"];
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// 1 to 100 printable characters.
+    /// 1 to 100 printable characters: no control, format (bidirectional, zero-width, byte
+    /// order mark) or separator characters.
     pub name: String,
     /// Default `["api"]`.
     #[serde(default)]
@@ -44,7 +45,7 @@ impl Validate for CreateApiKey {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
+        if name.is_empty() || name.chars().count() > 100 || has_unprintable(name) {
             errors.push(FieldError::new("name", "must be 1 to 100 printable characters"));
         }
         if let Some(scopes) = &self.scopes

@@ -123,6 +123,31 @@ async fn invalid_requests_list_every_failing_field() {
     app.stop().await;
 }
 
+/// Names are shown to people (the dashboard, the audit log): characters that do not print,
+/// such as a right-to-left override that makes `gpj.exe` read as `exe.jpg`, a byte order mark
+/// or a zero-width space, are refused; so are they in emails, where they would make a second
+/// account look like the first.
+#[tokio::test]
+async fn names_and_emails_with_invisible_or_bidi_characters_are_refused() {
+    let app = TestApp::spawn_with(&[("AUTH_REGISTRATION", "open")], axum::Router::new()).await;
+    let user = app.user("user").await;
+    for name in ["report\u{202E}gpj.exe", "\u{FEFF}worker", "zero\u{200B}width", "iso\u{2066}late", "line\u{2028}sep"] {
+        let body = json!({ "name": name });
+        let problem = assert_problem(post(&app, Some(&user.access_token), "/v1/api-keys", &body).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "name", "{name:?}: {problem}");
+    }
+    assert!(list(&app, &user.access_token).await.is_empty(), "nothing was stored");
+    let created = create_api_key(&app, &user.access_token, json!({ "name": "café ☕ 日本語 – ok" })).await;
+    assert_eq!(created["name"], "café ☕ 日本語 – ok");
+
+    for email in ["ad\u{200B}min@example.com", "\u{FEFF}eve@example.com", "eve@exam\u{202E}ple.com"] {
+        let body = json!({ "email": email, "password": crate::common::PASSWORD });
+        let problem = assert_problem(post(&app, None, "/v1/auth/register", &body).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "email", "{email:?}: {problem}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_scope_needs_an_admin_and_admin_routes_need_the_scope() {
     let app = TestApp::spawn().await;
