@@ -215,3 +215,17 @@ async fn nul_bytes_in_paths_queries_and_bodies_are_refused_naming_the_parameter(
     assert_eq!(app.get("/health").await.status(), 200);
     app.stop().await;
 }
+
+/// With the default `http.max_header_bytes` (32 KiB) a long URI fills the request head before
+/// hyper could call it too long (its 414 is for URIs over 65,534 bytes): the client gets the
+/// 431 problem, as the README says.
+#[tokio::test]
+async fn a_long_uri_gets_the_431_problem_under_the_default_head_limit() {
+    let app = TestApp::spawn().await;
+    let request = format!("GET /v1/api-keys?cursor={} HTTP/1.1\r\nHost: atom\r\n\r\n", "a".repeat(40_000));
+    let answer = crate::common::raw_http(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{}", answer.lines().next().unwrap_or_default());
+    assert!(answer.contains(r#""type":"urn:atom:problem:headers-too-large""#), "{answer}");
+    assert_eq!(app.get("/health").await.status(), 200);
+    app.stop().await;
+}
