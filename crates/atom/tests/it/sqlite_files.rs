@@ -51,3 +51,35 @@ async fn sqlite_commits_are_synchronous_full_by_default_and_normal_on_request() 
     assert_eq!(synchronous_of_new_connections(&[("DATABASE_SQLITE_SYNCHRONOUS", "normal")]).await, [1, 1]);
     assert_eq!(synchronous_of_new_connections(&[("DATABASE_SQLITE_SYNCHRONOUS", "full")]).await, [2, 2]);
 }
+
+/// Backups hold the same secrets: an archive is a 0700 directory of 0600 files, and a
+/// database restored into a fresh data directory is as private as one the server creates.
+#[tokio::test]
+async fn backup_archives_and_a_restored_database_are_private() {
+    let source = TestDb::sqlite();
+    let mut app = TestApp::spawn_on(source, &[], axum::Router::new()).await;
+    app.user("admin").await;
+    let pairs = app.db.pairs();
+    let archive = crate::backup::back_up(&pairs, &app.db.dir.path().join("archives")).await;
+    app.begin_shutdown().await.expect("task").expect("clean shutdown");
+    // Kept until the end: dropping it removes the data directory and the archive.
+    let TestApp { db: _source, .. } = app;
+    assert_eq!(mode(&archive), 0o700);
+    for entry in std::fs::read_dir(&archive).expect("archive") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+
+    let target = tempfile::tempdir().expect("dir");
+    let data_dir = target.path().join("restored");
+    let key_file = pairs.iter().find(|(k, _)| k == "DATA_DIR").map(|(_, v)| format!("{v}/master.key"));
+    let restore_pairs = crate::common::pairs(&[
+        ("DATA_DIR", &data_dir.display().to_string()),
+        ("MASTER_KEY_FILE", &key_file.expect("data dir")),
+    ]);
+    let (code, _, stderr) =
+        crate::common::run_atom(&restore_pairs, &["backup", "restore", &archive.display().to_string()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(&data_dir.join("atom.db")), 0o600);
+}
