@@ -68,7 +68,19 @@ pub struct DatabaseConfig {
     pub startup_timeout_secs: u64,
     pub migrate_on_start: bool,
     pub sqlite_busy_timeout_ms: u64,
+    pub sqlite_synchronous: SqliteSynchronous,
     pub slow_query_ms: u64,
+}
+
+/// When SQLite syncs its write-ahead log to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Every commit is on disk before it is acknowledged.
+    Full,
+    /// Commits are synced at checkpoints: faster, and the last ones acknowledged before a
+    /// power loss or an operating-system crash can be lost (never on a process crash).
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -292,6 +304,15 @@ impl Config {
                 "auth.bootstrap_admin_password",
                 "bootstrap_admin_email and bootstrap_admin_password (ATOM_AUTH_BOOTSTRAP_ADMIN_PASSWORD) go together",
             ));
+        }
+        if let Some(key) = &self.master_key {
+            // The reason names what is wrong with the value, never the value.
+            crate::crypto::MasterKeyring::from_env_value(key.expose_secret()).map_err(|e| match e {
+                crate::crypto::CryptoError::BadKey(reason) => {
+                    ConfigError::new("master_key", format!("{reason} (ATOM_MASTER_KEY: 32 bytes, base64)"))
+                }
+                _ => ConfigError::new("master_key", "is not a usable master key"),
+            })?;
         }
         let db = &self.database;
         if db.pool_size == 0 || db.pool_size > 1000 {

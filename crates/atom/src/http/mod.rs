@@ -10,6 +10,7 @@ mod linger;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod reject_nul;
 pub mod server;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
-pub use extract::{Json, Query, Validate};
+pub use extract::{Json, Query, Validate, has_unprintable};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
 use crate::error::ApiError;
@@ -46,6 +47,7 @@ pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
     let http = &state.config.http;
     let mut router = routes
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn(reject_nul::reject_nul))
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(

@@ -27,7 +27,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let email = raw.trim().to_lowercase();
         let invalid = || FieldError::new("email", "must be an email address");
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if email.len() > 254 || email.chars().any(char::is_whitespace) || crate::http::has_unprintable(&email) {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -149,19 +149,24 @@ async fn create_account(
         password_changed_at: now,
         disabled_at: None,
     };
+    let invite_hash = invite.map(secret_hash);
     let mut tx = db.begin().await?;
+    // The invite first: a code that does not admit this email gets the same answer whether
+    // or not the email is registered, so a bogus code cannot probe for accounts. A failure
+    // below drops the transaction, and the claim with it.
+    if let Some(code_hash) = &invite_hash
+        && !sql::claim_invite(&mut tx, code_hash, email.as_str(), now).await?
+    {
+        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    }
     sql::insert(&mut tx, &user).await.map_err(|e| match ApiError::from(e) {
         ApiError::Conflict { .. } => {
             ApiError::Conflict { field: "email".to_owned(), message: "is already registered".to_owned() }
         }
         other => other,
     })?;
-    // After the insert: `invites.used_by` references the new user. An invalid invite drops
-    // the transaction, and the user with it.
-    if let Some(code) = invite
-        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
-    {
-        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    if let Some(code_hash) = &invite_hash {
+        sql::set_invite_user(&mut tx, code_hash, &user.id).await?;
     }
     let event = AuditEvent::new(actor, "account.created", Outcome::Success, context)
         .target(user.id.clone())
@@ -377,6 +382,7 @@ pub async fn change_password(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.

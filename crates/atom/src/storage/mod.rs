@@ -97,7 +97,7 @@ use crate::config::{DatabaseConfig, DatabaseTarget, redact_url};
 /// Why the database could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("could not create the SQLite directory {path}")]
+    #[error("could not create the SQLite directory or file {path}")]
     CreateDir {
         path: String,
         #[source]
@@ -168,6 +168,30 @@ pub struct PoolStats {
     pub in_use: u32,
 }
 
+/// Creates a missing SQLite database file, and its missing directories, private to the owner
+/// (0600, 0700): it holds password hashes and the audit log. SQLite creates its `-wal` and
+/// `-shm` files with the database file's mode, so they are private too. Existing files and
+/// directories keep the mode their operator gave them.
+fn create_private_sqlite_file(path: &std::path::Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let create_error = |source| StorageError::CreateDir { path: path.display().to_string(), source };
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StorageError::CreateDir { path: dir.display().to_string(), source })?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(create_error(e)),
+    }
+}
+
 impl Db {
     /// Opens the pool. PostgreSQL that does not answer is retried with exponential backoff
     /// until `startup_timeout_secs` has passed.
@@ -188,15 +212,16 @@ impl Db {
         let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
         match target {
             DatabaseTarget::Sqlite { path } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|source| StorageError::CreateDir { path: dir.display().to_string(), source })?;
-                }
+                create_private_sqlite_file(path)?;
+                let synchronous = match config.sqlite_synchronous {
+                    crate::config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+                    crate::config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                };
                 let mut options = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(synchronous)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms));
                 if tool {

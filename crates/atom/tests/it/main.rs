@@ -31,4 +31,5 @@ mod query_plans;
 mod realtime;
 mod redis_faults;
 mod shutdown;
+mod sqlite_files;
 mod validation;
