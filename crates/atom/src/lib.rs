@@ -20,9 +20,10 @@
 //! - [`realtime`]: Socket.io at `/socket.io/`: authenticated connections, per-address and
 //!   per-user connection caps.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
-//!   metrics and slow-query log of every named query, and the registry of hot queries.
+//!   metrics and slow-query log of every named query, the registry of hot queries, and the
+//!   gate that fails requests fast while PostgreSQL is down.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
-//!   connection.
+//!   connection and the circuit breaker every hot-path Redis call goes through.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
 //! - [`wire`], [`net`]: leaves: the request-id header, RFC 3339 times, address ranges.

@@ -181,6 +181,8 @@ async fn a_stalled_or_dead_redis_does_not_stall_requests_and_is_used_again_when_
     }
     redis.delete(&rate_key).await;
     wait_until_redis_is_used(&app, &user, &redis, &rate_key).await;
+    let other_generation = format!("{prefix}:cache-gen:user:{}", other.id);
+    assert!(redis.exists(&other_generation).await, "the invalidation reached Redis");
     refused(&app, &other).await;
 
     // Redis dies: requests keep answering from the local limiter and the database.
