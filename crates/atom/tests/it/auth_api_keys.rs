@@ -226,7 +226,7 @@ async fn keys_are_listed_page_by_page_newest_first_however_many_there_are() {
         let keys = page["api_keys"].as_array().expect("api_keys");
         assert!(keys.len() <= 200);
         seen.extend(keys.iter().map(|k| {
-            let created_at = atom::http::parse_rfc3339(k["created_at"].as_str().expect("created_at")).expect("time");
+            let created_at = atom::wire::parse_rfc3339(k["created_at"].as_str().expect("created_at")).expect("time");
             (created_at, k["id"].as_str().expect("id").to_owned())
         }));
         match page["next_cursor"].as_str() {
