@@ -8,8 +8,8 @@
 //! response as a no-cors resource. The headers that only act on an HTML document
 //! (`Referrer-Policy`, `Cross-Origin-Opener-Policy`, `Permissions-Policy`, the CSP's
 //! `base-uri` and `form-action`) are not sent: they protect nothing on JSON and cost every
-//! response their bytes: on loopback, 250 bytes more cost a trivial route about a twentieth
-//! of its throughput (docs/benchmarks.md, session 7). A page that needs them sets them
+//! response their bytes (on loopback, 250 more bytes per response take about a twentieth of
+//! a trivial route's throughput). A page that needs them sets them
 //! itself, with its own `Content-Security-Policy`; this layer leaves those. Responses are
 //! `Cache-Control: no-store` unless a handler says otherwise (the JWKS is public and
 //! cacheable).
@@ -26,7 +26,7 @@ const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy")
 
 /// The security headers, made once: every response gets a copy of this map, and the
 /// handler's own headers go back on top. Cloning a few ready entries is cheaper than hashing
-/// each name into every response (measured again in session 7), and the copy also holds
+/// each name into every response, and the copy also holds
 /// empty slots for the headers nearly every response carries (`X-Request-Id`,
 /// `Content-Type`, `Content-Length`, and on rate-limited routes the rate-limit headers),
 /// first in the copy, so that filling them in replaces a value in place, found by its
