@@ -1,16 +1,38 @@
 //! Records the git commit the binary was built from, for `GET /status`.
+//!
+//! Not an `ATOM_*` name: cargo also hands this variable to the binary it runs (`cargo run`,
+//! `cargo test`), and every `ATOM_*` variable is configuration, where an unknown key stops
+//! start-up.
+use std::path::Path;
 use std::process::Command;
 
-fn main() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
-    println!("cargo:rustc-env=ATOM_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=../../.git/HEAD");
-    println!("cargo:rerun-if-changed=../../.git/refs/heads");
+}
+
+fn main() {
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
+    // Run again when HEAD moves: HEAD itself (another branch), the branch's ref (a commit) and
+    // the packed refs. Their places are asked of git because in a worktree `.git` is a file
+    // and they live elsewhere; only existing paths are named, since cargo reruns a build
+    // script (and rebuilds the crate) every time for a path that does not exist.
+    println!("cargo:rerun-if-changed=build.rs");
+    let existing = |path: &str| git(&["rev-parse", "--git-path", path]).filter(|p| Path::new(p).exists());
+    for path in ["HEAD", "packed-refs"] {
+        if let Some(place) = existing(path) {
+            println!("cargo:rerun-if-changed={place}");
+        }
+    }
+    // The branch's own ref; while it is packed, the folder its next commit will write into.
+    let branch = git(&["rev-parse", "--symbolic-full-name", "HEAD"]).filter(|r| r.starts_with("refs/"));
+    if let Some(place) = branch.and_then(|r| existing(&r).or_else(|| existing("refs/heads"))) {
+        println!("cargo:rerun-if-changed={place}");
+    }
 }

@@ -179,7 +179,7 @@ pub async fn status(State(state): State<AppState>, principal: Principal) -> Resu
         state.db.migrator().iter().filter(|m| m.migration_type.is_up_migration()).map(|m| m.version).max();
     Ok(Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION"),
-        git_commit: env!("ATOM_GIT_COMMIT"),
+        git_commit: env!("BUILD_GIT_COMMIT"),
         instance_id: state.instance_id.to_string(),
         uptime_secs: state.started_at.elapsed().as_secs(),
         backends: Backends { database: state.db.kind(), cache: state.cache.backend() },

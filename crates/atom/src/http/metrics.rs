@@ -6,10 +6,10 @@
 //!
 //! Why not through the `metrics` facade like the rest: its Prometheus exporter keeps every
 //! histogram sample (with a timestamp) in a lock-free list until a scrape or an upkeep drains
-//! it, so memory between scrapes grows with the request rate, and every sample goes through
-//! the facade's dynamic calls and a label lookup. Here, as in Prometheus's own client libraries, a
-//! histogram is a fixed array of atomic counters (one per bucket) and an atomic sum: an
-//! observation is two atomic additions, and memory never grows. `http_requests_total` is the
+//! it, so its memory between two drains grows with the request rate, and every sample, counter
+//! and gauge goes through dynamic calls and a clock read. Here, as in Prometheus's own client
+//! libraries, a histogram is a fixed array of atomic counters (one per bucket) and an atomic
+//! sum: an observation is two atomic additions, and memory never grows. `http_requests_total` is the
 //! latency histogram's count, so the two always agree.
 //!
 //! Series are made on first use. Their labels come from closed sets (methods, the router's

@@ -1,6 +1,6 @@
 //! The shape of a log line, in the two formats `log.format` offers, written without the
-//! general machinery of `tracing-subscriber`'s own formatters (which cost about as much as
-//! the rest of a trivial request put together; see `docs/benchmarks.md`).
+//! general machinery of `tracing-subscriber`'s own formatters, which cost about as much as
+//! the rest of a trivial request put together.
 //!
 //! - `json`: one object per line, `{"timestamp":…,"level":…,<fields>,"target":…}`, the
 //!   fields flattened with the message under `message`: the shape of `tracing-subscriber`'s

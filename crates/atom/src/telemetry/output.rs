@@ -5,7 +5,7 @@
 //! on. The writer thread sleeps until a line arrives, then waits [`GATHER`] for more, and
 //! writes everything that gathered in one `write`. So under load a system call and a
 //! wake-up of the writer serve hundreds of lines (waking it per line, as a channel to it
-//! does, cost a tenth of a trivial route's throughput), and at rest a line is out within
+//! does, costs about a tenth of a trivial route's throughput), and at rest a line is out within
 //! [`GATHER`].
 //!
 //! Invariants: lines are written whole and in the order they were appended (one writer);

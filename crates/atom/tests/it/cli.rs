@@ -88,3 +88,22 @@ async fn a_listen_address_in_use_is_a_clear_error() {
     assert!(stderr.contains(&format!("could not listen on {addr}")), "{stderr}");
     let _ = free_port().await;
 }
+
+/// `cargo run` and `cargo test` hand the binary the variables the package's build script
+/// sets (`cargo:rustc-env`). The README's run command is `cargo run --release -- serve`, so
+/// none of them may look like configuration: an `ATOM_*` one is refused as an unknown key.
+#[tokio::test]
+async fn the_environment_cargo_gives_the_binary_is_valid_configuration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = pairs(&[("DATA_DIR", &dir.path().display().to_string())]);
+    // What cargo added to this test's environment, as it adds it under `cargo run`.
+    env.extend(std::env::vars().filter_map(|(key, value)| {
+        let key = key.strip_prefix("ATOM_")?;
+        (!key.starts_with("TEST_")).then(|| (key.to_owned(), value))
+    }));
+    let (code, _, stderr) = run_atom(&env, &["config", "check"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    // The build script's commit did reach this environment, so the check above saw what
+    // `cargo run` gives the binary.
+    assert!(std::env::var("BUILD_GIT_COMMIT").is_ok_and(|c| !c.is_empty()), "BUILD_GIT_COMMIT is set by build.rs");
+}
