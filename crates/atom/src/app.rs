@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::backup::BackupSchedule;
+use crate::bus::Bus;
 use crate::cache::{Cache, Redis};
 use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
@@ -45,6 +46,8 @@ pub struct Shared {
     pub redis: Option<Arc<Redis>>,
     /// Cache-aside for hot reads: in process, or shared through Redis.
     pub cache: Cache,
+    /// Events to a user's live connections, on every node.
+    pub bus: Bus,
     pub identity: Arc<Identity>,
     pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,
@@ -136,7 +139,8 @@ impl Application {
         let keyring = Arc::new(load_keyring(&config)?);
         let redis = Redis::from_config(&config).map_err(StartError::Redis)?;
         let cache = Cache::from_config(&config.cache, redis.clone());
-        let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone()).await?);
+        let bus = Bus::from_config(&config).map_err(StartError::Redis)?;
+        let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone(), bus.clone()).await?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -147,6 +151,7 @@ impl Application {
             db,
             redis,
             cache,
+            bus,
             identity,
             metrics: telemetry::metrics_handle(),
             http_metrics: Arc::default(),

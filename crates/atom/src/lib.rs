@@ -22,12 +22,15 @@
 //!   metrics and slow-query log of every named query, and the registry of hot queries.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
 //!   connection.
+//! - [`bus`]: events addressed to a user (credentials revoked), delivered to the subscribers
+//!   of every node: in process, or through Redis pub/sub.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
 
 pub mod app;
 pub mod audit;
 pub mod backup;
+pub mod bus;
 pub mod cache;
 pub mod commands;
 pub mod config;

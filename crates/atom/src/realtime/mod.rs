@@ -24,7 +24,9 @@
 //!
 //! The caps count this node's connections, in process: with several nodes behind a load
 //! balancer a client can hold up to that many times as many. A token is checked when the
-//! connection opens; one that expires later does not end the connection.
+//! connection opens; one that expires later does not end the connection, but one that is
+//! revoked does, on every node ([`revocation`]: a disabled account, a revoked API key, a
+//! logout, a password change).
 //!
 //! Socket.io requests are routes like any other, so they pass the HTTP middleware: request
 //! logs, CORS, security headers, per-address rate limits, load shedding. A polling client
@@ -32,6 +34,7 @@
 //! `http.request_timeout_secs`, and its messages are limited to `http.body_limit_bytes`.
 
 pub mod caps;
+mod revocation;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,6 +51,7 @@ use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::identity::auth::verify_credential;
 pub use caps::{Cap, ConnectionCaps, ConnectionSlot, OverCap};
+pub use revocation::user_room;
 
 /// Where Socket.io is served.
 pub const PATH: &str = "/socket.io/";
@@ -56,12 +60,15 @@ pub const PATH: &str = "/socket.io/";
 #[derive(Debug, Clone)]
 pub struct Realtime {
     io: SocketIo,
+    /// The task that closes sockets whose credentials ended.
+    revocations: tokio::task::AbortHandle,
 }
 
 impl Realtime {
     /// Closes every connection (clients see their transport close and reconnect, to another
     /// node behind a load balancer) and waits, at most `within`, until they are closed.
     pub async fn close(&self, within: Duration) {
+        self.revocations.abort();
         if tokio::time::timeout(within, self.io.close()).await.is_err() {
             tracing::warn!(?within, "shutdown: socket.io connections did not all close in time");
         }
@@ -99,7 +106,8 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
         }
         req
     });
-    (Router::new().route_service(PATH, service), Realtime { io })
+    let revocations = revocation::start(io.clone(), &state.bus);
+    (Router::new().route_service(PATH, service), Realtime { io, revocations })
 }
 
 /// The `auth` payload of a connect packet.
@@ -163,8 +171,10 @@ async fn admit(
         Err(refusal) => return Err(refuse(refusal)),
     };
     let slot = context.caps.try_open(address, &principal.user_id).map_err(|over| refuse(Refusal::OverCap(over)))?;
+    let room = user_room(&principal.user_id);
     socket.extensions.insert(principal);
     socket.extensions.insert(Arc::new(slot));
+    socket.join(room);
     socket.on("whoami", whoami);
     socket.on_disconnect(on_disconnect);
     Ok(())
