@@ -31,9 +31,10 @@ pub const AUTH: &str = "auth";
 pub const API: &str = "api";
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Routes that are never limited or shed.
+/// Routes that are never limited or shed: what probes and load balancers call. `/metrics`
+/// is not among them: on the main listener it is an anonymous route like any other.
 pub fn exempt(path: &str) -> bool {
-    matches!(path, "/health" | "/ready" | "/metrics")
+    matches!(path, "/health" | "/ready")
 }
 
 /// An address range, `ip/prefix`.
@@ -338,7 +339,7 @@ async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Call
 
 /// The per-address policy for a request: `/v1/auth/*` (strict) and unauthenticated requests.
 /// Requests with credentials are limited per principal after authentication
-/// ([`principal_key`]); `/health`, `/ready` and `/metrics` never; nothing when rate limiting
+/// ([`principal_key`]); `/health` and `/ready` never; nothing when rate limiting
 /// is off.
 pub fn address_policy(edge: &Edge, req: &Request) -> Option<&'static str> {
     let path = req.uri().path();
@@ -346,6 +347,9 @@ pub fn address_policy(edge: &Edge, req: &Request) -> Option<&'static str> {
         None
     } else if path.starts_with("/v1/auth/") {
         Some(AUTH)
+    } else if path == "/metrics" {
+        // Its bearer token is no principal to limit by later.
+        Some(ANONYMOUS)
     } else if req.headers().contains_key(header::AUTHORIZATION) {
         None
     } else {

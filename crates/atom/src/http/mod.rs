@@ -7,6 +7,7 @@
 pub mod extract;
 mod health;
 pub mod metrics;
+pub mod metrics_access;
 pub mod middleware;
 pub mod openapi;
 mod refusal;
@@ -27,7 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(metrics_access::main_listener))
         .route("/openapi.json", get(openapi::serve))
 }
 

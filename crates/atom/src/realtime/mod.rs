@@ -34,6 +34,7 @@
 //! `http.request_timeout_secs`, and its messages are limited to `http.body_limit_bytes`.
 
 pub mod caps;
+mod handshake;
 mod revocation;
 
 use std::net::IpAddr;
@@ -85,21 +86,32 @@ struct Context {
 /// The Socket.io route at [`PATH`], and the handle that closes its connections at shutdown.
 pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
     let config = &state.config;
-    let caps =
-        ConnectionCaps::new(config.realtime.max_connections_per_address, config.realtime.max_connections_per_user);
+    let connect_timeout = Duration::from_secs(config.realtime.connect_timeout_secs);
+    let caps = ConnectionCaps::new(
+        config.realtime.max_connections_per_address,
+        config.realtime.max_connections_per_user,
+        connect_timeout,
+    );
     // A long poll lasts until the next ping at most; it must end before the request timeout.
     let ping_interval = Duration::from_secs(config.http.request_timeout_secs.saturating_sub(5).clamp(1, 25));
     let max_message = config.http.body_limit_bytes;
     let (service, io) = SocketIo::builder()
         .ping_interval(ping_interval)
+        .connect_timeout(connect_timeout)
         .max_payload(u64::try_from(max_message).unwrap_or(u64::MAX))
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
-        .with_state(Context { app: state.clone(), caps })
+        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps) })
         .build_svc();
     io.ns("/", on_connect.with(admit));
     // socketioxide keeps the handshake's parts for the connection's life, past the request's
     // task and its scope: the peer address goes with them, for `admit`.
+    let gate = handshake::Gate {
+        edge: Arc::clone(&state.edge),
+        caps,
+        retry_after_secs: config.realtime.connect_timeout_secs,
+    };
+    let service = tower::Layer::layer(&axum::middleware::from_fn_with_state(gate, handshake::count_pending), service);
     let service = tower::util::MapRequest::new(service, |mut req: axum::extract::Request| {
         if let Some(peer) = crate::request::peer() {
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
@@ -155,6 +167,9 @@ async fn admit(
 ) -> Result<(), Refusal> {
     let parts = socket.req_parts();
     let address = context.app.edge.client_ip_of(&parts.headers, &parts.extensions);
+    if let Some(address) = address {
+        context.caps.end_handshake(address);
+    }
     let refuse = |refusal: Refusal| {
         metrics::counter!("realtime_connections_refused_total", "reason" => refusal.reason()).increment(1);
         tracing::info!(
