@@ -161,12 +161,8 @@ impl RedisBus {
     fn start(client: redis::Client, channel: String, timeout: Duration) -> Self {
         let local = LocalBus::new();
         let origin = uuid::Uuid::new_v4().to_string();
-        let task = tokio::spawn(subscribe_forever(
-            client.clone(),
-            channel.clone(),
-            origin.clone(),
-            local.sender.downgrade(),
-        ));
+        let task =
+            tokio::spawn(subscribe_forever(client.clone(), channel.clone(), origin.clone(), local.sender.downgrade()));
         let inner = RedisInner {
             client,
             channel,
@@ -289,11 +285,11 @@ mod tests {
 
     #[test]
     fn events_have_a_stable_wire_form() {
-        let event = Event {
-            user_id: "u1".to_owned(),
-            kind: EventKind::SessionRevoked { session_id: "s1".to_owned() },
-        };
+        let event = Event { user_id: "u1".to_owned(), kind: EventKind::SessionRevoked { session_id: "s1".to_owned() } };
         let json = serde_json::to_value(&event).expect("json");
-        assert_eq!(json, serde_json::json!({ "user_id": "u1", "kind": { "type": "session_revoked", "session_id": "s1" } }));
+        assert_eq!(
+            json,
+            serde_json::json!({ "user_id": "u1", "kind": { "type": "session_revoked", "session_id": "s1" } })
+        );
     }
 }

@@ -228,9 +228,8 @@ async fn token_response(
     session: sessions::Issued,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let tokens = state.identity.tokens().await;
-    let (access_token, claims) = tokens
-        .issue_for_session(&user.id, &session.session_id, vec![user.role.clone()])
-        .map_err(ApiError::internal)?;
+    let (access_token, claims) =
+        tokens.issue_for_session(&user.id, &session.session_id, vec![user.role.clone()]).map_err(ApiError::internal)?;
     let refresh_token = session.refresh_token;
     Ok(Json(TokenResponse {
         access_token,

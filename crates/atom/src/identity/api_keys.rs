@@ -263,8 +263,10 @@ pub async fn revoke(
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
     state.cache.invalidate(Namespace::API_KEY, &prefix).await;
-    let event =
-        crate::bus::Event { user_id: principal.user_id.clone(), kind: crate::bus::EventKind::ApiKeyRevoked { key_id: id } };
+    let event = crate::bus::Event {
+        user_id: principal.user_id.clone(),
+        kind: crate::bus::EventKind::ApiKeyRevoked { key_id: id },
+    };
     state.identity.bus().publish(event).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -106,11 +106,8 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
     io.ns("/", on_connect.with(admit));
     // socketioxide keeps the handshake's parts for the connection's life, past the request's
     // task and its scope: the peer address goes with them, for `admit`.
-    let gate = handshake::Gate {
-        edge: Arc::clone(&state.edge),
-        caps,
-        retry_after_secs: config.realtime.connect_timeout_secs,
-    };
+    let gate =
+        handshake::Gate { edge: Arc::clone(&state.edge), caps, retry_after_secs: config.realtime.connect_timeout_secs };
     let service = tower::Layer::layer(&axum::middleware::from_fn_with_state(gate, handshake::count_pending), service);
     let service = tower::util::MapRequest::new(service, |mut req: axum::extract::Request| {
         if let Some(peer) = crate::request::peer() {

@@ -1,7 +1,7 @@
 //! SQL of refresh tokens. Only a SHA-256 of each token is stored.
 
-use super::{Db, Tx};
 use super::monitor::timed;
+use super::{Db, Tx};
 
 /// Hot: every token refresh. PostgreSQL appends `FOR UPDATE`.
 pub const BY_HASH_SQL: &str = "SELECT id, token_hash, family_id, user_id, created_at, expires_at, used_at, \

@@ -90,12 +90,12 @@ pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) 
             "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3, \
              tokens_valid_after = $3 WHERE id = $1",
         )
-            .bind(id)
-            .bind(password_hash)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
+        .bind(id)
+        .bind(password_hash)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
     })
 }
 

@@ -40,7 +40,8 @@ fn access_token(body: &Value) -> String {
 
 async fn set_disabled(app: &TestApp, admin: &TestUser, user: &TestUser, disable: bool) {
     let action = if disable { "disable" } else { "enable" };
-    let response = post(app, Some(&admin.access_token), &format!("/v1/admin/users/{}/{action}", user.id), &json!({})).await;
+    let response =
+        post(app, Some(&admin.access_token), &format!("/v1/admin/users/{}/{action}", user.id), &json!({})).await;
     assert_eq!(response.status(), 200, "{action}");
 }
 
