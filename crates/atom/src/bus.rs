@@ -215,7 +215,12 @@ async fn subscribe_forever(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match client.get_async_pubsub().await {
+        // Bounded: a Redis that does not answer at all would otherwise hold this attempt for
+        // the operating system's connect timeout.
+        let connected = tokio::time::timeout(MAX_BACKOFF, client.get_async_pubsub())
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()));
+        match connected {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     tracing::debug!(channel, "bus: subscribed");

@@ -49,9 +49,10 @@ use crate::error::ApiError;
 use crate::storage::{Db, now_ms, sessions as session_sql, users};
 use tokens::{AccessTokens, TokenConfig, TokenError};
 
-/// The longest an account's role and disabled flag are cached (less when `cache.ttl_secs`
-/// is less): the bound on how long a disabled account's unexpired access token keeps working
-/// on a node that the invalidation could not reach.
+/// The longest an account's status (role, disabled flag, revoked sessions) is cached (less
+/// when `cache.ttl_secs` is less): the bound on how long a disabled account's or a revoked
+/// session's unexpired access token keeps working on a node that the invalidation could not
+/// reach.
 const STATUS_TTL: Duration = Duration::from_secs(30);
 /// How often signing keys are re-read from the database.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);

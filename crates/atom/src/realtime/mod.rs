@@ -28,6 +28,10 @@
 //! revoked does, on every node ([`revocation`]: a disabled account, a revoked API key, a
 //! logout, a password change).
 //!
+//! Before any of that, a client opens an Engine.IO session (the handshake) and has
+//! `realtime.connect_timeout_secs` to send its CONNECT; pending handshakes count against their
+//! address ([`handshake`]), so unauthenticated sessions cannot pile up.
+//!
 //! Socket.io requests are routes like any other, so they pass the HTTP middleware: request
 //! logs, CORS, security headers, per-address rate limits, load shedding. A polling client
 //! holds one request open per long poll, so the ping interval is kept below
