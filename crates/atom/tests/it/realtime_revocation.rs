@@ -1,12 +1,12 @@
 //! Open Socket.io connections end with their credentials, on every node: a disabled account,
 //! a revoked API key, a logout and a password change close the sockets that used them (the
 //! real socket.io-client sees `disconnect` with `io server disconnect`), and leave the others
-//! open.
+//! open; a node cut from Redis still closes its own, and subscribes again when Redis is back.
 
 use axum::Router;
 use serde_json::{Value, json};
 
-use crate::common::{PASSWORD, TestApp, TestUser, redis_url};
+use crate::common::{PASSWORD, TcpProxy, TestApp, TestUser, redis_url, socket_addr_of, via};
 use crate::identity_support::{create_api_key, delete_as, post};
 use crate::realtime::{Peer, TRANSPORTS, assert_refused, auth, spawn};
 
@@ -131,6 +131,55 @@ async fn a_disable_on_one_node_closes_the_users_sockets_on_another() {
         closed_by_server(&mut peer, &format!("b-{transport}")).await;
         still_open(&mut peer, &format!("b-other-{transport}"), &bystander).await;
     }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Subscribers of the bus channel of `app`'s key space, as Redis counts them.
+async fn bus_subscribers(app: &TestApp) -> i64 {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis is required by this test");
+    let channel = format!("{}:bus", app.state.config.redis.key_prefix);
+    let counts: Vec<(String, i64)> =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await.expect("PUBSUB NUMSUB");
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 15 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_from_redis_closes_its_own_sockets_and_subscribes_again_when_redis_is_back() {
+    let redis = redis_url();
+    let proxy = TcpProxy::start(socket_addr_of(&redis)).await;
+    let a = spawn(&[("REDIS_URL", &redis)]).await;
+    let shared: Vec<(String, String)> = a.db.pairs().into_iter().filter(|(k, _)| k != "REDIS_URL").collect();
+    let mut pairs: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let through_proxy = via(&redis, proxy.addr);
+    pairs.extend([("REDIS_URL", through_proxy.as_str()), ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "60000")]);
+    let b = TestApp::spawn_with(&pairs, Router::new()).await;
+    let (admin, user) = (a.user("admin").await, a.user("user").await);
+    let (key_id, key) = api_key(&a, &user).await;
+    until("both nodes subscribed", async || bus_subscribers(&a).await == 2).await;
+
+    let mut peer = Peer::start().await;
+    peer.admitted("b-key", &b, "websocket", &key).await;
+    peer.admitted("b-token", &b, "websocket", &user.access_token).await;
+    proxy.set_down(true);
+    until("B's subscription dropped", async || bus_subscribers(&a).await == 1).await;
+    // Revoked on B while B cannot reach Redis: B's own socket still closes.
+    assert_eq!(delete_as(&b, &user.access_token, &format!("/v1/api-keys/{key_id}")).await.status(), 204);
+    closed_by_server(&mut peer, "b-key").await;
+
+    proxy.set_down(false);
+    until("B subscribed again", async || bus_subscribers(&a).await == 2).await;
+    disable(&a, &admin, &user).await;
+    closed_by_server(&mut peer, "b-token").await;
     a.stop().await;
     b.stop().await;
 }
