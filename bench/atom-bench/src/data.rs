@@ -32,7 +32,7 @@ async fn execute(db: &Db, sql: String) -> Result<()> {
         Db::Sqlite(pool) => {
             sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
         }
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, ..) => {
             sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
         }
     }
@@ -45,7 +45,7 @@ fn series(db: &Db, from: u64, to: u64) -> String {
         Db::Sqlite(_) => format!(
             "(WITH RECURSIVE s(n) AS (SELECT {from} UNION ALL SELECT n + 1 FROM s WHERE n < {to}) SELECT n FROM s) AS s"
         ),
-        Db::Postgres(_) => format!("generate_series({from}::bigint, {to}::bigint) AS s(n)"),
+        Db::Postgres(..) => format!("generate_series({from}::bigint, {to}::bigint) AS s(n)"),
     }
 }
 
@@ -210,7 +210,8 @@ pub async fn cache(rows: u64, iters: usize, redis_url: Option<&String>, prefix: 
     let redis = match redis_url {
         Some(url) => {
             let prefix = prefix.map_or("atom-bench-data", String::as_str);
-            let redis = Redis::new(&secrecy::SecretString::from(url.as_str()), prefix, Duration::from_secs(2))?;
+            let timeout = Duration::from_secs(2);
+            let redis = Redis::new(&secrecy::SecretString::from(url.as_str()), prefix, timeout, timeout)?;
             redis.ping().await?;
             Some(Arc::new(redis))
         }
@@ -263,7 +264,9 @@ async fn size_bytes(db: &Db) -> Result<i64> {
                 .fetch_one(pool)
                 .await?
         }
-        Db::Postgres(pool) => sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(pool).await?,
+        Db::Postgres(pool, ..) => {
+            sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(pool).await?
+        }
     })
 }
 
@@ -275,7 +278,7 @@ pub async fn fill(mb: i64) -> Result<()> {
     // as it would real audit details no better than text.
     let details = match db {
         Db::Sqlite(_) => "'{\"pad\":\"' || hex(randomblob(1536)) || '\"}'",
-        Db::Postgres(_) => {
+        Db::Postgres(..) => {
             "'{\"pad\":\"' || (SELECT string_agg(md5(random()::text || s.n || g), '') \
              FROM generate_series(1, 96) AS g) || '\"}'"
         }
@@ -284,7 +287,7 @@ pub async fn fill(mb: i64) -> Result<()> {
         Db::Sqlite(pool) => {
             sqlx::query_scalar::<_, i64>("SELECT coalesce(max(seq), 0) FROM audit_log").fetch_one(pool).await?
         }
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, ..) => {
             sqlx::query_scalar::<_, i64>("SELECT coalesce(max(seq), 0) FROM audit_log").fetch_one(pool).await?
         }
     }
@@ -308,6 +311,24 @@ pub async fn fill(mb: i64) -> Result<()> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
     }
     println!("{}", size_bytes(&db).await?);
+    db.close().await;
+    Ok(())
+}
+
+/// `iters` write transactions one after another on the configured database, each appending
+/// one audit row (the hash-chained insert every account change commits with); prints
+/// `commit p50_us p99_us`. Run once per `database.sqlite_synchronous` to see what FULL costs.
+pub async fn commits(iters: usize) -> Result<()> {
+    use atom::audit::{self as audit_log, Actor, AuditEvent, Outcome, RequestContext};
+    let (_, db) = open().await?;
+    let context = RequestContext::default();
+    measure("commit", iters, || async {
+        let mut tx = db.begin().await?;
+        audit_log::record(&mut tx, AuditEvent::new(Actor::System, "bench.commit", Outcome::Success, &context)).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await?;
     db.close().await;
     Ok(())
 }

@@ -12,6 +12,8 @@
 //!   (the loader reads the database) against hit, in process or in Redis.
 //! - `data-fill MB`: appends audit rows with ~3 KB of incompressible-ish details until the
 //!   database is about MB megabytes; prints its size in bytes.
+//! - `data-commits ITERS`: p50/p99 of a write transaction appending one audit row, one
+//!   after another (`bench/sqlite-sync.sh` runs it per `database.sqlite_synchronous`).
 //! - `serve ADDR DATA_DIR`: Atom with `/bench/public` and `/bench/protected` (both answer
 //!   `ok`), for wrk; prints an access token for the protected route on the first line.
 //!
@@ -31,7 +33,7 @@ mod data;
 
 /// The allocator the `atom` binary uses, so that `serve` measures what ships.
 #[global_allocator]
-static ALLOCATOR: atom_alloc::MiMalloc = atom_alloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
@@ -55,8 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(data::cache(arg(&args, 2, 100_000), arg(&args, 3, 2000), args.get(4), args.get(5)))
         }
         Some("data-fill") => runtime.block_on(data::fill(arg(&args, 2, 256))),
+        Some("data-commits") => runtime.block_on(data::commits(arg(&args, 2, 2000))),
         _ => Err(
-            "usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve|data-seed|data-query|data-cache|data-fill …"
+            "usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve|data-seed|data-query|data-cache|data-fill|data-commits …"
                 .into(),
         ),
     }
@@ -105,7 +108,9 @@ async fn ratelimit_redis(
     concurrency: usize,
     duration: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let redis = atom::cache::Redis::new(&url.into(), "atom-bench", Duration::from_secs(2))?;
+    // Measures Redis itself: a timeout long enough that the breaker never skips it.
+    let timeout = Duration::from_secs(2);
+    let redis = atom::cache::Redis::new(&url.into(), "atom-bench", timeout, timeout)?;
     redis.ping().await?;
     let limiter = Arc::new(Limiter::new(policies(), Some(Arc::new(redis))));
     let started = Instant::now();

@@ -1,5 +1,5 @@
-//! Assembly: [`Application`] opens the database, migrates, binds the listener and serves
-//! until a shutdown future resolves; [`AppState`] is what every handler receives.
+//! Assembly: [`Application`] opens the database, migrates, builds the [`AppState`], merges
+//! every module's routes, binds the listener and serves until a shutdown future resolves.
 //!
 //! The listener is bound in [`Application::build`], so a caller (a test) can bind port 0 and
 //! read the real address before serving. `AppState` holds only cheap clones of handles.
@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::backup::BackupSchedule;
@@ -20,44 +19,10 @@ use crate::cache::{Cache, Redis};
 use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
 use crate::identity::{Identity, IdentityError};
+use crate::state::{AppState, Shared};
 use crate::storage::file_lock::DatabaseFileLock;
 use crate::storage::{self, Db, MigrationState, StorageError};
 use crate::{http, telemetry};
-
-/// Handles shared by every request: one `Arc`, because axum clones the state (and every
-/// stateful middleware's copy of it) for each request, and a clone of ten handles costs ten
-/// atomic increments and decrements where this costs one.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What [`AppState`] shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub redis: Option<Arc<Redis>>,
-    /// Cache-aside for hot reads: in process, or shared through Redis.
-    pub cache: Cache,
-    /// Events to a user's live connections, on every node.
-    pub bus: Bus,
-    pub identity: Arc<Identity>,
-    pub edge: Arc<crate::edge::Edge>,
-    pub metrics: PrometheusHandle,
-    /// The HTTP stack's request metrics, rendered into `/metrics` after `metrics`'s.
-    pub http_metrics: Arc<crate::http::metrics::RequestMetrics>,
-    /// Set when shutdown begins; `/ready` answers 503 from then on.
-    pub draining: Arc<AtomicBool>,
-    pub started_at: Instant,
-    pub instance_id: Arc<str>,
-}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +116,7 @@ impl Application {
             None => None,
         };
         let edge = Arc::new(crate::edge::Edge::new(&config, redis.clone()));
-        let state = AppState(Arc::new(Shared {
+        let state = AppState::new(Shared {
             edge,
             config: Arc::new(config),
             db,
@@ -164,7 +129,7 @@ impl Application {
             draining: Arc::new(AtomicBool::new(false)),
             started_at: Instant::now(),
             instance_id,
-        }));
+        });
         Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new(), db_lock, metrics_listener })
     }
 
@@ -199,10 +164,13 @@ impl Application {
         let Self { listener, state, routes, protected_routes, db_lock, metrics_listener } = self;
         let config = Arc::clone(&state.config);
         let (realtime_routes, realtime) = crate::realtime::router(&state);
-        let routes = http::router()
-            .merge(crate::identity::router(&state, protected_routes))
-            .merge(realtime_routes)
-            .merge(routes);
+        // Behind authentication, with identity's own protected routes.
+        let protected = Router::new()
+            .merge(crate::audit::router())
+            .route("/status", axum::routing::get(http::status))
+            .merge(protected_routes);
+        let routes =
+            http::router().merge(crate::identity::router(&state, protected)).merge(realtime_routes).merge(routes);
         let app = http::with_middleware(routes, &state);
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),

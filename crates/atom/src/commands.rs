@@ -79,7 +79,8 @@ pub async fn migrate(config: &Config, apply: bool) -> Result<(), CommandError> {
 pub async fn admin_create(config: &Config, email: &str, password: SecretString) -> Result<(), CommandError> {
     let db = open(config).await?;
     db.migrate().await.map_err(StartError::from)?;
-    let user = accounts::create_admin(&db, email, password).await.map_err(CommandError::Failed)?;
+    let user =
+        accounts::create_admin(&db, email, password).await.map_err(|e| failed("could not create the admin", &e))?;
     println!("created admin {} ({})", user.email, user.id);
     db.close().await;
     Ok(())

@@ -69,7 +69,19 @@ pub struct DatabaseConfig {
     pub startup_timeout_secs: u64,
     pub migrate_on_start: bool,
     pub sqlite_busy_timeout_ms: u64,
+    pub sqlite_synchronous: SqliteSynchronous,
     pub slow_query_ms: u64,
+}
+
+/// When SQLite syncs its write-ahead log to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Every commit is on disk before it is acknowledged.
+    Full,
+    /// Commits are synced at checkpoints: faster, and the last ones acknowledged before a
+    /// power loss or an operating-system crash can be lost (never on a process crash).
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -120,6 +132,9 @@ pub struct RedisConfig {
     #[serde(default, serialize_with = "redacted_url")]
     pub url: Option<SecretString>,
     pub key_prefix: String,
+    /// The longest a request waits on one Redis command (rate limit, cache read) before it
+    /// decides without Redis.
+    pub call_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -306,6 +321,15 @@ impl Config {
                 "bootstrap_admin_email and bootstrap_admin_password (ATOM_AUTH_BOOTSTRAP_ADMIN_PASSWORD) go together",
             ));
         }
+        if let Some(key) = &self.master_key {
+            // The reason names what is wrong with the value, never the value.
+            crate::crypto::MasterKeyring::from_env_value(key.expose_secret()).map_err(|e| match e {
+                crate::crypto::CryptoError::BadKey(reason) => {
+                    ConfigError::new("master_key", format!("{reason} (ATOM_MASTER_KEY: 32 bytes, base64)"))
+                }
+                _ => ConfigError::new("master_key", "is not a usable master key"),
+            })?;
+        }
         let db = &self.database;
         if db.pool_size == 0 || db.pool_size > 1000 {
             return Err(ConfigError::new("database.pool_size", "must be between 1 and 1000"));
@@ -349,7 +373,7 @@ impl Config {
             }
         }
         for proxy in &self.http.trusted_proxies {
-            if crate::edge::Cidr::parse(proxy).is_none() {
+            if crate::net::Cidr::parse(proxy).is_none() {
                 return Err(ConfigError::new("http.trusted_proxies", format!("{proxy:?} is not an IP or CIDR")));
             }
         }
@@ -369,6 +393,9 @@ impl Config {
         }
         if self.http.header_read_timeout_secs == 0 {
             return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.redis.call_timeout_ms) {
+            return Err(ConfigError::new("redis.call_timeout_ms", "must be between 1 and 10000"));
         }
         if self.redis.key_prefix.is_empty()
             || self.redis.key_prefix.len() > 64

@@ -1,7 +1,7 @@
 //! The API's one error type and its wire form, RFC 9457 problem details.
 //!
 //! Handlers return [`ApiError`]. Its `IntoResponse` puts a [`Problem`] into the response
-//! extensions; the outer middleware ([`crate::http::middleware::Stack`]) then stamps the request id and
+//! extensions; the outer middleware ([`crate::http::middleware::observe`]) then stamps the request id and
 //! writes the `application/problem+json` body, and also rewrites every other error response
 //! (axum's own 404/405/413/415 and extractor rejections, timeouts) into the same shape.
 //!
@@ -244,18 +244,35 @@ impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable { what: "database", source: Box::new(err) },
+            e if database_unreachable(e) => Self::Unavailable { what: "database", source: Box::new(err) },
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict {
                 field: db.constraint().unwrap_or("value").to_owned(),
                 message: "is already taken".to_owned(),
             },
             _ => Self::Internal(Box::new(err)),
         }
+    }
+}
+
+/// Whether `err` says the database cannot be reached or is going away, rather than that a
+/// query is wrong: the connection failed or was cut (I/O, TLS, protocol, SQLSTATE class 08),
+/// the server is shutting down or starting up (57P01 admin shutdown, as a fast stop or a
+/// failover does; 57P02 crash shutdown; 57P03 cannot connect now), or the pool could not hand
+/// out a connection in time or is closed. A client can retry these (503); anything else is a
+/// bug or a data problem (500).
+pub fn database_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLite's codes are numbers, so these SQLSTATEs only ever come from PostgreSQL.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
     }
 }
 

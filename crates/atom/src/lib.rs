@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`config`]: defaults, `atom.toml` and `ATOM_*` variables, validated as a whole.
-//! - [`app`]: [`Application`] (bind, serve, shut down) and the handlers' [`AppState`].
+//! - [`app`]: [`Application`]: build the state, merge the routers, bind, serve, shut down.
+//! - [`state`]: [`AppState`], the handles every handler receives.
 //! - [`http`]: the operational routes, the OpenAPI document and the middleware stack.
 //! - [`error`]: [`ApiError`] and its RFC 9457 problem+json form.
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
@@ -19,13 +20,15 @@
 //! - [`realtime`]: Socket.io at `/socket.io/`: authenticated connections, per-address and
 //!   per-user connection caps.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
-//!   metrics and slow-query log of every named query, and the registry of hot queries.
+//!   metrics and slow-query log of every named query, the registry of hot queries, and the
+//!   gate that fails requests fast while PostgreSQL is down.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
-//!   connection.
+//!   connection and the circuit breaker every hot-path Redis call goes through.
 //! - [`bus`]: events addressed to a user (credentials revoked), delivered to the subscribers
 //!   of every node: in process, or through Redis pub/sub.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
+//! - [`wire`], [`net`]: leaves: the request-id header, RFC 3339 times, address ranges.
 
 pub mod app;
 pub mod audit;
@@ -39,13 +42,17 @@ pub mod edge;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod net;
 pub mod realtime;
 pub mod request;
 pub mod shutdown;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod wire;
 
-pub use app::{AppState, Application, StartError};
+pub use app::{Application, StartError};
 pub use config::Config;
 pub use error::ApiError;
+pub use state::AppState;
 pub use storage::Db;

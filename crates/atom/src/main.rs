@@ -11,11 +11,10 @@ use atom::{Application, StartError, shutdown, telemetry};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
-/// mimalloc: every request allocates a few small and medium blocks (futures, headers,
-/// extensions), which glibc's allocator serves markedly slower (`bench/http.sh`). Through
-/// `atom-alloc`, which keeps small alignments off mimalloc's slow aligned path.
+/// mimalloc: every request allocates a few small blocks (futures, headers, extensions), which
+/// its thread-local free lists serve faster than glibc's allocator (`bench/http.sh`).
 #[global_allocator]
-static ALLOCATOR: atom_alloc::MiMalloc = atom_alloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "atom", version, about = "Atom Core: the backend of the Atom conversational agent")]

@@ -18,6 +18,7 @@ use crate::config::LogFormat;
 
 mod line;
 mod output;
+pub mod redact;
 
 /// Installs the global subscriber writing to stdout. Call once, from `main`, and hold the
 /// returned guard until the process ends: dropping it writes out the lines still buffered.

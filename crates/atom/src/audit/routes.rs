@@ -6,17 +6,19 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
-use crate::http::{Json, Query, Validate, parse_rfc3339, rfc3339};
+use crate::http::{Json, Query, Validate};
 use crate::identity::Principal;
+use crate::state::AppState;
 use crate::storage::audit::{self as sql, AuditFilter};
+use crate::wire::{parse_rfc3339, rfc3339};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/admin/audit", get(list))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// The acting user's or API key's id.

@@ -96,7 +96,9 @@ pub async fn create(db: &Db, target: &DatabaseTarget, out_dir: &Path) -> Result<
     let partial = archive::PartialArchive::create(out_dir, &archive::archive_name(now))?;
     let snapshot = match (db, target) {
         (Db::Sqlite(pool), DatabaseTarget::Sqlite { .. }) => sqlite::snapshot(pool, partial.path()).await?,
-        (Db::Postgres(pool), DatabaseTarget::Postgres { url }) => postgres::snapshot(pool, url, partial.path()).await?,
+        (Db::Postgres(pool, ..), DatabaseTarget::Postgres { url }) => {
+            postgres::snapshot(pool, url, partial.path()).await?
+        }
         _ => return Err(BackupError::WrongBackend { archive: db.kind(), target: target.kind() }),
     };
     let manifest = Manifest {
@@ -104,7 +106,7 @@ pub async fn create(db: &Db, target: &DatabaseTarget, out_dir: &Path) -> Result<
         atom_version: env!("CARGO_PKG_VERSION").to_owned(),
         backend: Backend::of(db.kind()),
         schema_version: snapshot.schema_version,
-        created_at: crate::http::rfc3339(i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
+        created_at: crate::wire::rfc3339(i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
         tables: snapshot.digests.into_iter().map(TableEntry::from).collect(),
         files: vec![snapshot.file],
     };

@@ -181,7 +181,7 @@ pub(super) async fn verify(
     let target = DatabaseTarget::Postgres { url: url.clone() };
     let db = Db::connect_tool(&target, &config.database).await?;
     let result = match &db {
-        Db::Postgres(pool) => verify_in_scratch(config, &tools, pool, manifest, dir, keyring).await,
+        Db::Postgres(pool, ..) => verify_in_scratch(config, &tools, pool, manifest, dir, keyring).await,
         Db::Sqlite(_) => Err(BackupError::NeedsPostgres),
     };
     db.close().await;
@@ -229,7 +229,7 @@ pub(super) async fn restore(
     let tools = PgTools::from_url(url)?;
     let target = DatabaseTarget::Postgres { url: url.clone() };
     let db = Db::connect_tool(&target, &config.database).await?;
-    let Db::Postgres(pool) = &db else {
+    let Db::Postgres(pool, ..) = &db else {
         db.close().await;
         return Err(BackupError::NeedsPostgres);
     };

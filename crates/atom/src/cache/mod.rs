@@ -16,7 +16,9 @@
 //!   seen at once without every insert having to invalidate; errors are never cached.
 //! - A load that overlaps an invalidation of its key does not store its result (it may have
 //!   read the database before the write): see [`flight`] and, across nodes, [`shared`].
-//! - Redis failing never fails a read: reads fall through to the database.
+//! - Redis failing never fails a read: reads fall through to the database. Nor does it
+//!   stall one: every Redis command is bounded by `redis.call_timeout_ms` and skipped while
+//!   the [`breaker`] the cache shares with the rate limiter is open.
 //! - Everything cached is declared in [`Namespace`]. With Redis the values leave the process,
 //!   so no secret is cached (API keys only as the SHA-256 the database holds).
 //!
@@ -26,6 +28,7 @@
 //! `cache_invalidations_pending` and `cache_invalidations_dropped_total` (Redis down),
 //! `cache_entries` (in process, set when `/metrics` is read).
 
+mod breaker;
 mod connection;
 mod flight;
 mod memory;
@@ -40,7 +43,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use connection::Redis;
+pub use connection::{CallError, Redis};
 use flight::{Loaded, SingleFlight, Ticket};
 pub use memory::MemoryCache;
 pub use shared::RedisCache;

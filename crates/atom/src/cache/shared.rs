@@ -6,26 +6,25 @@
 //! the fill (a Lua script) stores only if it is unchanged, so a load that read the database
 //! before another node's write cannot store its stale result after that write's invalidation.
 //!
-//! When Redis fails, reads fall through to the database (still single-flight on this node)
-//! and nothing is stored; the node then leaves Redis alone for a moment, as the rate limiter
-//! does, so requests do not each wait on a dead Redis. An invalidation that cannot be sent
-//! is queued and sent as soon as Redis answers, and always before this node reads from Redis
-//! again. Other nodes may see a queued invalidation late (at most a retry interval after
-//! Redis is back); in every case a stale value lives no longer than its entry's TTL.
+//! Every command goes through [`Redis::call`]: bounded by `redis.call_timeout_ms`, and
+//! skipped while the breaker it shares with the rate limiter is open. When Redis fails or is
+//! skipped, reads fall through to the database (still single-flight on this node) and nothing
+//! is stored. An invalidation that cannot be sent is queued and sent as soon as Redis answers,
+//! and always before this node reads from Redis again. Other nodes may see a queued
+//! invalidation late (at most a back-off after Redis is back); in every case a stale value
+//! lives no longer than its entry's TTL.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis::RedisError;
 use tokio::sync::Notify;
 
-use super::connection::Redis;
+use super::connection::{CallError, Redis};
 use super::flight::SingleFlight;
 
-/// How long a node reads around Redis after a failure before trying it again.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The shortest pause of the background flusher between two attempts.
+const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 /// How long an invalidation count is kept. A load only needs it to outlive the load itself,
 /// which a request's timeout bounds far below this.
 const GENERATION_TTL_MS: i64 = 10 * 60 * 1000;
@@ -63,8 +62,6 @@ struct Inner {
     ttl: Duration,
     flights: SingleFlight,
     fill: redis::Script,
-    failing: AtomicBool,
-    retry_at: Mutex<Option<Instant>>,
     /// Invalidations not yet sent: key → sequence number of the latest request, so that a
     /// flush removes only what it sent.
     pending: Mutex<Pending>,
@@ -110,8 +107,6 @@ impl RedisCache {
             ttl,
             flights: SingleFlight::default(),
             fill: redis::Script::new(FILL_LUA),
-            failing: AtomicBool::new(false),
-            retry_at: Mutex::new(None),
             pending: Mutex::new(Pending::default()),
             max_pending,
             flushing: tokio::sync::Mutex::new(()),
@@ -136,7 +131,7 @@ impl RedisCache {
 
     /// Whether the cache currently reads around Redis.
     pub fn degraded(&self) -> bool {
-        self.inner.failing.load(Ordering::Relaxed)
+        self.inner.redis.degraded()
     }
 
     fn value_key(&self, key: &str) -> String {
@@ -151,25 +146,18 @@ impl RedisCache {
         if !self.ready_for_reads().await {
             return RedisLookup::Unavailable;
         }
-        let read = async {
-            let mut conn = self.inner.redis.connection().await?;
-            redis::cmd("MGET")
-                .arg(self.value_key(key))
-                .arg(self.generation_key(key))
-                .query_async::<(Option<String>, Option<String>)>(&mut conn)
-                .await
-        };
+        let mut mget = redis::cmd("MGET");
+        mget.arg(self.value_key(key)).arg(self.generation_key(key));
+        let read = self.inner.redis.call("cache_get", |mut conn| async move {
+            mget.query_async::<(Option<String>, Option<String>)>(&mut conn).await
+        });
         match read.await {
             Ok((Some(json), generation)) => {
-                self.answered();
                 RedisLookup::Hit { json: json.into(), generation: generation.unwrap_or_default() }
             }
-            Ok((None, generation)) => {
-                self.answered();
-                RedisLookup::Miss { generation: generation.unwrap_or_default() }
-            }
+            Ok((None, generation)) => RedisLookup::Miss { generation: generation.unwrap_or_default() },
             Err(e) => {
-                self.failed("get", &e);
+                failed("get", &e);
                 RedisLookup::Unavailable
             }
         }
@@ -177,32 +165,22 @@ impl RedisCache {
 
     /// Stores `json` unless the key was invalidated since the miss that saw `generation`.
     pub(crate) async fn store(&self, key: &str, generation: &str, json: &str, ttl: Duration) {
-        if self.backing_off() {
-            return;
-        }
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let fill = async {
-            let mut conn = self.inner.redis.connection().await?;
-            self.inner
-                .fill
-                .key(self.value_key(key))
-                .key(self.generation_key(key))
-                .arg(generation)
-                .arg(json)
-                .arg(ttl_ms)
-                .invoke_async::<i64>(&mut conn)
-                .await
-        };
-        match fill.await {
-            Ok(_) => self.answered(),
-            Err(e) => self.failed("fill", &e),
+        let mut invocation = self.inner.fill.key(self.value_key(key));
+        invocation.key(self.generation_key(key)).arg(generation).arg(json).arg(ttl_ms);
+        let fill = self
+            .inner
+            .redis
+            .call("cache_fill", |mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await });
+        if let Err(e) = fill.await {
+            failed("fill", &e);
         }
     }
 
     /// Deletes the key on every node now, or queues the deletion until Redis answers.
     pub(crate) async fn invalidate(&self, key: &str) {
         self.enqueue(key);
-        if self.backing_off() || !self.flush_pending().await {
+        if self.inner.redis.skipping() || !self.flush_pending().await {
             self.inner.wake.notify_one();
         }
     }
@@ -231,7 +209,7 @@ impl RedisCache {
     /// Whether Redis may be read: it is not being avoided and no invalidation is queued
     /// (which would leave a value there that this node knows is stale).
     async fn ready_for_reads(&self) -> bool {
-        if self.backing_off() {
+        if self.inner.redis.skipping() {
             return false;
         }
         self.pending_invalidations() == 0 || self.flush_pending().await
@@ -249,11 +227,11 @@ impl RedisCache {
                 return true;
             }
             // The flush this caller waited for just failed: do not wait on Redis again.
-            if self.backing_off() {
+            if self.inner.redis.skipping() {
                 return false;
             }
             if let Err(e) = self.send_invalidations(batch.iter().map(|(k, _)| k.as_str())).await {
-                self.failed("invalidate", &e);
+                failed("invalidate", &e);
                 return false;
             }
             let mut pending = self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -271,7 +249,7 @@ impl RedisCache {
     }
 
     /// DEL each value and bump its invalidation count, in one atomic round trip.
-    async fn send_invalidations<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Result<(), RedisError> {
+    async fn send_invalidations<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Result<(), CallError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for key in keys {
@@ -280,46 +258,34 @@ impl RedisCache {
             pipe.incr(&generation, 1).ignore();
             pipe.pexpire(&generation, GENERATION_TTL_MS).ignore();
         }
-        let mut conn = self.inner.redis.connection().await?;
-        pipe.query_async::<()>(&mut conn).await?;
-        self.answered();
-        Ok(())
-    }
-
-    fn backing_off(&self) -> bool {
-        self.inner.retry_at.lock().map(|at| at.is_some_and(|at| Instant::now() < at)).unwrap_or(false)
-    }
-
-    fn failed(&self, op: &'static str, error: &RedisError) {
-        metrics::counter!("cache_errors_total", "op" => op).increment(1);
-        if let Ok(mut at) = self.inner.retry_at.lock() {
-            *at = Some(Instant::now() + RETRY_AFTER);
-        }
-        if !self.inner.failing.swap(true, Ordering::Relaxed) {
-            tracing::warn!(error = %error, op, "Redis unreachable: cached reads fall through to the database");
-        }
-    }
-
-    fn answered(&self) {
-        if self.inner.failing.load(Ordering::Relaxed) && self.inner.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!("Redis is back: the cache is shared again");
-        }
+        self.inner
+            .redis
+            .call("cache_invalidate", |mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
     }
 }
 
-/// Retries queued invalidations every [`RETRY_AFTER`] until none is left, then sleeps until
-/// the next one is queued. Ends when the cache is dropped.
+/// Counts a Redis failure; a call skipped by the breaker is not one (the breaker counts it).
+fn failed(op: &'static str, error: &CallError) {
+    if !matches!(error, CallError::Skipped) {
+        metrics::counter!("cache_errors_total", "op" => op).increment(1);
+    }
+}
+
+/// Retries queued invalidations until none is left, each time the breaker lets a call
+/// through, then sleeps until the next one is queued. Ends when the cache is dropped.
 async fn flush_in_background(inner: Weak<Inner>, wake: Arc<Notify>) {
     loop {
         wake.notified().await;
         loop {
             let Some(inner) = inner.upgrade() else { return };
             let cache = RedisCache { inner };
-            if !cache.backing_off() && cache.flush_pending().await {
+            if cache.flush_pending().await {
                 break;
             }
+            let pause = cache.inner.redis.retry_in().max(FLUSH_PAUSE);
             drop(cache);
-            tokio::time::sleep(RETRY_AFTER).await;
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -27,7 +27,8 @@ impl RedisSpace {
     }
 
     fn cache(&self, url: &str, ttl: Duration) -> Cache {
-        let redis = Redis::new(&SecretString::from(url), &self.prefix, Duration::from_secs(1)).expect("redis url");
+        let timeout = Duration::from_secs(1);
+        let redis = Redis::new(&SecretString::from(url), &self.prefix, timeout, timeout).expect("redis url");
         Cache::Redis(RedisCache::new(Arc::new(redis), ttl, 1000))
     }
 

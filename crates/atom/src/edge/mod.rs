@@ -21,10 +21,11 @@ use axum::extract::Request;
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::config::Config;
 use crate::error::{ApiError, Problem};
+use crate::net::Cidr;
+use crate::storage::Db;
 use ratelimit::{Decision, Limiter, Policy};
 
 pub const AUTH: &str = "auth";
@@ -35,42 +36,6 @@ pub const ANONYMOUS: &str = "anonymous";
 /// is not among them: on the main listener it is an anonymous route like any other.
 pub fn exempt(path: &str) -> bool {
     matches!(path, "/health" | "/ready")
-}
-
-/// An address range, `ip/prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Option<Self> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let addr = text.parse::<IpAddr>().ok()?;
-                (addr, if addr.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let shift = |bits: u32, width: u32| if bits == 0 { 0 } else { u128::MAX << (width - bits) };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = shift(u32::from(self.prefix), 32) as u32;
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = shift(u32::from(self.prefix), 128);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -135,18 +100,11 @@ impl Edge {
         }
     }
 
-    /// The client's address of the request being served, given its headers: the peer of its
-    /// connection ([`crate::request::peer`]), or the nearest untrusted address in
-    /// `X-Forwarded-For` when the peer is a configured proxy. `None` outside a request and for
-    /// a request that came through no socket.
-    pub fn client_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        Some(self.client_behind(crate::request::peer()?.ip(), headers))
-    }
-
-    /// [`Edge::client_ip`] for a request kept beyond its own task (the handshake parts of a
-    /// Socket.io connection), whose peer is in its `ConnectInfo` extension
-    /// ([`crate::realtime`] puts it there).
-    pub fn client_ip_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    /// The client's address of a request, given its headers and extensions: the peer of its
+    /// connection (the [`ConnectInfo`](axum::extract::ConnectInfo) extension the server puts
+    /// on every request), or the nearest untrusted address in `X-Forwarded-For` when the
+    /// peer is a configured proxy. `None` for a request that came through no socket.
+    pub fn client_ip(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
         let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip();
         Some(self.client_behind(peer, headers))
     }
@@ -243,96 +201,56 @@ fn too_many(retry_after_secs: u64, detail: &str) -> Response {
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
+    pub request_id: Option<String>,
 }
 
 /// Applies policy `name` to `key`. `Ok(None)`: no such policy; `Ok(Some)`: allowed, stamp
 /// the response; `Err`: the 429 to answer. A client that keeps being denied is banned, and
 /// the ban audited.
 pub async fn enforce(
-    state: &AppState,
+    edge: &Edge,
+    db: &Db,
     name: &'static str,
     key: String,
     caller: Caller,
 ) -> Result<Option<Allowance>, Response> {
-    let verdict = enforce_now(state, name, &key);
-    enforce_from(state, name, key, caller, verdict).await
-}
-
-/// Finishes [`enforce`] from what [`enforce_now`] decided for the same policy and key.
-pub async fn enforce_from(
-    state: &AppState,
-    name: &'static str,
-    key: String,
-    caller: Caller,
-    verdict: Verdict,
-) -> Result<Option<Allowance>, Response> {
-    let decision = match verdict {
-        Verdict::Done(result) => return result,
-        Verdict::Denied(decision) => decision,
-        Verdict::Shared => {
-            let decision = state.edge.limiter.check(name, &key).await;
-            if decision.allowed {
-                return Ok(Some(state.edge.allowance(name, decision)));
-            }
-            decision
-        }
-    };
-    Err(deny(state, name, &key, caller, decision).await)
-}
-
-/// What [`enforce_now`] could decide without awaiting.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Decided: as [`enforce`]'s result.
-    Done(Result<Option<Allowance>, Response>),
-    /// Counted and denied; the denial (a strike, perhaps an audited ban) is still to do.
-    Denied(Decision),
-    /// Nothing counted: the decision is shared through Redis.
-    Shared,
-}
-
-/// [`enforce`] as far as it goes without awaiting: everything for an allowed request on the
-/// local limiter, which is the request path's common case.
-pub fn enforce_now(state: &AppState, name: &'static str, key: &str) -> Verdict {
-    let edge = &state.edge;
-    if let Some(left) = edge.banned(key) {
-        return Verdict::Done(Err(too_many(left, "This client is temporarily banned for exceeding rate limits.")));
+    if let Some(left) = edge.banned(&key) {
+        return Err(too_many(left, "This client is temporarily banned for exceeding rate limits."));
     }
     if edge.limiter.policy(name).is_none() {
-        return Verdict::Done(Ok(None));
+        return Ok(None);
     }
-    match edge.limiter.check_now(name, key) {
-        Some(decision) if decision.allowed => Verdict::Done(Ok(Some(edge.allowance(name, decision)))),
-        Some(decision) => Verdict::Denied(decision),
-        None => Verdict::Shared,
+    let decision = edge.limiter.check(name, &key).await;
+    if decision.allowed {
+        return Ok(Some(edge.allowance(name, decision)));
     }
+    Err(deny(edge, db, name, &key, caller, decision).await)
 }
 
 /// The 429 for a counted denial; a client that keeps being denied is banned, and the ban
 /// audited.
-async fn deny(state: &AppState, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
+async fn deny(edge: &Edge, db: &Db, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
     metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
-    if state.edge.strike(key) {
-        // Boxed: a rare path whose database write should not weigh on every request's future.
-        Box::pin(audit_ban(state, name, key, caller)).await;
+    if edge.strike(key) {
+        audit_ban(edge, db, name, key, caller).await;
     }
-    let allowance = state.edge.allowance(name, decision);
+    let allowance = edge.allowance(name, decision);
     let mut response = too_many(allowance.decision.retry_after_secs, "Rate limit exceeded; slow down.");
     allowance.stamp(&mut response);
     response
 }
 
-async fn audit_ban(state: &AppState, name: &'static str, key: &str, caller: Caller) {
+async fn audit_ban(edge: &Edge, db: &Db, name: &'static str, key: &str, caller: Caller) {
     tracing::warn!(client = %key, policy = name, "client banned for repeatedly exceeding rate limits");
     let context = RequestContext {
         client_addr: caller.ip.map(|ip| ip.to_string()),
         user_agent: None,
-        request_id: crate::request::request_id(),
+        request_id: caller.request_id,
     };
     let event = AuditEvent::new(Actor::System, "edge.ban", Outcome::Denied, &context)
         .target(key.to_owned())
-        .details(serde_json::json!({ "policy": name, "ban_secs": state.edge.ban_for.as_secs() }));
-    if let Err(e) = audit::record_alone(&state.db, event).await {
+        .details(serde_json::json!({ "policy": name, "ban_secs": edge.ban_for.as_secs() }));
+    if let Err(e) = audit::record_alone(db, event).await {
         tracing::error!(error = %e, "could not audit a ban");
     }
 }
@@ -372,11 +290,11 @@ pub fn principal_key(principal: &crate::identity::Principal) -> String {
 
 /// The `auth` policy per account, for sign-in attempts from any address: one account cannot
 /// be attacked faster by spreading the attempts over many addresses.
-pub async fn limit_account(state: &AppState, email: &str) -> Result<(), ApiError> {
-    if !state.edge.enabled {
+pub async fn limit_account(edge: &Edge, email: &str) -> Result<(), ApiError> {
+    if !edge.enabled {
         return Ok(());
     }
-    let decision = state.edge.limiter.check(AUTH, &format!("account:{email}")).await;
+    let decision = edge.limiter.check(AUTH, &format!("account:{email}")).await;
     if decision.allowed {
         return Ok(());
     }
@@ -388,12 +306,12 @@ pub async fn limit_account(state: &AppState, email: &str) -> Result<(), ApiError
 
 /// Counts a failed authentication against the address's anonymous budget; the 429 to send
 /// instead of the 401 when the budget is spent.
-pub async fn count_failed_authentication(state: &AppState, ip: Option<IpAddr>) -> Option<ApiError> {
-    if !state.edge.enabled {
+pub async fn count_failed_authentication(edge: &Edge, ip: Option<IpAddr>) -> Option<ApiError> {
+    if !edge.enabled {
         return None;
     }
     let key = address_key(ip?);
-    let decision = state.edge.limiter.check(ANONYMOUS, &key).await;
+    let decision = edge.limiter.check(ANONYMOUS, &key).await;
     (!decision.allowed).then(|| ApiError::TooManyRequests {
         retry_after_secs: decision.retry_after_secs.max(1),
         detail: "Too many failed authentications from this address; slow down.".to_owned(),
@@ -428,22 +346,5 @@ pub struct InFlightGuard(Arc<AtomicUsize>);
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Cidr;
-
-    #[test]
-    fn cidrs_match_by_prefix() {
-        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
-        assert!(net.contains("10.1.200.3".parse().expect("ip")));
-        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
-        assert!(Cidr::parse("127.0.0.1").expect("host").contains("127.0.0.1".parse().expect("ip")));
-        assert!(Cidr::parse("::1/128").expect("v6").contains("::1".parse().expect("ip")));
-        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("8.8.8.8".parse().expect("ip")));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("nonsense").is_none());
     }
 }

@@ -1,20 +1,21 @@
 //! GCRA rate limiting: locally with governor, or shared by every node through one Redis
 //! round trip (a Lua GCRA that reads Redis's own clock, so nodes' clocks do not matter).
 //!
-//! If Redis fails, each node falls back to its local limiter, logs that once, and reports the
-//! cache as degraded in `/ready`; when Redis answers again the shared limits resume.
+//! Each shared check is one [`Redis::call`]: bounded by `redis.call_timeout_ms` and skipped
+//! while the breaker the limiter shares with the cache is open. Then the node decides with its
+//! local limiter; when a probe finds Redis back the shared limits resume.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 
-use crate::cache::Redis;
+use crate::cache::{CallError, Redis};
 
 /// One limit: `burst` requests at once, refilled at `quota` per `window_secs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -57,15 +58,9 @@ pub struct Limiter {
     local: Vec<(&'static str, Local)>,
     redis: Option<Arc<Redis>>,
     script: redis::Script,
-    redis_failing: AtomicBool,
     /// Local decisions made, to look at the size of the local tables only now and then.
     local_checks: std::sync::atomic::AtomicU64,
-    /// While Redis is failing, requests do not wait on it again before this instant.
-    retry_shared_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
-
-/// How long a node stays on local limits after Redis failed, before trying it again.
-const SHARED_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,9 +104,7 @@ impl Limiter {
             local,
             redis,
             script: redis::Script::new(GCRA_LUA),
-            redis_failing: AtomicBool::new(false),
             local_checks: std::sync::atomic::AtomicU64::new(0),
-            retry_shared_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -121,24 +114,20 @@ impl Limiter {
 
     /// Whether shared limits currently fall back to local ones.
     pub fn degraded(&self) -> bool {
-        self.redis.is_some() && self.redis_failing.load(Ordering::Relaxed)
+        self.redis.as_ref().is_some_and(|redis| redis.degraded())
     }
 
     /// Checks and counts one request of `key` under policy `name` if that needs no Redis
-    /// (none configured, or backing off after a failure); `None`, counting nothing, when the
+    /// (none configured, or skipped after a failure); `None`, counting nothing, when the
     /// decision is shared (call [`Limiter::check`]).
     pub fn check_now(&self, name: &'static str, key: &str) -> Option<Decision> {
         let Some(policy) = self.policy(name) else {
             return Some(Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 });
         };
-        if self.redis.is_some() && !self.backing_off() {
+        if self.redis.as_ref().is_some_and(|redis| !redis.skipping()) {
             return None;
         }
         Some(self.check_local(name, policy, key))
-    }
-
-    fn backing_off(&self) -> bool {
-        self.retry_shared_at.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() < at)).unwrap_or(false)
     }
 
     /// Checks and counts one request of `key` under policy `name`.
@@ -146,24 +135,11 @@ impl Limiter {
         let Some(policy) = self.policy(name) else {
             return Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 };
         };
-        let backing_off = self.redis.is_some() && self.backing_off();
-        if let Some(redis) = self.redis.as_ref().filter(|_| !backing_off) {
-            match Box::pin(self.check_shared(redis, name, policy, key)).await {
-                Ok(decision) => {
-                    if self.redis_failing.swap(false, Ordering::Relaxed) {
-                        tracing::info!("Redis is back: rate limits are shared again");
-                    }
-                    return decision;
-                }
-                Err(e) => {
-                    if let Ok(mut at) = self.retry_shared_at.lock() {
-                        *at = Some(std::time::Instant::now() + SHARED_RETRY_AFTER);
-                    }
-                    if !self.redis_failing.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(error = %e, "Redis unreachable: rate limits fall back to this node's");
-                    }
-                }
-            }
+        if let Some(redis) = &self.redis
+            // A failure or a skipped call was logged and counted by the breaker.
+            && let Ok(decision) = Box::pin(self.check_shared(redis, name, policy, key)).await
+        {
+            return decision;
         }
         self.check_local(name, policy, key)
     }
@@ -195,21 +171,11 @@ impl Limiter {
         }
     }
 
-    async fn check_shared(
-        &self,
-        redis: &Redis,
-        name: &str,
-        policy: Policy,
-        key: &str,
-    ) -> Result<Decision, redis::RedisError> {
-        let mut conn = redis.connection().await?;
-        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
-            .script
-            .key(redis.key(&format!("rl:{name}:{key}")))
-            .arg(policy.interval_ms())
-            .arg(policy.burst)
-            .invoke_async(&mut conn)
-            .await?;
+    async fn check_shared(&self, redis: &Redis, name: &str, policy: Policy, key: &str) -> Result<Decision, CallError> {
+        let mut invocation = self.script.key(redis.key(&format!("rl:{name}:{key}")));
+        invocation.arg(policy.interval_ms()).arg(policy.burst);
+        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
+            redis.call("rate_limit", |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         let secs = |ms: i64| u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000);
         Ok(Decision {
             allowed: allowed == 1,

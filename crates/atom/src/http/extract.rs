@@ -27,6 +27,26 @@ pub trait Validate {
     }
 }
 
+/// Whether `text` holds a character that does not print: a control (Unicode category Cc), a
+/// format character (Cf: the bidirectional overrides, embeddings and isolates, zero-width
+/// space, the byte order mark) or a line or paragraph separator. Names and emails are shown
+/// to people; such characters make them read as something they are not. The zero-width
+/// joiner and non-joiner (also Cf) are allowed: emoji sequences and several scripts (Persian,
+/// the Indic ones) need them to be written at all.
+pub fn has_unprintable(text: &str) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    text.chars().any(|c| {
+        !matches!(c, '\u{200C}' | '\u{200D}')
+            && matches!(
+                c.general_category(),
+                GeneralCategory::Control
+                    | GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+    })
+}
+
 /// A JSON request body, checked and validated.
 #[derive(Debug, Clone)]
 pub struct Json<T>(pub T);
@@ -206,6 +226,18 @@ mod tests {
             fields(parse::<Sample>(br#"{"name":"a","tags":["ok","\u001b[31m"],"count":1}"#).expect_err("x")),
             ["tags[1]"]
         );
+    }
+
+    #[test]
+    fn unprintable_characters_are_found() {
+        for bad in
+            ["a\u{202E}b", "\u{FEFF}", "x\u{200B}", "\u{2066}", "\u{061C}", "\u{200E}", "a\nb", "\u{7}", "\u{2029}"]
+        {
+            assert!(has_unprintable(bad), "{bad:?}");
+        }
+        for good in ["", "plain", "café ☕ 日本語", "a b", "emoji 👩\u{200D}💻", "می\u{200C}خواهم"] {
+            assert!(!has_unprintable(good), "{good:?}");
+        }
     }
 
     #[test]

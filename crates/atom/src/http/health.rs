@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::{ApiError, Problem};
 use crate::identity::Principal;
+use crate::state::AppState;
 use crate::storage::PoolStats;
 
 #[derive(Debug, Serialize, ToSchema)]

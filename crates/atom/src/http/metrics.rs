@@ -1,14 +1,13 @@
 //! The request metrics of the HTTP stack: `http_requests_total`,
 //! `http_request_duration_seconds` and `http_requests_in_flight` by method, route template and
 //! status, and `http_request_db_queries` (the database queries a request issued, where an N+1
-//! shows) by method and route. The stack ([`super::middleware::Stack`]) records them and
+//! shows) by method and route. The stack ([`super::middleware::observe`]) records them and
 //! `/metrics` renders them after the families of the `metrics` exporter.
 //!
 //! Why not through the `metrics` facade like the rest: its Prometheus exporter keeps every
 //! histogram sample (with a timestamp) in a lock-free list until a scrape or an upkeep drains
-//! it, and atom never ran that upkeep, so a server nobody scraped grew by about 20 bytes per
-//! request without end; and the two samples, the counter and the gauge cost ~600 instructions
-//! per request through dynamic calls. Here, as in Prometheus's own client libraries, a
+//! it, so memory between scrapes grows with the request rate, and every sample goes through
+//! the facade's dynamic calls and a label lookup. Here, as in Prometheus's own client libraries, a
 //! histogram is a fixed array of atomic counters (one per bucket) and an atomic sum: an
 //! observation is two atomic additions, and memory never grows. `http_requests_total` is the
 //! latency histogram's count, so the two always agree.

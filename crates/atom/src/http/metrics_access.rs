@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
 

@@ -6,22 +6,32 @@
 
 pub mod extract;
 mod health;
+mod linger;
 pub mod metrics;
 pub mod metrics_access;
 pub mod middleware;
 pub mod openapi;
-mod refusal;
+pub mod reject_nul;
 pub mod server;
-pub mod watchdog;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn_with_state, map_request};
 use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 
-pub use extract::{Json, Query, Validate};
+pub use extract::{Json, Query, Validate, has_unprintable};
 pub use health::{Check, HealthResponse, ReadyResponse, StatusResponse, status};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Health, readiness, status, metrics and the OpenAPI document.
 pub fn router() -> Router<AppState> {
@@ -32,24 +42,33 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi::serve))
 }
 
-/// Wraps `routes` in the stack every request passes through (see [`middleware`]).
-pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> middleware::Stack {
-    let router =
-        routes.fallback(|| async { ApiError::NotFound }).layer(middleware::RecordRouteLayer).with_state(state.clone());
-    middleware::Stack::new(router, state)
-}
-
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+/// Wraps `routes` in the stack every request passes through (see [`middleware`]): the
+/// layers in the order written here, innermost first.
+pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
+    let http = &state.config.http;
+    let mut router = routes
+        .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn(reject_nul::reject_nul))
+        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(http.request_timeout_secs),
+        ))
+        .layer(from_fn_with_state(state.clone(), middleware::guard));
+    if let Some(cors) = crate::edge::headers::cors(&http.cors_allowed_origins) {
+        router = router.layer(cors);
+    }
+    router = router
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(from_fn_with_state(Arc::clone(&state.http_metrics), middleware::observe));
+    let hsts = state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    for header in crate::edge::headers::security_headers(hsts) {
+        router = router.layer(header);
+    }
+    router
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
+        .layer(SetRequestIdLayer::new(middleware::REQUEST_ID, middleware::NewRequestId))
+        .layer(map_request(middleware::drop_hostile_request_id))
+        .with_state(state.clone())
 }

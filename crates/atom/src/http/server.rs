@@ -1,57 +1,39 @@
-//! The accept loop: hyper connections under a header-read timeout (a slowloris client is cut
-//! off, and so is an idle keep-alive connection: [`crate::http::watchdog`]), caps on open
-//! connections in total and per client address, and graceful shutdown.
+//! The accept loop: hyper-util's auto connection builder (HTTP/1.1, and HTTP/2 with prior
+//! knowledge or over TLS at a proxy), caps on open connections in total and per client
+//! address, hyper's header-read timeout, and graceful shutdown through hyper-util's
+//! [`GracefulShutdown`].
 //!
-//! axum's `serve` exposes none of these knobs, so this is the few lines of hyper-util it
-//! would otherwise do for us. Connections over a cap are closed at once, before any byte is
-//! read: answering them would cost the very resources the cap protects.
+//! axum's `serve` exposes none of these knobs, so this is the loop it would otherwise run.
+//! Connections over a cap are closed at once, before any byte is read: answering them would
+//! cost the very resources the cap protects.
+//!
+//! What each connection gets:
+//! - its peer address as a [`ConnectInfo`] request extension, for the rate limits, the audit
+//!   rows and Socket.io's handshake;
+//! - HTTP/1: `header_read_timeout` (slowloris protection; hyper also applies it to an idle
+//!   keep-alive connection waiting for its next request) and a read buffer of twice
+//!   `http.max_header_bytes`, so that a head over the limit is answered 431 by the stack
+//!   (with a problem body) and only a head over twice the limit is refused by hyper itself;
+//! - a lingering close ([`super::linger`]), so that a client still sending a body gets the
+//!   answer (a 413, say) instead of a reset.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::Version;
-use axum::response::Response;
-use hyper::body::Incoming;
+use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::{Builder, UpgradeableConnection};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::add_extension::AddExtension;
 
-use crate::http::middleware::{Stack, StackFuture};
-use crate::http::refusal::Refusals;
-use crate::http::watchdog::{Watch, Watchdog, Watched};
-
-/// The service hyper calls for each request of one connection: the whole stack answers it,
-/// with the connection's peer address in the request's scope. Implemented for hyper
-/// directly, so that a request costs no clone of the stack and no `tower` adapter.
-struct Connection {
-    app: Stack,
-    peer: SocketAddr,
-    watch: Arc<Watch>,
-}
-
-impl hyper::service::Service<Request<Incoming>> for Connection {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = StackFuture;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        if req.version() == Version::HTTP_2 {
-            // HTTP/2 has its own keep-alive (pings) and no slow head to wait for.
-            self.watch.leave();
-        }
-        let busy = self.watch.begin();
-        self.app.serve_on(req.map(Body::new), Some(busy), Some(self.peer))
-    }
-}
+use super::linger::Lingering;
 
 /// Limits applied per connection.
 #[derive(Debug, Clone, Copy)]
@@ -59,9 +41,16 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
-    /// hyper's read buffer limit: a request head that does not fit is refused (431 or 414).
-    /// hyper checks it after each read, so a head can reach up to about twice this.
+    /// The largest request head the stack answers (431 above it, [`super::middleware`]).
     pub max_header_bytes: usize,
+}
+
+impl ConnectionLimits {
+    /// hyper's read buffer: twice the head limit (at least hyper's minimum of 8 KiB), so that
+    /// the stack sees, and answers with a problem, most heads over the limit.
+    fn read_buffer(&self) -> usize {
+        self.max_header_bytes.saturating_mul(2).max(8192)
+    }
 }
 
 /// Open connections per client address.
@@ -101,59 +90,17 @@ impl Drop for PerIpGuard {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A connection that finishes gracefully once its watchdog drains: the request in flight
-    /// is answered, then the connection closes (HTTP/2: a GOAWAY).
-    struct Drained {
-        #[pin]
-        conn: HyperConnection,
-        watch: Arc<Watch>,
-        asked: bool,
-    }
-}
-
-type HyperConnection =
-    UpgradeableConnection<'static, TokioIo<Watched<tokio::net::TcpStream>>, Connection, TokioExecutor>;
-
-impl Future for Drained {
-    type Output = <HyperConnection as Future>::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        /// Asks the connection to finish once the drain has begun; whether it asked now.
-        fn ask(conn: Pin<&mut HyperConnection>, watch: &Watch, asked: &mut bool) -> bool {
-            if *asked || !watch.draining() {
-                return false;
-            }
-            *asked = true;
-            conn.graceful_shutdown();
-            true
-        }
-        ask(this.conn.as_mut(), this.watch, this.asked);
-        let poll = this.conn.as_mut().poll(cx);
-        // A drain that came between the check above and the socket's registration of this
-        // task found no waker to wake: poll again.
-        if poll.is_pending() && ask(this.conn.as_mut(), this.watch, this.asked) {
-            cx.waker().wake_by_ref();
-        }
-        poll
-    }
-}
-
 /// The open connections, once the listener has closed.
 #[derive(Debug)]
 pub struct Connections {
-    watchdog: Arc<Watchdog>,
-    total: Arc<Semaphore>,
-    max: u32,
+    graceful: GracefulShutdown,
 }
 
 impl Connections {
-    /// Asks every connection to finish what is in flight and close; resolves once all have.
+    /// Asks every connection to finish what is in flight and close (HTTP/1: after the
+    /// response in flight; HTTP/2: a GOAWAY); resolves once all have.
     pub async fn shutdown(self) {
-        self.watchdog.drain();
-        // Each connection holds one permit until its task ends.
-        let _all = self.total.acquire_many(self.max).await;
+        self.graceful.shutdown().await;
     }
 }
 
@@ -161,21 +108,24 @@ impl Connections {
 /// returns the open connections, for their graceful shutdown.
 pub async fn serve(
     listener: TcpListener,
-    app: Stack,
+    app: Router,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) -> Connections {
-    // At most 1 000 000 (checked with the configuration).
-    let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let total = Arc::new(Semaphore::new(max as usize));
+    let total = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(PerIp::default());
     let mut builder = Builder::new(TokioExecutor::new());
-    // No `header_read_timeout` here: the watchdog does its work at a fraction of its cost.
-    builder.http1().header_read_timeout(None).max_buf_size(limits.max_header_bytes);
-    let watchdog = Watchdog::start(limits.header_read_timeout);
-    let refusals = Arc::new(Refusals::new(app.security_headers()));
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.read_buffer());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .max_header_list_size(u32::try_from(limits.read_buffer()).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
 
     loop {
@@ -191,26 +141,24 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let Some(connection) = admit(&total, &per_ip, peer.ip(), &limits) else {
+        let Some(held) = admit(&total, &per_ip, peer.ip(), &limits) else {
             metrics::counter!("http_connections_rejected_total").increment(1);
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let watch = watchdog.watch();
-        let service = Connection { app: app.clone(), peer, watch: Arc::clone(&watch) };
-        let io = TokioIo::new(Watched::new(stream, Arc::clone(&watch), Arc::clone(&refusals)));
-        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let conn = Drained { conn, watch, asked: false };
+        let service = TowerToHyperService::new(AddExtension::new(app.clone(), ConnectInfo(peer)));
+        let io = TokioIo::new(Lingering::new(stream));
+        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
         tokio::spawn(async move {
-            let _held = connection;
+            let _held = held;
             metrics::gauge!("http_connections_open").increment(1.0);
             let _ = conn.await;
             metrics::gauge!("http_connections_open").decrement(1.0);
         });
     }
     drop(listener);
-    Connections { watchdog, total, max }
+    Connections { graceful }
 }
 
 fn admit(

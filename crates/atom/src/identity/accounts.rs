@@ -10,15 +10,15 @@ use utoipa::ToSchema;
 
 use super::auth::{Principal, Role};
 use super::{passwords, random_secret, secret_hash, sessions, throttle};
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::bus::EventKind;
 use crate::config::Registration;
 use crate::error::{ApiError, FieldError};
-use crate::http::rfc3339;
 use crate::http::{Json, Query, Validate};
+use crate::state::AppState;
 use crate::storage::users::{self as sql, InviteRow, UserRow};
 use crate::storage::{Db, now_ms, sessions as session_sql};
+use crate::wire::rfc3339;
 
 /// An email address, trimmed and lower-cased, checked for a plausible shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let email = raw.trim().to_lowercase();
         let invalid = || FieldError::new("email", "must be an email address");
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if email.len() > 254 || email.chars().any(char::is_whitespace) || crate::http::has_unprintable(&email) {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -150,19 +150,24 @@ async fn create_account(
         password_changed_at: now,
         disabled_at: None,
     };
+    let invite_hash = invite.map(secret_hash);
     let mut tx = db.begin().await?;
+    // The invite first: a code that does not admit this email gets the same answer whether
+    // or not the email is registered, so a bogus code cannot probe for accounts. A failure
+    // below drops the transaction, and the claim with it.
+    if let Some(code_hash) = &invite_hash
+        && !sql::claim_invite(&mut tx, code_hash, email.as_str(), now).await?
+    {
+        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    }
     sql::insert(&mut tx, &user).await.map_err(|e| match ApiError::from(e) {
         ApiError::Conflict { .. } => {
             ApiError::Conflict { field: "email".to_owned(), message: "is already registered".to_owned() }
         }
         other => other,
     })?;
-    // After the insert: `invites.used_by` references the new user. An invalid invite drops
-    // the transaction, and the user with it.
-    if let Some(code) = invite
-        && !sql::use_invite(&mut tx, &secret_hash(code), email.as_str(), &user.id, now).await?
-    {
-        return Err(ApiError::Validation(vec![FieldError::new("invite_code", "is not valid for this email")]));
+    if let Some(code_hash) = &invite_hash {
+        sql::set_invite_user(&mut tx, code_hash, &user.id).await?;
     }
     let event = AuditEvent::new(actor, "account.created", Outcome::Success, context)
         .target(user.id.clone())
@@ -172,20 +177,37 @@ async fn create_account(
     Ok(user)
 }
 
+/// Why an account could not be created by the system (CLI, bootstrap, tests).
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAccountError {
+    /// The email or password breaks a rule; the text names each field and rule.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("an account with this email exists")]
+    Exists,
+    #[error("the account could not be stored")]
+    Storage(#[source] ApiError),
+}
+
 /// Creates an admin account (for `atom admin create` and the bootstrap admin).
-pub async fn create_admin(db: &Db, email: &str, password: SecretString) -> Result<UserRow, String> {
+pub async fn create_admin(db: &Db, email: &str, password: SecretString) -> Result<UserRow, CreateAccountError> {
     create_with_role(db, email, password, Role::Admin).await
 }
 
-/// Creates an account with `role` as the system (CLI, bootstrap, tests); errors as text.
-pub async fn create_with_role(db: &Db, email: &str, password: SecretString, role: Role) -> Result<UserRow, String> {
+/// Creates an account with `role` as the system (CLI, bootstrap, tests).
+pub async fn create_with_role(
+    db: &Db,
+    email: &str,
+    password: SecretString,
+    role: Role,
+) -> Result<UserRow, CreateAccountError> {
     create_account(db, email, password, role, None, Actor::System, &RequestContext::default()).await.map_err(
         |e| match e {
-            ApiError::Validation(errors) => {
-                errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
-            }
-            ApiError::Conflict { .. } => "an account with this email exists".to_owned(),
-            other => crate::error::ErrorChain(&other).to_string(),
+            ApiError::Validation(errors) => CreateAccountError::Invalid(
+                errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; "),
+            ),
+            ApiError::Conflict { .. } => CreateAccountError::Exists,
+            other => CreateAccountError::Storage(other),
         },
     )
 }
@@ -258,7 +280,7 @@ pub async fn login(
     }
     let key_names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
     throttle::check(&state.db, &key_names, now_ms()).await?;
-    crate::edge::limit_account(&state, &email).await?;
+    crate::edge::limit_account(&state.edge, &email).await?;
 
     let user = if email.len() <= 254 { sql::by_email(&state.db, &email).await? } else { None };
     let password = SecretString::from(body.password);
@@ -360,6 +382,7 @@ pub async fn change_password(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.

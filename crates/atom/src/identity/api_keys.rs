@@ -11,16 +11,17 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use super::accounts::PageQuery;
 use super::auth::Principal;
 use super::{random_secret, secret_hash};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, Outcome, RequestContext};
 use crate::cache::{Cache, Namespace};
 use crate::error::{ApiError, FieldError};
-use crate::http::rfc3339;
-use crate::http::{Json, Validate};
+use crate::http::{Json, Query, Validate, has_unprintable};
+use crate::state::AppState;
 use crate::storage::api_keys::{self as sql, ApiKeyRow};
 use crate::storage::{Db, now_ms};
+use crate::wire::rfc3339;
 
 pub const API_KEY_PREFIX: &str = "atom_sk_";
 /// Scopes a key may carry. `api` is the ordinary API as its owner; `admin` additionally
@@ -30,7 +31,8 @@ pub const SCOPES: &[&str] = &["api", "admin"];
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// 1 to 100 printable characters.
+    /// 1 to 100 printable characters: no control, format (bidirectional, zero-width, byte
+    /// order mark) or separator characters.
     pub name: String,
     /// Default `["api"]`.
     #[serde(default)]
@@ -44,7 +46,7 @@ impl Validate for CreateApiKey {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
+        if name.is_empty() || name.chars().count() > 100 || has_unprintable(name) {
             errors.push(FieldError::new("name", "must be 1 to 100 printable characters"));
         }
         if let Some(scopes) = &self.scopes
@@ -235,16 +237,49 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, api_key: ApiKeyView::from(&row) })))
 }
 
+/// A page of the caller's keys, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyList {
     pub api_keys: Vec<ApiKeyView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/api-keys", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = ApiKeyList)))]
-pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<ApiKeyList>, ApiError> {
-    let rows = sql::list_for_user(&state.db, &principal.user_id).await?;
-    Ok(Json(ApiKeyList { api_keys: rows.iter().map(ApiKeyView::from).collect() }))
+/// A list cursor: the last key's creation time (ms) and id, `<created_at>.<id>`.
+fn parse_cursor(cursor: &str) -> Option<(i64, &str)> {
+    let (created_at, id) = cursor.split_once('.')?;
+    let created_at: i64 = created_at.parse().ok().filter(|t| *t >= 0)?;
+    (!id.is_empty()).then_some((created_at, id))
+}
+
+#[utoipa::path(get, path = "/v1/api-keys", tag = "identity", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = ApiKeyList), (status = 422, description = "Invalid cursor or limit")))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let mut errors = Vec::new();
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be between 1 and 200"));
+    }
+    let after = match page.cursor.as_deref().map(parse_cursor) {
+        Some(None) => {
+            errors.push(FieldError::new("cursor", "is not a cursor from this API"));
+            None
+        }
+        Some(after) => after,
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let rows = sql::list_for_user(&state.db, &principal.user_id, after, i64::from(limit) + 1).await?;
+    let more = rows.len() > limit as usize;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = if more { rows.last().map(|k| format!("{}.{}", k.created_at, k.id)) } else { None };
+    Ok(Json(ApiKeyList { api_keys: rows.iter().map(ApiKeyView::from).collect(), next_cursor }))
 }
 
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "identity", security(("bearer" = [])),

@@ -40,12 +40,12 @@ use sha2::{Digest, Sha256};
 
 pub use auth::{Credential, Principal, Role};
 
-use crate::app::AppState;
 use crate::bus::{Bus, Event, EventKind};
 use crate::cache::{Cache, Namespace};
 use crate::config::{AuthConfig, Config};
 use crate::crypto::MasterKeyring;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::storage::{Db, now_ms, sessions as session_sql, users};
 use tokens::{AccessTokens, TokenConfig, TokenError};
 
@@ -67,8 +67,8 @@ pub enum IdentityError {
     Signing(#[from] signing::SigningError),
     #[error("invalid token settings")]
     TokenConfig(#[from] tokens::TokenConfigError),
-    #[error("bootstrap admin: {0}")]
-    Bootstrap(String),
+    #[error("bootstrap admin")]
+    Bootstrap(#[from] accounts::CreateAccountError),
 }
 
 /// What authentication needs of an account; cached under [`Namespace::USER`]. No field has a
@@ -187,7 +187,7 @@ impl Identity {
             (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
             && users::count(db).await? == 0
         {
-            accounts::create_admin(db, email, password.clone()).await.map_err(IdentityError::Bootstrap)?;
+            accounts::create_admin(db, email, password.clone()).await?;
             tracing::info!("created the bootstrap admin account");
         }
         Ok(identity)
@@ -392,7 +392,7 @@ pub fn random_secret() -> String {
 }
 
 /// Identity routes: the public ones, and the protected ones (with `protected_extra`, routes
-/// other modules or an embedder add) behind [`auth::AuthLayer`] and the per-principal
+/// other modules or an embedder add) behind [`auth::authenticate`] and the per-principal
 /// rate limit.
 pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<AppState> {
     let public = Router::new()
@@ -410,9 +410,7 @@ pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<App
         .route("/v1/admin/users/{id}/disable", post(accounts::admin_disable))
         .route("/v1/admin/users/{id}/enable", post(accounts::admin_enable))
         .route("/v1/admin/invites", post(accounts::admin_invite))
-        .merge(crate::audit::router())
-        .route("/status", get(crate::http::status))
         .merge(protected_extra)
-        .route_layer(auth::AuthLayer(state.clone()));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     public.merge(protected)
 }

@@ -15,10 +15,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::tokens::{SigningKey, TokenKeys};
-use crate::app::AppState;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::cache::{Cache, Namespace};
 use crate::crypto::{Aad, CryptoError, MasterKeyring, from_base64, to_base64};
+use crate::state::AppState;
 use crate::storage::signing_keys::{self as sql, SigningKeyRow};
 use crate::storage::{Db, now_ms};
 

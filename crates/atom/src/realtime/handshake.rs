@@ -27,7 +27,7 @@ pub(super) struct Gate {
 /// The middleware in front of the Socket.io service.
 pub(super) async fn count_pending(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     if opens_a_session(&req)
-        && let Some(address) = gate.edge.client_ip_of(req.headers(), req.extensions())
+        && let Some(address) = gate.edge.client_ip(req.headers(), req.extensions())
         && gate.caps.begin_handshake(address).is_err()
     {
         metrics::counter!("realtime_connections_refused_total", "reason" => "handshake_cap").increment(1);

@@ -51,10 +51,10 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::identity::auth::verify_credential;
+use crate::state::AppState;
 pub use caps::{Cap, ConnectionCaps, ConnectionSlot, OverCap};
 pub use revocation::user_room;
 
@@ -107,18 +107,12 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
         .ws_max_frame_size(max_message)
         .with_state(Context { app: state.clone(), caps: Arc::clone(&caps) })
         .build_svc();
+    // socketioxide keeps the handshake's parts for the connection's life: the peer address
+    // (the server's `ConnectInfo` extension) goes with them, for `admit`.
     io.ns("/", on_connect.with(admit));
-    // socketioxide keeps the handshake's parts for the connection's life, past the request's
-    // task and its scope: the peer address goes with them, for `admit`.
     let gate =
         handshake::Gate { edge: Arc::clone(&state.edge), caps, retry_after_secs: config.realtime.connect_timeout_secs };
     let service = tower::Layer::layer(&axum::middleware::from_fn_with_state(gate, handshake::count_pending), service);
-    let service = tower::util::MapRequest::new(service, |mut req: axum::extract::Request| {
-        if let Some(peer) = crate::request::peer() {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        }
-        req
-    });
     let revocations = revocation::start(io.clone(), &state.bus);
     (Router::new().route_service(PATH, service), Realtime { io, revocations })
 }
@@ -167,7 +161,7 @@ async fn admit(
     TryData(auth): TryData<ConnectAuth>,
 ) -> Result<(), Refusal> {
     let parts = socket.req_parts();
-    let address = context.app.edge.client_ip_of(&parts.headers, &parts.extensions);
+    let address = context.app.edge.client_ip(&parts.headers, &parts.extensions);
     if let Some(address) = address {
         context.caps.end_handshake(address);
     }
@@ -206,7 +200,7 @@ async fn authenticate(state: &AppState, token: Option<String>, address: Option<I
         Ok(principal) => Ok(principal),
         Err(ApiError::Unauthorized { .. }) => {
             // Whether the budget is spent or not, the client hears only `unauthorized`.
-            let _ = crate::edge::count_failed_authentication(state, address).await;
+            let _ = crate::edge::count_failed_authentication(&state.edge, address).await;
             Err(Refusal::Unauthorized)
         }
         Err(e) => {

@@ -26,9 +26,16 @@ macro_rules! columns {
 
 /// Hot: every request authenticated by an API key.
 pub const BY_PREFIX_SQL: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE prefix = $1");
-/// Hot: `GET /v1/api-keys`.
-pub const LIST_FOR_USER_SQL: &str =
-    concat!("SELECT ", columns!(), " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 500");
+/// Hot: `GET /v1/api-keys`, a page of one user's keys, newest first, after the cursor
+/// `($2, $3)` (the last key's creation time and id). The cursor is always bound (the first
+/// page starts after `(i64::MAX, '')`): an optional one would keep a cached generic plan from
+/// using the index. `created_at <= $2` is the index range; the rest breaks ties by id.
+pub const LIST_FOR_USER_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM api_keys WHERE user_id = $1 AND created_at <= $2 AND (created_at < $2 OR id < $3) \
+     ORDER BY created_at DESC, id DESC LIMIT $4"
+);
 /// Hot: every request authenticated by an API key (a no-op write within the minute).
 pub const TOUCH_SQL: &str =
     "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)";
@@ -57,10 +64,17 @@ pub async fn by_prefix(db: &Db, prefix: &str) -> Result<Option<ApiKeyRow>, sqlx:
     with_pool!(db, "api_keys.by_prefix", |conn| sqlx::query_as(BY_PREFIX_SQL).bind(prefix).fetch_optional(conn).await)
 }
 
-/// The keys of one user, newest first.
-pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+/// A page of one user's keys, newest first (ties by id, descending), after `after`: the
+/// `(created_at, id)` of the previous page's last key.
+pub async fn list_for_user(
+    db: &Db,
+    user_id: &str,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    let (created_at, id) = after.unwrap_or((i64::MAX, ""));
     with_pool!(db, "api_keys.list_for_user", |conn| {
-        sqlx::query_as(LIST_FOR_USER_SQL).bind(user_id).fetch_all(conn).await
+        sqlx::query_as(LIST_FOR_USER_SQL).bind(user_id).bind(created_at).bind(id).bind(limit).fetch_all(conn).await
     })
 }
 

@@ -8,6 +8,7 @@
 //! when its holder exits, crashed or not, and a stale lock file means nothing.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A held lock; released on drop.
@@ -37,10 +38,12 @@ impl DatabaseFileLock {
 
     fn try_lock(db_path: &Path, exclusive: bool) -> std::io::Result<Option<Self>> {
         let path = Self::path_for(db_path);
+        // The first thing a server creates in a fresh data directory: private to the owner,
+        // like the database beside it.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
         let locked = if exclusive { file.try_lock() } else { file.try_lock_shared() };
         match locked {
             Ok(()) => Ok(Some(Self { _file: file, path })),

@@ -65,7 +65,7 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "refresh_tokens.by_hash", table: "refresh_tokens", index: Named("refresh_tokens_token_hash_key"), sql: sessions::BY_HASH_SQL, sample_params: &[Text("rthash-4242")] },
     HotQuery { name: "api_keys.by_prefix", table: "api_keys", index: Named("api_keys_prefix_key"), sql: api_keys::BY_PREFIX_SQL, sample_params: &[Text("pfx-4242")] },
     HotQuery { name: "api_keys.touch", table: "api_keys", index: PrimaryKey, sql: api_keys::TOUCH_SQL, sample_params: &[Text("key-4242"), Int(NOW), Int(NOW - 60_000)] },
-    HotQuery { name: "api_keys.list_for_user", table: "api_keys", index: Named("api_keys_user_idx"), sql: api_keys::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242")] },
+    HotQuery { name: "api_keys.list_for_user", table: "api_keys", index: Named("api_keys_user_idx"), sql: api_keys::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242"), Int(i64::MAX), Text(""), Int(51)] },
     HotQuery { name: "audit.list_by_actor", table: "audit_log", index: Named("audit_log_actor_idx"), sql: audit::LIST_BY_ACTOR_SQL, sample_params: &[Text("user-4242"), NullText, NullText, NullInt, NullInt, Int(i64::MAX), Int(101)] },
     HotQuery { name: "audit.list_by_action", table: "audit_log", index: Named("audit_log_action_idx"), sql: audit::LIST_BY_ACTION_SQL, sample_params: &[NullText, Text("action-7"), NullText, NullInt, NullInt, Int(i64::MAX), Int(101)] },
     HotQuery { name: "audit.list", table: "audit_log", index: PrimaryKey, sql: audit::LIST_SQL, sample_params: &[NullText, NullText, NullText, NullInt, NullInt, Int(50_000), Int(101)] },

@@ -62,7 +62,7 @@ impl Db {
     pub fn migrator(&self) -> &'static Migrator {
         match self {
             Self::Sqlite(_) => &SQLITE,
-            Self::Postgres(_) => &POSTGRES,
+            Self::Postgres(..) => &POSTGRES,
         }
     }
 
@@ -75,7 +75,7 @@ impl Db {
     pub async fn migrate_with(&self, migrator: &Migrator) -> Result<(), StorageError> {
         let result = match self {
             Self::Sqlite(pool) => migrator.run(pool).await,
-            Self::Postgres(pool) => migrator.run(pool).await,
+            Self::Postgres(pool, ..) => migrator.run(pool).await,
         };
         result.map_err(|err| match err {
             MigrateError::ExecuteMigration(_, version) => {
@@ -145,7 +145,7 @@ impl Db {
                 .fetch_all(pool)
                 .await
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, ..) => {
                 let exists: Option<String> =
                     sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
                 if exists.is_none() {

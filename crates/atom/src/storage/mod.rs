@@ -7,7 +7,8 @@
 //! [`monitor::timed`], which time and count it ([`monitor`]); every hot query is listed in
 //! [`hot::HOT_QUERIES`] with the index that serves it; a migration runs in a transaction,
 //! so a failing one leaves the schema as it was; connection URLs are shown only through
-//! [`crate::config::redact_url`].
+//! [`crate::config::redact_url`]; while PostgreSQL is known to be down, checkouts fail at
+//! once instead of waiting out the acquire timeout ([`Availability`]).
 
 /// Runs the query named `$name` against whichever pool a [`Db`] holds, on a connection
 /// checked out for it: `with_pool!(db, "users.by_email", |conn| sqlx::query(..).fetch_one(conn).await)`.
@@ -19,9 +20,9 @@
 /// site, so that metric labels stay a fixed set; it is what `/metrics` and the slow-query
 /// log show (see [`monitor`]).
 macro_rules! with_pool {
-    (@on $pool:ident, $backend:literal, $name:expr, |$conn:ident| $body:expr) => {
+    (@on $acquire:expr, $name:expr, |$conn:ident| $body:expr) => {
         // Acquired here rather than inside sqlx, so that the wait is measured on its own.
-        match $crate::storage::monitor::acquire($pool, $backend).await {
+        match $acquire.await {
             Ok(mut pooled) => {
                 $crate::storage::monitor::timed($name, async {
                     let $conn = &mut *pooled;
@@ -34,8 +35,14 @@ macro_rules! with_pool {
     };
     ($db:expr, $name:expr, |$conn:ident| $body:expr) => {
         match $db {
-            $crate::storage::Db::Sqlite(pool) => with_pool!(@on pool, "sqlite", $name, |$conn| $body),
-            $crate::storage::Db::Postgres(pool) => with_pool!(@on pool, "postgres", $name, |$conn| $body),
+            $crate::storage::Db::Sqlite(pool) => {
+                with_pool!(@on $crate::storage::monitor::acquire(pool, "sqlite"), $name, |$conn| $body)
+            }
+            $crate::storage::Db::Postgres(pool, availability) => with_pool!(
+                @on availability.acquire($crate::storage::monitor::acquire(pool, "postgres")),
+                $name,
+                |$conn| $body
+            ),
         }
     };
 }
@@ -61,6 +68,7 @@ macro_rules! with_tx {
 
 pub mod api_keys;
 pub mod audit;
+mod availability;
 pub mod encrypted;
 pub mod file_lock;
 pub mod hot;
@@ -81,6 +89,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
+pub use availability::Availability;
 pub use migrate::{MigrationState, MigrationStatus, SchemaVersion, latest_known_version};
 
 use crate::config::{DatabaseConfig, DatabaseTarget, redact_url};
@@ -88,7 +97,7 @@ use crate::config::{DatabaseConfig, DatabaseTarget, redact_url};
 /// Why the database could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("could not create the SQLite directory {path}")]
+    #[error("could not create the SQLite directory or file {path}")]
     CreateDir {
         path: String,
         #[source]
@@ -116,10 +125,14 @@ pub enum StorageError {
 }
 
 /// A pooled connection to the configured database. Cheap to clone.
+///
+/// PostgreSQL comes with its [`Availability`], which every checkout through [`with_pool!`]
+/// and [`Db::begin`] passes, so that requests fail fast while the server is down. Code that
+/// only needs the pool matches `Db::Postgres(pool, ..)`.
 #[derive(Debug, Clone)]
 pub enum Db {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    Postgres(PgPool, Availability),
 }
 
 /// A transaction on either backend. Dropped without [`Tx::commit`], it rolls back, so a
@@ -155,6 +168,30 @@ pub struct PoolStats {
     pub in_use: u32,
 }
 
+/// Creates a missing SQLite database file, and its missing directories, private to the owner
+/// (0600, 0700): it holds password hashes and the audit log. SQLite creates its `-wal` and
+/// `-shm` files with the database file's mode, so they are private too. Existing files and
+/// directories keep the mode their operator gave them.
+fn create_private_sqlite_file(path: &std::path::Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let create_error = |source| StorageError::CreateDir { path: path.display().to_string(), source };
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StorageError::CreateDir { path: dir.display().to_string(), source })?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(create_error(e)),
+    }
+}
+
 impl Db {
     /// Opens the pool. PostgreSQL that does not answer is retried with exponential backoff
     /// until `startup_timeout_secs` has passed.
@@ -175,15 +212,16 @@ impl Db {
         let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
         match target {
             DatabaseTarget::Sqlite { path } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|source| StorageError::CreateDir { path: dir.display().to_string(), source })?;
-                }
+                create_private_sqlite_file(path)?;
+                let synchronous = match config.sqlite_synchronous {
+                    crate::config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+                    crate::config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                };
                 let mut options = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(synchronous)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms));
                 if tool {
@@ -248,13 +286,14 @@ impl Db {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
+                let availability = Availability::new(options.clone(), acquire_timeout);
                 let pool = pool_options.connect_with(options).await.map_err(|source| StorageError::Connect {
                     kind: "postgres",
                     target: shown,
                     waited: started.elapsed(),
                     source,
                 })?;
-                Ok(Self::Postgres(pool))
+                Ok(Self::Postgres(pool, availability))
             }
         }
     }
@@ -262,7 +301,7 @@ impl Db {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
-            Self::Postgres(_) => "postgres",
+            Self::Postgres(..) => "postgres",
         }
     }
 
@@ -281,7 +320,7 @@ impl Db {
     pub fn pool_stats(&self) -> PoolStats {
         let (max_size, size, idle) = match self {
             Self::Sqlite(pool) => (pool.options().get_max_connections(), pool.size(), pool.num_idle()),
-            Self::Postgres(pool) => (pool.options().get_max_connections(), pool.size(), pool.num_idle()),
+            Self::Postgres(pool, _) => (pool.options().get_max_connections(), pool.size(), pool.num_idle()),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
         PoolStats { max_size, size, idle, in_use: size - idle }
@@ -292,14 +331,16 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
             Self::Sqlite(pool) => monitor::begin("sqlite", pool.begin_with("BEGIN IMMEDIATE")).await.map(Tx::Sqlite),
-            Self::Postgres(pool) => monitor::begin("postgres", pool.begin()).await.map(Tx::Postgres),
+            Self::Postgres(pool, availability) => {
+                availability.acquire(monitor::begin("postgres", pool.begin())).await.map(Tx::Postgres)
+            }
         }
     }
 
     pub fn is_closed(&self) -> bool {
         match self {
             Self::Sqlite(pool) => pool.is_closed(),
-            Self::Postgres(pool) => pool.is_closed(),
+            Self::Postgres(pool, _) => pool.is_closed(),
         }
     }
 
@@ -307,7 +348,7 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(pool) => pool.close().await,
-            Self::Postgres(pool) => pool.close().await,
+            Self::Postgres(pool, _) => pool.close().await,
         }
     }
 }

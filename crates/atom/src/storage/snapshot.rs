@@ -93,7 +93,7 @@ impl Db {
                 tx.rollback().await?;
                 Ok(digests)
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, ..) => {
                 let mut tx = pool.begin_with(PG_SNAPSHOT_BEGIN).await?;
                 let digests = postgres_digests(&mut tx).await?;
                 tx.rollback().await?;
@@ -106,7 +106,7 @@ impl Db {
     pub async fn schema_version(&self) -> Result<i64, sqlx::Error> {
         match self {
             Self::Sqlite(pool) => sqlite_schema_version(&mut *pool.acquire().await?).await,
-            Self::Postgres(pool) => postgres_schema_version(&mut *pool.acquire().await?).await,
+            Self::Postgres(pool, ..) => postgres_schema_version(&mut *pool.acquire().await?).await,
         }
     }
 
@@ -114,7 +114,7 @@ impl Db {
     pub async fn table_names(&self) -> Result<Vec<String>, sqlx::Error> {
         match self {
             Self::Sqlite(pool) => sqlite_tables(&mut *pool.acquire().await?).await,
-            Self::Postgres(pool) => postgres_tables(&mut *pool.acquire().await?).await,
+            Self::Postgres(pool, ..) => postgres_tables(&mut *pool.acquire().await?).await,
         }
     }
 

@@ -139,25 +139,33 @@ pub async fn insert_invite(tx: &mut Tx, invite: &InviteRow) -> Result<(), sqlx::
     })
 }
 
-/// Marks an unused, unexpired invite used; false when there is none to use.
-pub async fn use_invite(
-    tx: &mut Tx,
-    code_hash: &str,
-    email: &str,
-    user_id: &str,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    with_tx!(tx, "invites.use", |conn| {
+/// Claims an unused, unexpired invite that admits `email` (marks it used); false when there
+/// is none. Run before the account is inserted, so that a refused invite is answered before
+/// anything reveals whether the email is registered; [`set_invite_user`] then names the
+/// account it admitted, in the same transaction.
+pub async fn claim_invite(tx: &mut Tx, code_hash: &str, email: &str, now: i64) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, "invites.claim", |conn| {
         sqlx::query(
-            "UPDATE invites SET used_at = $4, used_by = $3 WHERE code_hash = $1 AND used_at IS NULL \
-             AND expires_at > $4 AND (email IS NULL OR email = $2)",
+            "UPDATE invites SET used_at = $3 WHERE code_hash = $1 AND used_at IS NULL \
+             AND expires_at > $3 AND (email IS NULL OR email = $2)",
         )
         .bind(code_hash)
         .bind(email)
-        .bind(user_id)
         .bind(now)
         .execute(conn)
         .await
         .map(|r| r.rows_affected() == 1)
+    })
+}
+
+/// Records the account a claimed invite admitted.
+pub async fn set_invite_user(tx: &mut Tx, code_hash: &str, user_id: &str) -> Result<(), sqlx::Error> {
+    with_tx!(tx, "invites.set_user", |conn| {
+        sqlx::query("UPDATE invites SET used_by = $2 WHERE code_hash = $1")
+            .bind(code_hash)
+            .bind(user_id)
+            .execute(conn)
+            .await
+            .map(drop)
     })
 }

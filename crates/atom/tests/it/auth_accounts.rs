@@ -133,6 +133,42 @@ async fn invite_only_registration_is_the_default_and_needs_a_valid_unused_code()
     app.stop().await;
 }
 
+/// The answer to a registration with an invite that does not admit it is the same whether
+/// or not the email has an account: the invite is checked first, so a bogus code cannot probe
+/// which addresses are registered. A refused attempt leaves the invite and the accounts as
+/// they were.
+#[tokio::test]
+async fn a_refused_invite_answers_alike_for_registered_and_unknown_emails() {
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin").await;
+    let known = app.user("user").await;
+    let for_other = invite(&app, &admin.access_token, json!({ "email": "someone@example.com" })).await;
+    let spent = invite(&app, &admin.access_token, json!({})).await;
+    let use_it = json!({ "email": "first@example.com", "password": PASSWORD, "invite_code": spent });
+    assert_eq!(register(&app, use_it).await.status(), 201);
+
+    for code in ["atom_inv_bogus", for_other.as_str(), spent.as_str()] {
+        let mut answers = Vec::new();
+        for email in [known.email.as_str(), "nobody-yet@example.com"] {
+            let body = json!({ "email": email, "password": PASSWORD, "invite_code": code });
+            let mut problem = assert_problem(register(&app, body).await, 422).await;
+            problem.as_object_mut().expect("object").remove("request_id");
+            answers.push(problem);
+        }
+        assert_eq!(answers[0], answers[1], "a registered email is not told apart");
+        assert_eq!(fields(&answers[0]), [("invite_code".to_owned(), "is not valid for this email".to_owned())]);
+    }
+
+    // A valid invite and a registered email: the conflict is named, and the invite is not spent.
+    let open = invite(&app, &admin.access_token, json!({})).await;
+    let taken = json!({ "email": known.email, "password": PASSWORD, "invite_code": open });
+    let conflict = assert_problem(register(&app, taken).await, 409).await;
+    assert_eq!(fields(&conflict)[0].0, "email");
+    let fresh = json!({ "email": "later@example.com", "password": PASSWORD, "invite_code": open });
+    assert_eq!(register(&app, fresh).await.status(), 201, "the invite still admits one account");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn registration_off_refuses_everyone() {
     let app = TestApp::spawn_with(&[("AUTH_REGISTRATION", "off")], axum::Router::new()).await;

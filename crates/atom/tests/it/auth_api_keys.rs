@@ -123,6 +123,31 @@ async fn invalid_requests_list_every_failing_field() {
     app.stop().await;
 }
 
+/// Names are shown to people (the dashboard, the audit log): characters that do not print,
+/// such as a right-to-left override that makes `gpj.exe` read as `exe.jpg`, a byte order mark
+/// or a zero-width space, are refused; so are they in emails, where they would make a second
+/// account look like the first.
+#[tokio::test]
+async fn names_and_emails_with_invisible_or_bidi_characters_are_refused() {
+    let app = TestApp::spawn_with(&[("AUTH_REGISTRATION", "open")], axum::Router::new()).await;
+    let user = app.user("user").await;
+    for name in ["report\u{202E}gpj.exe", "\u{FEFF}worker", "zero\u{200B}width", "iso\u{2066}late", "line\u{2028}sep"] {
+        let body = json!({ "name": name });
+        let problem = assert_problem(post(&app, Some(&user.access_token), "/v1/api-keys", &body).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "name", "{name:?}: {problem}");
+    }
+    assert!(list(&app, &user.access_token).await.is_empty(), "nothing was stored");
+    let created = create_api_key(&app, &user.access_token, json!({ "name": "café ☕ 日本語 – ok" })).await;
+    assert_eq!(created["name"], "café ☕ 日本語 – ok");
+
+    for email in ["ad\u{200B}min@example.com", "\u{FEFF}eve@example.com", "eve@exam\u{202E}ple.com"] {
+        let body = json!({ "email": email, "password": crate::common::PASSWORD });
+        let problem = assert_problem(post(&app, None, "/v1/auth/register", &body).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "email", "{email:?}: {problem}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_scope_needs_an_admin_and_admin_routes_need_the_scope() {
     let app = TestApp::spawn().await;
@@ -164,5 +189,64 @@ async fn a_disabled_owners_keys_stop_working() {
     let path = format!("/v1/admin/users/{}/disable", user.id);
     assert_eq!(post(&app, Some(&admin.access_token), &path, &json!({})).await.status(), 200);
     assert_unauthorized(app.get_as(&key, "/v1/me").await, Some("invalid_token")).await;
+    app.stop().await;
+}
+
+/// `GET /v1/api-keys` pages by cursor like the other lists, newest first, so that no key
+/// is ever out of reach (it used to stop at 500 without saying so). Keys created in the same
+/// millisecond are neither repeated nor skipped across a page boundary.
+#[tokio::test]
+async fn keys_are_listed_page_by_page_newest_first_however_many_there_are() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let other = app.user("user").await;
+    let other_key = create_api_key(&app, &other.access_token, json!({ "name": "theirs" })).await;
+    // 520 keys; every 4 share a creation time.
+    execute(
+        &app,
+        &format!(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 520) \
+             INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at) \
+             SELECT 'key-' || n, '{}', 'seeded ' || n, 'pfx-' || n, 'hash-' || n, 'api', 1700000000000 + n / 4 FROM s",
+            user.id
+        ),
+    )
+    .await;
+
+    let first: Value = app.get_as(&user.access_token, "/v1/api-keys").await.json().await.expect("json");
+    assert_eq!(first["api_keys"].as_array().map(Vec::len), Some(50), "50 by default");
+    assert!(first["next_cursor"].is_string(), "{}", first["next_cursor"]);
+
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut path = "/v1/api-keys?limit=200".to_owned();
+    loop {
+        let response = app.get_as(&user.access_token, &path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let page: Value = response.json().await.expect("json");
+        let keys = page["api_keys"].as_array().expect("api_keys");
+        assert!(keys.len() <= 200);
+        seen.extend(keys.iter().map(|k| {
+            let created_at = atom::wire::parse_rfc3339(k["created_at"].as_str().expect("created_at")).expect("time");
+            (created_at, k["id"].as_str().expect("id").to_owned())
+        }));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/api-keys?limit=200&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 520, "every key, once");
+    let mut ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 520, "no key twice");
+    assert!(!ids.contains(&other_key["id"].as_str().expect("id")), "only the caller's keys");
+    let out_of_order = seen.windows(2).position(|w| w[0] <= w[1]);
+    assert_eq!(out_of_order.map(|i| &seen[i..i + 2]), None, "newest first, then by id, descending");
+
+    for bad in ["limit=0", "limit=201", "cursor=garbage", "cursor=12.", "cursor=-5.key-1"] {
+        let problem = assert_problem(app.get_as(&user.access_token, &format!("/v1/api-keys?{bad}")).await, 422).await;
+        let field = bad.split('=').next().expect("name");
+        assert_eq!(problem["errors"][0]["field"], field, "{bad}: {problem}");
+    }
     app.stop().await;
 }

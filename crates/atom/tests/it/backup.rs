@@ -106,7 +106,7 @@ pub fn manifest_rows(manifest: &Manifest) -> Vec<(String, u64, String)> {
 async fn execute(db: &Db, sql: &str) {
     match db {
         Db::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
-        Db::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
+        Db::Postgres(pool, ..) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
     }
     .expect("statement runs");
 }
@@ -114,7 +114,7 @@ async fn execute(db: &Db, sql: &str) {
 async fn count(db: &Db, sql: &'static str) -> i64 {
     match db {
         Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Db::Postgres(pool, ..) => sqlx::query_scalar(sql).fetch_one(pool).await,
     }
     .expect("count")
 }

@@ -98,7 +98,7 @@ async fn a_damaged_archive_is_refused_by_verify_and_restore_and_changes_nothing(
     let change = "UPDATE users SET email = 'changed-' || email WHERE role = 'user'";
     match &source.state.db {
         atom::Db::Sqlite(pool) => sqlx::query(change).execute(pool).await.map(drop),
-        atom::Db::Postgres(pool) => sqlx::query(change).execute(pool).await.map(drop),
+        atom::Db::Postgres(pool, ..) => sqlx::query(change).execute(pool).await.map(drop),
     }
     .expect("content changed, counts not");
     let other = back_up(&source.db.pairs(), out.path()).await;

@@ -20,6 +20,10 @@ async fn each_invalid_value_stops_start_up_with_exit_code_2_naming_the_key() {
         ("HTTP_REQUEST_TIMEOUT_SECS", "0".into(), "http.request_timeout_secs"),
         ("REDIS_URL", "localhost:6379".into(), "redis.url"),
         ("SHUTDOWN_GRACE_SECS", "-1".into(), "shutdown.grace_secs"),
+        ("DATABASE_SQLITE_SYNCHRONOUS", "sometimes".into(), "database.sqlite_synchronous"),
+        ("MASTER_KEY", "not base64 at all!".into(), "master_key"),
+        // Valid base64 of 16 bytes, not 32: only decoding shows it.
+        ("MASTER_KEY", "c2l4dGVlbiBieXRlcyBvayE=".into(), "master_key"),
     ];
     for (key, value, named) in cases {
         for command in [&["serve"][..], &["config", "check"], &["migrate"]] {
@@ -30,6 +34,7 @@ async fn each_invalid_value_stops_start_up_with_exit_code_2_naming_the_key() {
             assert!(stderr.contains(named), "ATOM_{key}={value} names {named}: {stderr}");
             assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
             assert!(stdout.is_empty(), "{stdout}");
+            assert!(key != "MASTER_KEY" || !stderr.contains(&value), "the key is never shown: {stderr}");
         }
     }
 }

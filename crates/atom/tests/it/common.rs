@@ -203,6 +203,9 @@ pub fn test_config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
         ("SHUTDOWN_GRACE_SECS", "5"),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2"),
         ("DATABASE_POOL_SIZE", "4"),
+        // Generous on a loaded test machine, so that a slow answer does not switch a test's
+        // node to local limits; the Redis fault tests set the production default.
+        ("REDIS_CALL_TIMEOUT_MS", "1000"),
         // Tests sign in far more often than people; the edge tests set their own limits.
         ("RATE_LIMIT_AUTH_PER_MINUTE", "6000"),
         ("RATE_LIMIT_AUTH_BURST", "1000"),
@@ -322,13 +325,15 @@ pub async fn wait_until_healthy(url: &str, timeout: Duration) {
     }
 }
 
-/// A TCP proxy in front of a real server, which a test can cut (`set_down`) or slow
-/// (`set_delay`, applied to every chunk the server sends back).
+/// A TCP proxy in front of a real server, which a test can cut (`set_down`: connections are
+/// accepted and closed at once), stop (`set_refusing`: connecting is refused, as with a
+/// stopped server) or slow (`set_delay`, applied to every chunk the server sends back).
 #[derive(Debug)]
 pub struct TcpProxy {
     pub addr: SocketAddr,
+    upstream: SocketAddr,
     state: Arc<ProxyState>,
-    task: JoinHandle<()>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -342,8 +347,13 @@ impl TcpProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let state = Arc::new(ProxyState::default());
-        let accept_state = Arc::clone(&state);
+        let proxy = Self { addr, upstream, state: Arc::new(ProxyState::default()), task: Mutex::new(None) };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (accept_state, upstream) = (Arc::clone(&self.state), self.upstream);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if accept_state.down.load(Ordering::SeqCst) {
@@ -378,16 +388,41 @@ impl TcpProxy {
                 accept_state.connections.lock().expect("lock").push(conn);
             }
         });
-        Self { addr, state, task }
+        if let Some(previous) = self.task.lock().expect("lock").replace(task) {
+            previous.abort();
+        }
+    }
+
+    fn cut_connections(&self) {
+        for conn in self.state.connections.lock().expect("lock").drain(..) {
+            conn.abort();
+        }
     }
 
     /// Cuts every open connection and refuses new ones while `down`.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
         if down {
-            for conn in self.state.connections.lock().expect("lock").drain(..) {
-                conn.abort();
+            self.cut_connections();
+        }
+    }
+
+    /// `true`: cuts every open connection and closes the listening socket, so that
+    /// connecting is refused outright; `false`: listens on the same port again.
+    pub async fn set_refusing(&self, refusing: bool) {
+        if refusing {
+            if let Some(task) = self.task.lock().expect("lock").take() {
+                task.abort();
             }
+            self.cut_connections();
+            // The listener closes when the aborted task is dropped: wait until it has.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while TcpStream::connect(self.addr).await.is_ok() {
+                assert!(tokio::time::Instant::now() < deadline, "the proxy still accepts connections");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            self.serve(TcpListener::bind(self.addr).await.expect("the proxy listens again on its port"));
         }
     }
 
@@ -398,7 +433,9 @@ impl TcpProxy {
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.lock().map(|mut t| t.take()).unwrap_or_default() {
+            task.abort();
+        }
         for conn in self.state.connections.lock().map(|mut c| c.drain(..).collect::<Vec<_>>()).unwrap_or_default() {
             conn.abort();
         }

@@ -177,7 +177,7 @@ pub async fn execute(app: &TestApp, sql: &str) {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match &app.state.db {
         atom::Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        atom::Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        atom::Db::Postgres(pool, ..) => sqlx::query(sql).execute(pool).await.map(drop),
     }
     .expect("statement runs");
 }
@@ -187,7 +187,7 @@ pub async fn fetch_strings(app: &TestApp, sql: &str) -> Vec<String> {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match &app.state.db {
         atom::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
-        atom::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        atom::Db::Postgres(pool, ..) => sqlx::query_scalar(sql).fetch_all(pool).await,
     }
     .expect("query runs")
 }

@@ -169,7 +169,7 @@ async fn audit_verify_reports_an_intact_chain_and_names_the_first_tampered_row()
     let tamper = "UPDATE audit_log SET outcome = 'failure' WHERE seq = 3";
     match &app.state.db {
         atom::Db::Sqlite(pool) => sqlx::query(tamper).execute(pool).await.map(drop),
-        atom::Db::Postgres(pool) => sqlx::query(tamper).execute(pool).await.map(drop),
+        atom::Db::Postgres(pool, ..) => sqlx::query(tamper).execute(pool).await.map(drop),
     }
     .expect("tamper");
     let (code, _, stderr) = run_atom(&env, &["audit", "verify"]).await;

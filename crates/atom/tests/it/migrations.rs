@@ -26,7 +26,7 @@ async fn table_exists(db: &Db, table: &str) -> bool {
                 .expect("query")
                 > 0
         }
-        Db::Postgres(pool) => sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+        Db::Postgres(pool, ..) => sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
             .bind(table)
             .fetch_one(pool)
             .await
@@ -38,7 +38,7 @@ async fn table_exists(db: &Db, table: &str) -> bool {
 async fn execute(db: &Db, sql: &str) {
     match db {
         Db::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
-        Db::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
+        Db::Postgres(pool, ..) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
     }
     .expect("statement runs");
 }
@@ -108,7 +108,7 @@ async fn serve_refuses_to_start_when_a_migration_fails() {
     let db = open(&test_db).await;
     let note: String = match &db {
         Db::Sqlite(pool) => sqlx::query_scalar("SELECT note FROM instance").fetch_one(pool).await,
-        Db::Postgres(pool) => sqlx::query_scalar("SELECT note FROM instance").fetch_one(pool).await,
+        Db::Postgres(pool, ..) => sqlx::query_scalar("SELECT note FROM instance").fetch_one(pool).await,
     }
     .expect("the existing table is untouched");
     assert_eq!(note, "keep me");
@@ -213,7 +213,7 @@ async fn every_earlier_schema_upgrades_to_the_latest_keeping_its_data() {
         let db = open(&test_db).await;
         match &db {
             Db::Sqlite(pool) => db.migrator().run_to(release, pool).await,
-            Db::Postgres(pool) => db.migrator().run_to(release, pool).await,
+            Db::Postgres(pool, ..) => db.migrator().run_to(release, pool).await,
         }
         .unwrap_or_else(|e| panic!("migrates to {release}: {e}"));
         let instance_id = db.instance_id().await.expect("the foundation release wrote the instance row");

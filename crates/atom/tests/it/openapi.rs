@@ -19,6 +19,22 @@ fn committed_openapi_matches_the_code() {
     );
 }
 
+/// Each parameter says where the route reads it: a path parameter names a `{segment}` of its
+/// path, every other one is in the query (clients and the hostile-input tests rely on it).
+#[test]
+fn parameters_are_placed_where_the_routes_read_them() {
+    let doc: serde_json::Value = serde_json::from_str(&atom::http::openapi::document()).expect("json");
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            for param in operation["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().expect("name");
+                let expected = if path.contains(&format!("{{{name}}}")) { "path" } else { "query" };
+                assert_eq!(param["in"], expected, "{method} {path} parameter {name}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn served_document_is_openapi_3_1_with_every_route() {
     let app = TestApp::spawn().await;

@@ -80,16 +80,25 @@ async fn hostile_input_on_every_route_gets_a_problem_and_never_a_5xx() {
     let paths: Vec<String> = spec["paths"].as_object().expect("paths").keys().cloned().collect();
     let nested = format!("{{\"email\":{}1{}}}", "[".repeat(4096), "]".repeat(4096));
     let long = format!("{{\"email\":\"{}@example.com\",\"password\":\"{}\"}}", "a".repeat(200_000), "p".repeat(10_000));
-    let bodies: [(&str, &[u8]); 6] = [
+    let bodies: [(&str, &[u8]); 7] = [
         ("application/json", b"{"),
+        ("application/json", b"{\"email\":\"a\\u0000@b.co\",\"name\":\"k\\u0000\",\"password\":\"p\\u0000w\"}"),
         ("application/json", b"{\"email\":1,\"password\":[],\"name\":{},\"role\":\"superuser\",\"scopes\":[1]}"),
         ("application/json", nested.as_bytes()),
         ("application/json", long.as_bytes()),
         ("application/json", b"\xff\xfe\x00{\"a\":\"\\ud800\"}"),
         ("text/plain", b"email=a@b.c"),
     ];
-    let ids = ["x", "%2e%2e%2f%2e%2e%2fetc", "%00", "%ff", "-1", "%27%20OR%201%3D1%20--"];
-    let queries = ["", "?limit=-1", "?limit=99999999999999999999", "?cursor=%00garbage", "?action=%ff&limit=a&limit=2"];
+    let ids = ["x", "%2e%2e%2f%2e%2e%2fetc", "%00", "%ff", "-1", "%27%20OR%201%3D1%20--", "a%00b"];
+    let queries = [
+        "",
+        "?limit=-1",
+        "?limit=99999999999999999999",
+        "?cursor=%00garbage",
+        "?action=%ff&limit=a&limit=2",
+        "?actor=%00",
+        "?cursor=x%00",
+    ];
     let forged = format!("Bearer {}x", admin.access_token);
     let auths = [None, Some(format!("Bearer {}", admin.access_token)), Some(forged), Some("Bearer ".to_owned())];
     let methods = [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::DELETE, reqwest::Method::PATCH];
@@ -119,6 +128,105 @@ async fn hostile_input_on_every_route_gets_a_problem_and_never_a_5xx() {
         }
     }
     assert!(answered >= 250, "{answered} requests");
+    assert_eq!(app.get("/health").await.status(), 200);
+    app.stop().await;
+}
+
+fn operations(spec: &Value) -> Vec<(reqwest::Method, String, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+            out.push((method, path.clone(), operation));
+        }
+    }
+    out
+}
+
+/// A NUL byte, or bytes that are not UTF-8, in any path parameter or query parameter of any
+/// route is refused with a 400 naming the parameter, before it reaches SQL (PostgreSQL's text
+/// cannot hold NUL: it used to answer 500 there and 404 on SQLite); in any string of a JSON
+/// body with a 422 naming the field. Run with an admin's credentials so that every handler
+/// would otherwise be reached.
+#[tokio::test]
+async fn nul_bytes_in_paths_queries_and_bodies_are_refused_naming_the_parameter() {
+    let app = TestApp::spawn_with(&[("RATE_LIMIT_ENABLED", "false")], axum::Router::new()).await;
+    let admin = app.user("admin").await;
+    let spec_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(spec_path).expect("docs/openapi.json")).expect("json");
+    let send = |method: reqwest::Method, path: String, body: Value| {
+        let request = app.client.request(method, app.url(&path)).bearer_auth(&admin.access_token).json(&body);
+        async move { request.send().await.expect("answered") }
+    };
+    let (mut paths_checked, mut queries_checked, mut bodies_checked) = (0, 0, 0);
+    for (method, path, operation) in operations(&spec) {
+        let params = operation["parameters"].as_array().cloned().unwrap_or_default();
+        for param in &params {
+            let name = param["name"].as_str().expect("name");
+            let bad_values = ["%00", "a%00b", "%ff"];
+            match param["in"].as_str() {
+                Some("path") => {
+                    for bad in bad_values {
+                        let target = path.replace(&format!("{{{name}}}"), bad);
+                        let case = format!("{method} {target}");
+                        let body = assert_problem(send(method.clone(), target, json!({})).await, 400).await;
+                        assert_eq!(error_fields(&body), [name], "{case}: {body}");
+                        assert!(body["request_id"].is_string(), "{case}: {body}");
+                        paths_checked += 1;
+                    }
+                }
+                Some("query") => {
+                    for bad in bad_values {
+                        let target = format!("{path}?{name}={bad}");
+                        let case = format!("{method} {target}");
+                        let body = assert_problem(send(method.clone(), target, json!({})).await, 400).await;
+                        assert_eq!(error_fields(&body), [name], "{case}: {body}");
+                        queries_checked += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if operation.get("requestBody").is_some() && !path.contains('{') {
+            let body = json!({
+                "email": "a\u{0}@example.com", "password": "pass\u{0}word", "name": "key\u{0}",
+                "refresh_token": "\u{0}", "current_password": "\u{0}", "new_password": "\u{0}",
+                "invite_code": "\u{0}",
+            });
+            let case = format!("{method} {path}");
+            let response = send(method.clone(), path.clone(), body).await;
+            let problem = assert_problem(response, 422).await;
+            let errors = problem["errors"].as_array().expect("errors");
+            assert!(!errors.is_empty(), "{case}: {problem}");
+            for error in errors {
+                assert!(error["message"].as_str().is_some_and(|m| m.contains("NUL")), "{case}: {problem}");
+            }
+            bodies_checked += 1;
+        }
+    }
+    assert!(
+        paths_checked >= 9 && queries_checked >= 20 && bodies_checked >= 6,
+        "{paths_checked} {queries_checked} {bodies_checked}"
+    );
+    // Nothing was changed on the way.
+    let users = app.get_as(&admin.access_token, "/v1/admin/users").await.json::<Value>().await.expect("json");
+    assert_eq!(users["users"].as_array().map(Vec::len), Some(1), "{users}");
+    assert_eq!(app.get("/health").await.status(), 200);
+    app.stop().await;
+}
+
+/// With the default `http.max_header_bytes` (32 KiB) a long URI fills the request head before
+/// hyper could call it too long (its 414 is for URIs over 65,534 bytes): the client gets the
+/// 431 problem, as the README says.
+#[tokio::test]
+async fn a_long_uri_gets_the_414_problem_under_the_default_head_limit() {
+    let app = TestApp::spawn().await;
+    // Over the 32 KiB default, within hyper's read buffer of twice that: the stack's problem.
+    let request = format!("GET /v1/api-keys?cursor={} HTTP/1.1\r\nHost: atom\r\n\r\n", "a".repeat(40_000));
+    let answer = crate::common::raw_http(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{}", answer.lines().next().unwrap_or_default());
+    assert!(answer.contains(r#""type":"urn:atom:problem:uri-too-long""#), "{answer}");
     assert_eq!(app.get("/health").await.status(), 200);
     app.stop().await;
 }
