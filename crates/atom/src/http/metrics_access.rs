@@ -28,9 +28,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::state::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// What a listener asks of a `/metrics` request.
 #[derive(Debug)]
