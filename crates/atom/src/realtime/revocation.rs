@@ -12,6 +12,11 @@
 //! The server sends a Socket.io disconnect, so the client sees `disconnect` with the reason
 //! `io server disconnect` and, by socket.io-client's rules, does not reconnect on its own:
 //! it must get a valid credential first.
+//!
+//! A connection whose credential is checked just before a revocation commits and which joins
+//! its room just after this node handled the event stays open; the window is the few
+//! instructions between the check and the join in `admit`. Issue 20's token-expiry checks
+//! will close such a socket at the latest when its access token expires.
 
 use socketioxide::SocketIo;
 use tokio::sync::broadcast::error::RecvError;
