@@ -106,6 +106,8 @@ pub async fn observe(State(metrics): State<Arc<RequestMetrics>>, req: Request, n
     let route = route.as_ref().map(MatchedPath::as_str);
     metrics.record(&method, route, status, latency, queries);
     let user_id = response.extensions().get::<AuthenticatedUser>().map(|u| u.0.as_str());
+    // A credential a client put in the path (`DELETE /v1/api-keys/atom_sk_…`) is not logged.
+    let path = crate::telemetry::redact::redact_path(&path);
     tracing::info!(
         target: "atom::http",
         message = "request",

@@ -51,6 +51,8 @@ async fn request_lines_are_structured_and_never_carry_credentials() {
         client.get(format!("{base}/health?access_token=sekrit-QUERY-3&code=sekrit-CODE-4&refresh_token=sekrit-5")),
         client.get(format!("{base}/nope?token=sekrit-TOKEN-6")).header("x-api-key", "sekrit-KEY-7"),
         client.post(format!("{base}/health?client_secret=sekrit-8")).body("password=sekrit-BODY-9"),
+        // A credential in the path (a key pasted where its id belongs) is redacted.
+        client.delete(format!("{base}/v1/api-keys/atom_sk_sekritPATHkey10AbCdEfGhIjKlMnOpQrStUvWxYz012")),
     ];
     for request in requests {
         let response = request.send().await.expect("sent");
