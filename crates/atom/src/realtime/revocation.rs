@@ -14,9 +14,9 @@
 //! it must get a valid credential first.
 //!
 //! A connection whose credential is checked just before a revocation commits and which joins
-//! its room just after this node handled the event stays open; the window is the few
-//! instructions between the check and the join in `admit`. Issue 20's token-expiry checks
-//! will close such a socket at the latest when its access token expires.
+//! its room just after this node handled the event stays open until it closes: the window is
+//! the few instructions between the check and the join in `admit`, too narrow to be worth a
+//! second check on every connect.
 
 use socketioxide::SocketIo;
 use tokio::sync::broadcast::error::RecvError;
