@@ -14,6 +14,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::backup::BackupSchedule;
+use crate::bus::Bus;
 use crate::cache::{Cache, Redis};
 use crate::config::{Config, ConfigError, DatabaseTarget};
 use crate::crypto::{CryptoError, MasterKeyring};
@@ -73,6 +74,8 @@ pub struct Application {
     protected_routes: Router<AppState>,
     /// Held while serving a SQLite file, so that a restore cannot replace it underneath.
     db_lock: Option<DatabaseFileLock>,
+    /// `metrics.listen`'s listener, which serves only `/metrics`.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -103,10 +106,15 @@ impl Application {
         let keyring = Arc::new(load_keyring(&config)?);
         let redis = Redis::from_config(&config).map_err(StartError::Redis)?;
         let cache = Cache::from_config(&config.cache, redis.clone());
-        let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone()).await?);
+        let bus = Bus::from_config(&config).map_err(StartError::Redis)?;
+        let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone(), bus.clone()).await?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
         let edge = Arc::new(crate::edge::Edge::new(&config, redis.clone()));
         let state = AppState::new(Shared {
             edge,
@@ -114,6 +122,7 @@ impl Application {
             db,
             redis,
             cache,
+            bus,
             identity,
             metrics: telemetry::metrics_handle(),
             http_metrics: Arc::default(),
@@ -121,12 +130,17 @@ impl Application {
             started_at: Instant::now(),
             instance_id,
         });
-        Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new(), db_lock })
+        Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new(), db_lock, metrics_listener })
     }
 
     /// The address actually bound (the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.state.config.listen)
+    }
+
+    /// The address of the metrics listener, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -147,7 +161,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Self { listener, state, routes, protected_routes, db_lock } = self;
+        let Self { listener, state, routes, protected_routes, db_lock, metrics_listener } = self;
         let config = Arc::clone(&state.config);
         let (realtime_routes, realtime) = crate::realtime::router(&state);
         // Behind authentication, with identity's own protected routes.
@@ -176,6 +190,13 @@ impl Application {
             let _ = stopped.await;
         }));
         let backups = BackupSchedule::start(&state.db, &config);
+        http::metrics_access::log_exposure(&config);
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = metrics_listener.map(|listener| {
+            tokio::spawn(http::metrics_access::serve(listener, state.clone(), async move {
+                let _ = metrics_stopped.await;
+            }))
+        });
 
         shutdown.await;
         state.draining.store(true, Ordering::SeqCst);
@@ -185,6 +206,7 @@ impl Application {
             tokio::time::sleep(drain).await;
         }
         let _ = stop_accepting.send(());
+        let _ = stop_metrics.send(());
         let grace = Duration::from_secs(config.shutdown.grace_secs);
         // Before the HTTP drain, which would otherwise wait for Socket.io's long polls.
         realtime.close(grace).await;
@@ -198,6 +220,11 @@ impl Application {
                 }
             }
             Err(e) => tracing::error!(error = %e, "shutdown: server task failed"),
+        }
+        if let Some(metrics_server) = metrics_server
+            && tokio::time::timeout(grace, metrics_server).await.is_err()
+        {
+            tracing::warn!("shutdown: the metrics listener did not stop in time");
         }
         if let Some(backups) = backups {
             backups.stop(grace).await;

@@ -18,7 +18,7 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
 const SECTIONS: &[&str] =
-    &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup", "realtime"];
+    &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup", "realtime", "metrics"];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub backup: BackupConfig,
     pub realtime: RealtimeConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -202,6 +203,21 @@ pub struct RealtimeConfig {
     pub max_connections_per_address: u32,
     /// Open Socket.io connections of one user, whatever credential each uses.
     pub max_connections_per_user: u32,
+    /// How long a client has, after its Engine.IO handshake, to send the Socket.io CONNECT;
+    /// also how long a pending handshake counts against its address.
+    pub connect_timeout_secs: u64,
+}
+
+/// Who may read `GET /metrics` (see [`crate::http::metrics_access`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A second listener that serves only `/metrics`; the main listener then does not.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The bearer token `/metrics` requires.
+    #[serde(default, serialize_with = "redacted")]
+    pub token: Option<SecretString>,
 }
 
 /// Which database the configuration points at, parsed from `database.url`.
@@ -411,6 +427,18 @@ impl Config {
         if self.realtime.max_connections_per_user == 0 {
             return Err(ConfigError::new("realtime.max_connections_per_user", "must be at least 1"));
         }
+        if !(1..=300).contains(&self.realtime.connect_timeout_secs) {
+            return Err(ConfigError::new("realtime.connect_timeout_secs", "must be between 1 and 300"));
+        }
+        if let Some(token) = &self.metrics.token
+            && (token.expose_secret().len() < 16 || !token.expose_secret().chars().all(|c| c.is_ascii_graphic()))
+        {
+            // An HTTP header carries it, and a short one can be guessed.
+            return Err(ConfigError::new("metrics.token", "must be at least 16 printable ASCII characters"));
+        }
+        if self.metrics.listen.is_some_and(|addr| addr == self.listen && addr.port() != 0) {
+            return Err(ConfigError::new("metrics.listen", "must differ from listen"));
+        }
         if self.backup.keep == 0 {
             return Err(ConfigError::new("backup.keep", "must be at least 1"));
         }
@@ -570,6 +598,11 @@ mod tests {
             ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "0", "realtime.max_connections_per_address"),
             ("REALTIME_MAX_CONNECTIONS_PER_USER", "0", "realtime.max_connections_per_user"),
             ("REALTIME_MAX_CONNECTIONS_PER_USER", "-3", "realtime.max_connections_per_user"),
+            ("REALTIME_CONNECT_TIMEOUT_SECS", "0", "realtime.connect_timeout_secs"),
+            ("METRICS_LISTEN", "not-an-address", "metrics.listen"),
+            ("METRICS_TOKEN", "short", "metrics.token"),
+            ("METRICS_TOKEN", "sixteen chars or more but a space", "metrics.token"),
+            ("METRICS_LISTEN", "127.0.0.1:8000", "metrics.listen"),
         ];
         for (key, value, expected) in cases {
             let err = Config::from_pairs([(key, value)]).expect_err(key);

@@ -24,6 +24,8 @@
 //!   gate that fails requests fast while PostgreSQL is down.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
 //!   connection and the circuit breaker every hot-path Redis call goes through.
+//! - [`bus`]: events addressed to a user (credentials revoked), delivered to the subscribers
+//!   of every node: in process, or through Redis pub/sub.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
 //! - [`wire`], [`net`]: leaves: the request-id header, RFC 3339 times, address ranges.
@@ -31,6 +33,7 @@
 pub mod app;
 pub mod audit;
 pub mod backup;
+pub mod bus;
 pub mod cache;
 pub mod commands;
 pub mod config;

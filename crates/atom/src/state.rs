@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::bus::Bus;
 use crate::cache::{Cache, Redis};
 use crate::config::Config;
 use crate::identity::Identity;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub redis: Option<Arc<Redis>>,
     /// Cache-aside for hot reads: in process, or shared through Redis.
     pub cache: Cache,
+    /// Events to a user's live connections, on every node.
+    pub bus: Bus,
     pub identity: Arc<Identity>,
     pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,

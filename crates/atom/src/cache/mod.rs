@@ -56,7 +56,7 @@ use crate::config::CacheConfig;
 pub struct Namespace(&'static str);
 
 impl Namespace {
-    /// An account's role and disabled flag, by user id ([`crate::identity`]).
+    /// An account's role, disabled flag and revoked sessions, by user id ([`crate::identity`]).
     pub const USER: Self = Self("user");
     /// What authenticating an API key needs, by the key's public prefix: ids, scopes, expiry,
     /// revocation and the SHA-256 of the key, never the key ([`crate::identity::api_keys`]).

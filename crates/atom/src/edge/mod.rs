@@ -32,9 +32,10 @@ pub const AUTH: &str = "auth";
 pub const API: &str = "api";
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Routes that are never limited or shed.
+/// Routes that are never limited or shed: what probes and load balancers call. `/metrics`
+/// is not among them: on the main listener it is an anonymous route like any other.
 pub fn exempt(path: &str) -> bool {
-    matches!(path, "/health" | "/ready" | "/metrics")
+    matches!(path, "/health" | "/ready")
 }
 
 #[derive(Debug, Default)]
@@ -256,7 +257,7 @@ async fn audit_ban(edge: &Edge, db: &Db, name: &'static str, key: &str, caller: 
 
 /// The per-address policy for a request: `/v1/auth/*` (strict) and unauthenticated requests.
 /// Requests with credentials are limited per principal after authentication
-/// ([`principal_key`]); `/health`, `/ready` and `/metrics` never; nothing when rate limiting
+/// ([`principal_key`]); `/health` and `/ready` never; nothing when rate limiting
 /// is off.
 pub fn address_policy(edge: &Edge, req: &Request) -> Option<&'static str> {
     let path = req.uri().path();
@@ -264,6 +265,9 @@ pub fn address_policy(edge: &Edge, req: &Request) -> Option<&'static str> {
         None
     } else if path.starts_with("/v1/auth/") {
         Some(AUTH)
+    } else if path == "/metrics" {
+        // Its bearer token is no principal to limit by later.
+        Some(ANONYMOUS)
     } else if req.headers().contains_key(header::AUTHORIZATION) {
         None
     } else {

@@ -202,7 +202,9 @@ pub async fn status(State(state): State<AppState>, principal: Principal) -> Resu
 
 /// Prometheus text exposition of every metric this process records.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "`metrics.token` is set and the request does not carry it as a bearer token"),
+        (status = 404, description = "Not served on this listener: `metrics.listen` is set, or the listener is not loopback and no `metrics.token` is set")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let pool = state.db.pool_stats();
     let kind = state.db.kind();

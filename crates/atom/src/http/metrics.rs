@@ -12,9 +12,10 @@
 //! sum: an observation is two atomic additions, and memory never grows. `http_requests_total` is the
 //! latency histogram's count, so the two always agree.
 //!
-//! Series are made on first use. Their labels come from closed sets (methods, the router's
-//! templates, statuses), never from a client: unknown methods share `OTHER` and unmatched
-//! paths `<unmatched>`, so a scanner cannot make series.
+//! Series are made on first use. Their labels come from closed sets, never from a client:
+//! methods outside the standard seven share `other`, unmatched paths `<unmatched>`, statuses
+//! outside the common ones their class (`4xx`); and past [`MAX_SERIES`] every new combination
+//! shares one overflow series. So no input can grow `/metrics` beyond a fixed size.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -28,7 +29,7 @@ use axum::http::Method;
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
     in_flight: AtomicI64,
-    series: RwLock<HashMap<(&'static str, u16), RouteSeries, Fnv>>,
+    series: RwLock<HashMap<(&'static str, &'static str), RouteSeries, Fnv>>,
 }
 
 /// The series of one method and status, by route template.
@@ -42,6 +43,11 @@ struct Series {
 
 /// Unmatched paths share one label so that scanners cannot blow up the series count.
 const UNMATCHED: &str = "<unmatched>";
+/// The most (method, route, status) series; past it, new combinations share one series
+/// labelled `other`, [`OVERFLOW`] and `other`. Far above what the routes produce in use.
+pub const MAX_SERIES: usize = 1000;
+/// The route label of the overflow series.
+const OVERFLOW: &str = "<overflow>";
 
 /// The latency buckets, in nanoseconds, with their `le` labels in seconds. The exporter's
 /// `*_seconds` histograms use the same ([`latency_bounds_secs`]).
@@ -103,6 +109,7 @@ impl RequestMetrics {
     /// Records one finished request.
     pub fn record(&self, method: &Method, route: Option<&str>, status: u16, latency: Duration, db_queries: u32) {
         let method = method_label(method);
+        let status = status_label(status);
         let route = route.unwrap_or(UNMATCHED);
         // Saturating: 584 years of latency fit in the u64.
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
@@ -117,6 +124,11 @@ impl RequestMetrics {
         }
         drop(series);
         let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        let (method, route, status) = if series.values().map(HashMap::len).sum::<usize>() >= MAX_SERIES {
+            ("other", OVERFLOW, "other")
+        } else {
+            (method, route, status)
+        };
         let s = series
             .entry((method, status))
             .or_default()
@@ -251,7 +263,8 @@ fn escape(value: &str) -> String {
     value.replace('\\', r"\\").replace('"', r#"\""#).replace('\n', r"\n")
 }
 
-/// Methods outside the standard ones share one label, like unmatched paths.
+/// Methods outside the standard ones an API is called with share one label, like unmatched
+/// paths.
 fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
@@ -261,9 +274,30 @@ fn method_label(method: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
+        _ => "other",
+    }
+}
+
+/// The statuses this server answers with keep their code; any other shares its class.
+fn status_label(status: u16) -> &'static str {
+    #[rustfmt::skip]
+    const COMMON: &[(u16, &str)] = &[
+        (101, "101"), (200, "200"), (201, "201"), (202, "202"), (204, "204"), (301, "301"), (302, "302"), (303, "303"),
+        (304, "304"), (307, "307"), (308, "308"), (400, "400"), (401, "401"), (403, "403"), (404, "404"), (405, "405"),
+        (406, "406"), (408, "408"), (409, "409"), (410, "410"), (411, "411"), (412, "412"), (413, "413"), (414, "414"),
+        (415, "415"), (416, "416"), (422, "422"), (426, "426"), (428, "428"), (429, "429"), (431, "431"), (500, "500"),
+        (501, "501"), (502, "502"), (503, "503"), (504, "504"), (505, "505"),
+    ];
+    if let Some((_, label)) = COMMON.iter().find(|(code, _)| *code == status) {
+        return label;
+    }
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
     }
 }
 
@@ -332,7 +366,7 @@ mod tests {
         assert_eq!(value(&text, &format!("http_request_db_queries_sum{{{me}}}")).as_deref(), Some("3"));
         assert_eq!(value(&text, &format!("http_request_db_queries_count{{{me}}}")).as_deref(), Some("2"));
 
-        let other = r#"http_requests_total{method="OTHER",route="<unmatched>",status="404"}"#;
+        let other = r#"http_requests_total{method="other",route="<unmatched>",status="404"}"#;
         assert_eq!(value(&text, other).as_deref(), Some("1"), "{text}");
         assert_eq!(value(&text, "http_requests_in_flight").as_deref(), Some("1"));
         m.leave();
@@ -375,5 +409,27 @@ mod tests {
             let queries = format!(r#"http_request_db_queries_sum{{method="GET",route="{route}"}}"#);
             assert_eq!(value(&text, &queries).as_deref(), Some("20000"));
         }
+    }
+
+    #[test]
+    fn odd_methods_and_statuses_share_labels_and_the_series_stop_at_a_bound() {
+        let m = RequestMetrics::default();
+        let odd = Method::from_bytes(b"PROPFIND").expect("method");
+        m.record(&odd, Some("/a"), 299, Duration::from_millis(1), 0);
+        m.record(&Method::TRACE, Some("/a"), 299, Duration::from_millis(1), 0);
+        m.record(&Method::GET, Some("/a"), 999, Duration::from_millis(1), 0);
+        let text = rendered(&m);
+        let shared = r#"http_requests_total{method="other",route="/a",status="2xx"}"#;
+        assert_eq!(value(&text, shared).as_deref(), Some("2"), "{text}");
+        assert!(text.contains(r#"method="GET",route="/a",status="other""#), "{text}");
+
+        // Routes are the router's templates, but even if they were not: a bound.
+        for i in 0..5 * MAX_SERIES {
+            m.record(&Method::GET, Some(&format!("/r{i}")), 200 + (i % 400) as u16, Duration::from_millis(1), 0);
+        }
+        let series = m.series.read().expect("lock").values().map(HashMap::len).sum::<usize>();
+        assert_eq!(series, MAX_SERIES + 1, "the bound and one overflow series");
+        let overflow = r#"http_requests_total{method="other",route="<overflow>",status="other"}"#;
+        assert!(value(&rendered(&m), overflow).is_some());
     }
 }

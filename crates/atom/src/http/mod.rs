@@ -8,6 +8,7 @@ pub mod extract;
 mod health;
 mod linger;
 pub mod metrics;
+pub mod metrics_access;
 pub mod middleware;
 pub mod openapi;
 pub mod reject_nul;
@@ -37,7 +38,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(metrics_access::main_listener))
         .route("/openapi.json", get(openapi::serve))
 }
 

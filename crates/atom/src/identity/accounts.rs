@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::auth::{Principal, Role};
 use super::{passwords, random_secret, secret_hash, sessions, throttle};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::bus::EventKind;
 use crate::config::Registration;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Json, Query, Validate};
@@ -246,10 +247,12 @@ pub async fn register(
 async fn token_response(
     state: &AppState,
     user: &UserRow,
-    refresh_token: String,
+    session: sessions::Issued,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let tokens = state.identity.tokens().await;
-    let (access_token, claims) = tokens.issue(&user.id, vec![user.role.clone()], None).map_err(ApiError::internal)?;
+    let (access_token, claims) =
+        tokens.issue_for_session(&user.id, &session.session_id, vec![user.role.clone()]).map_err(ApiError::internal)?;
+    let refresh_token = session.refresh_token;
     Ok(Json(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -297,11 +300,11 @@ pub async fn login(
         return Err(ApiError::Unauthorized { error: "", description: "Wrong email or password." });
     };
     throttle::clear(&mut tx, &account_key).await?;
-    let refresh_token = sessions::issue(&mut tx, settings, &user.id, None, &context).await?;
+    let session = sessions::issue(&mut tx, settings, &user.id, None, &context).await?;
     audit::record(&mut tx, AuditEvent::new(Actor::User(user.id.clone()), "auth.login", Outcome::Success, &context))
         .await?;
     tx.commit().await?;
-    token_response(&state, &user, refresh_token).await
+    token_response(&state, &user, session).await
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "identity", request_body = RefreshRequest,
@@ -311,13 +314,12 @@ pub async fn refresh(
     context: RequestContext,
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let (user_id, refresh_token) =
-        sessions::rotate(&state.db, &state.identity.settings, &body.refresh_token, &context).await?;
-    let user = sql::by_id(&state.db, &user_id)
+    let rotated = sessions::rotate(&state.identity, &body.refresh_token, &context).await?;
+    let user = sql::by_id(&state.db, &rotated.user_id)
         .await?
         .filter(|u| u.disabled_at.is_none())
         .ok_or(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." })?;
-    token_response(&state, &user, refresh_token).await
+    token_response(&state, &user, rotated.issued).await
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "identity", request_body = RefreshRequest,
@@ -327,7 +329,7 @@ pub async fn logout(
     context: RequestContext,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    sessions::revoke(&state.db, &body.refresh_token, &context).await?;
+    sessions::revoke(&state.identity, &body.refresh_token, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -375,9 +377,7 @@ pub async fn change_password(
         .details(serde_json::json!({ "revoked_sessions": revoked }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
-    // Nothing cached depends on the password today; dropping the entry keeps it so when
-    // the status grows (e.g. rejecting tokens issued before the change).
-    state.identity.forget_user_status(&user.id).await;
+    state.identity.credentials_revoked(&user.id, EventKind::SessionsRevoked).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -439,7 +439,11 @@ async fn set_disabled(
         .details(serde_json::json!({ "revoked_sessions": revoked }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
-    state.identity.forget_user_status(id).await;
+    if disable {
+        state.identity.credentials_revoked(id, EventKind::AccountDisabled).await;
+    } else {
+        state.identity.forget_user_status(id).await;
+    }
     let user = sql::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(UserView::from(&user)))
 }

@@ -294,9 +294,14 @@ pub async fn revoke(
     let Some(prefix) = sql::revoke(&mut tx, &id, &principal.user_id, now_ms()).await? else {
         return Err(ApiError::NotFound);
     };
-    let event = AuditEvent::new(principal.actor(), "api_key.revoked", Outcome::Success, &context).target(id);
+    let event = AuditEvent::new(principal.actor(), "api_key.revoked", Outcome::Success, &context).target(id.clone());
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
     state.cache.invalidate(Namespace::API_KEY, &prefix).await;
+    let event = crate::bus::Event {
+        user_id: principal.user_id.clone(),
+        kind: crate::bus::EventKind::ApiKeyRevoked { key_id: id },
+    };
+    state.identity.bus().publish(event).await;
     Ok(StatusCode::NO_CONTENT)
 }

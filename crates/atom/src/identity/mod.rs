@@ -8,6 +8,15 @@
 //! commit, on every node with Redis; where an invalidation cannot reach (several nodes
 //! without Redis, Redis down during the write) a disabled account's access token or a
 //! revoked key works for at most 30 s (account status) or the cache TTL (API keys).
+//!
+//! An access token is accepted only while its session lives. Each token carries its session
+//! (refresh-token family) in its `sid` claim; the cached account status holds the sessions
+//! revoked lately (logout, a stolen refresh token) and the time before which every token of
+//! the account is refused (`tokens_valid_after`: a password change, a disable or re-enable),
+//! so the check costs no database read per request. Tokens without a `sid` are refused: none
+//! can be logged out. After the commit of such a change the identity code publishes it on the
+//! [`crate::bus`], and every node closes the Socket.io connections that used those
+//! credentials.
 //! Invariants: no password, token or key secret is stored, cached or logged, only argon2id
 //! or SHA-256 of it; every change of an account and its audit row commit together.
 
@@ -31,17 +40,19 @@ use sha2::{Digest, Sha256};
 
 pub use auth::{Credential, Principal, Role};
 
+use crate::bus::{Bus, Event, EventKind};
 use crate::cache::{Cache, Namespace};
 use crate::config::{AuthConfig, Config};
 use crate::crypto::MasterKeyring;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::storage::{Db, users};
+use crate::storage::{Db, now_ms, sessions as session_sql, users};
 use tokens::{AccessTokens, TokenConfig, TokenError};
 
-/// The longest an account's role and disabled flag are cached (less when `cache.ttl_secs`
-/// is less): the bound on how long a disabled account's unexpired access token keeps working
-/// on a node that the invalidation could not reach.
+/// The longest an account's status (role, disabled flag, revoked sessions) is cached (less
+/// when `cache.ttl_secs` is less): the bound on how long a disabled account's or a revoked
+/// session's unexpired access token keeps working on a node that the invalidation could not
+/// reach.
 const STATUS_TTL: Duration = Duration::from_secs(30);
 /// How often signing keys are re-read from the database.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);
@@ -60,11 +71,59 @@ pub enum IdentityError {
     Bootstrap(#[from] accounts::CreateAccountError),
 }
 
-/// What authentication needs of an account; cached under [`Namespace::USER`].
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+/// What authentication needs of an account; cached under [`Namespace::USER`]. No field has a
+/// serde default: an entry of an older shape (another version's node) fails to decode and is
+/// loaded again, rather than read as "nothing revoked".
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct UserStatus {
     role: Role,
     disabled: bool,
+    /// Milliseconds since the Unix epoch; access tokens issued in an earlier second are refused.
+    tokens_valid_after: i64,
+    /// Sessions revoked within an access token's lifetime: their tokens are refused.
+    revoked_sessions: RevokedSessions,
+}
+
+impl UserStatus {
+    /// Whether the access token with `claims` may act for this account.
+    fn accepts(&self, claims: &tokens::AccessClaims) -> bool {
+        // `iat` has whole seconds: a token issued in the second of the change itself passes
+        // here (a sign-in just after it must work) and is refused by its revoked session.
+        let issued_ms = i64::try_from(claims.iat).unwrap_or(i64::MAX).saturating_mul(1000);
+        !self.disabled
+            && issued_ms >= self.tokens_valid_after - self.tokens_valid_after.rem_euclid(1000)
+            && claims.sid.as_deref().is_some_and(|sid| !self.revoked_sessions.contains(sid))
+    }
+}
+
+/// A shared list, so that reading a cached status in process copies a pointer, not the list.
+#[derive(Debug, Clone, Default)]
+struct RevokedSessions(Arc<[String]>);
+
+impl RevokedSessions {
+    fn contains(&self, sid: &str) -> bool {
+        self.0.iter().any(|s| s == sid)
+    }
+}
+
+impl serde::Serialize for RevokedSessions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RevokedSessions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(deserializer).map(|v| Self(v.into()))
+    }
+}
+
+fn session_ended() -> ApiError {
+    ApiError::Unauthorized { error: "invalid_token", description: "The session has ended; sign in again." }
+}
+
+fn account_disabled() -> ApiError {
+    ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." }
 }
 
 /// The identity service shared by every request.
@@ -88,6 +147,8 @@ pub struct Identity {
     /// Counts the changes of account statuses made on this node ([`Identity::forget_user_status`]):
     /// the verified tokens' status memos hold only within one generation.
     status_generation: AtomicU64,
+    /// Where revoked credentials are announced to every node's live connections.
+    bus: Bus,
 }
 
 impl Identity {
@@ -98,6 +159,7 @@ impl Identity {
         keyring: Arc<MasterKeyring>,
         config: &Config,
         cache: Cache,
+        bus: Bus,
     ) -> Result<Self, IdentityError> {
         let mut token_config = TokenConfig::new(config.token_issuer(), config.auth.audience.clone());
         token_config.access_ttl = Duration::from_secs(config.auth.access_ttl_secs);
@@ -119,6 +181,7 @@ impl Identity {
             key_use: api_keys::UseRecorder::new(config.cache.max_entries),
             verified: verified::VerifiedTokens::new(config.cache.max_entries),
             status_generation: AtomicU64::new(0),
+            bus,
         };
         if let (Some(email), Some(password)) =
             (&config.auth.bootstrap_admin_email, &config.auth.bootstrap_admin_password)
@@ -136,6 +199,10 @@ impl Identity {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
     }
 
     pub fn keyring(&self) -> Arc<MasterKeyring> {
@@ -212,7 +279,7 @@ impl Identity {
                 Some(role) => role,
                 None => {
                     let status = self.cache.peek::<UserStatus>(Namespace::USER, &claims.sub)?;
-                    if status.disabled {
+                    if !status.accepts(claims) {
                         return None;
                     }
                     memo.set(status.role, now, generation);
@@ -234,10 +301,10 @@ impl Identity {
                 claims
             }
         };
-        let status = self.user_status(&claims.sub).await?;
-        let Some(status) = status.filter(|s| !s.disabled) else {
-            return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
-        };
+        let status = self.user_status(&claims.sub).await?.filter(|s| !s.disabled).ok_or_else(account_disabled)?;
+        if !status.accepts(&claims) {
+            return Err(session_ended());
+        }
         Ok(principal_of(claims, status.role))
     }
 
@@ -259,19 +326,23 @@ impl Identity {
 
     pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, ApiError> {
         let key = api_keys::verify(&self.db, &self.cache, &self.key_use, token).await?;
-        let status = self.user_status(&key.user_id).await?;
-        let Some(status) = status.filter(|s| !s.disabled) else {
-            return Err(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." });
-        };
+        let status = self.user_status(&key.user_id).await?.filter(|s| !s.disabled).ok_or_else(account_disabled)?;
         Ok(key_principal(key, status))
     }
 
     async fn user_status(&self, user_id: &str) -> Result<Option<UserStatus>, ApiError> {
         let load = || async {
-            let user = users::by_id(&self.db, user_id).await?;
-            Ok::<_, sqlx::Error>(
-                user.map(|u| UserStatus { role: Role::parse(&u.role), disabled: u.disabled_at.is_some() }),
-            )
+            let Some(user) = users::status_by_id(&self.db, user_id).await? else { return Ok(None) };
+            // A session revoked earlier than this has no unexpired access token left.
+            let lifetime = self.token_config.access_ttl + self.token_config.leeway;
+            let since = now_ms().saturating_sub(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX));
+            let revoked = session_sql::revoked_families(&self.db, user_id, since).await?;
+            Ok::<_, sqlx::Error>(Some(UserStatus {
+                role: Role::parse(&user.role),
+                disabled: user.disabled_at.is_some(),
+                tokens_valid_after: user.tokens_valid_after,
+                revoked_sessions: RevokedSessions(revoked.into()),
+            }))
         };
         Ok(self.cache.get_or_load(Namespace::USER, user_id, Some(STATUS_TTL), load).await?)
     }
@@ -282,6 +353,13 @@ impl Identity {
         self.cache.invalidate(Namespace::USER, user_id).await;
         // After the invalidation: a memo made from the old status carries an older generation.
         self.status_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// After the commit of a change that ended credentials of `user_id`: drops the account's
+    /// cached status, then tells every node's live connections (through the bus).
+    pub async fn credentials_revoked(&self, user_id: &str, kind: EventKind) {
+        self.forget_user_status(user_id).await;
+        self.bus.publish(Event { user_id: user_id.to_owned(), kind }).await;
     }
 }
 

@@ -6,26 +6,44 @@
 //! 10 s): the same client (same address and user agent as the token was issued to) presenting
 //! the same token again, as two tabs refreshing at once do, gets a fresh pair in the same
 //! family instead, and nothing is revoked.
+//!
+//! A family is a session: its id is the `sid` of the access tokens issued with it, and
+//! revoking it (logout, reuse) refuses those too, through [`super::Identity::credentials_revoked`]
+//! after the commit.
 
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::bus::EventKind;
 use crate::config::AuthConfig;
 use crate::error::ApiError;
 use crate::storage::sessions::{self as sql, RefreshRow};
-use crate::storage::{Db, Tx, now_ms};
+use crate::storage::{Tx, now_ms};
 
-use super::{random_secret, secret_hash};
+use super::{Identity, random_secret, secret_hash};
 
 pub const REFRESH_PREFIX: &str = "atom_rt_";
 
-/// Stores a new refresh token for `user_id` in `family` (a new family when `None`) and
-/// returns the token, shown to the client once.
+/// A refresh token, shown to the client once, and its session (family) id.
+#[derive(Debug)]
+pub struct Issued {
+    pub refresh_token: String,
+    pub session_id: String,
+}
+
+/// A refresh token spent: whose, and its successor.
+#[derive(Debug)]
+pub struct Rotated {
+    pub user_id: String,
+    pub issued: Issued,
+}
+
+/// Stores a new refresh token for `user_id` in `family` (a new family when `None`).
 pub async fn issue(
     tx: &mut Tx,
     settings: &AuthConfig,
     user_id: &str,
     family: Option<&str>,
     context: &RequestContext,
-) -> Result<String, sqlx::Error> {
+) -> Result<Issued, sqlx::Error> {
     let token = format!("{REFRESH_PREFIX}{}", random_secret());
     let now = now_ms();
     let ttl_ms = i64::try_from(settings.refresh_ttl_secs).unwrap_or(i64::MAX / 1000) * 1000;
@@ -42,26 +60,22 @@ pub async fn issue(
         user_agent: context.user_agent.clone(),
     };
     sql::insert(tx, &row).await?;
-    Ok(token)
+    Ok(Issued { refresh_token: token, session_id: row.family_id })
 }
 
 fn invalid_grant() -> ApiError {
     ApiError::Unauthorized { error: "invalid_token", description: "The refresh token is invalid, expired or revoked." }
 }
 
-/// Spends `presented` and returns `(user_id, new refresh token)`; the caller issues the
-/// access token. Every failure is the same 401, whatever the reason.
-pub async fn rotate(
-    db: &Db,
-    settings: &AuthConfig,
-    presented: &str,
-    context: &RequestContext,
-) -> Result<(String, String), ApiError> {
+/// Spends `presented` and returns its successor; the caller issues the access token. Every
+/// failure is the same 401, whatever the reason.
+pub async fn rotate(identity: &Identity, presented: &str, context: &RequestContext) -> Result<Rotated, ApiError> {
     if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
         return Err(invalid_grant());
     }
+    let settings = &identity.settings;
     let now = now_ms();
-    let mut tx = db.begin().await?;
+    let mut tx = identity.db().begin().await?;
     let Some(row) = sql::by_hash_for_update(&mut tx, &secret_hash(presented)).await? else {
         return Err(invalid_grant());
     };
@@ -80,27 +94,29 @@ pub async fn rotate(
             audit::record(&mut tx, event).await?;
             tx.commit().await?;
             tracing::warn!(user_id = %row.user_id, family = %row.family_id, "refresh token reuse: family revoked");
+            let ended = EventKind::SessionRevoked { session_id: row.family_id.clone() };
+            identity.credentials_revoked(&row.user_id, ended).await;
             return Err(invalid_grant());
         }
     } else {
         sql::mark_used(&mut tx, &row.id, now).await?;
     }
-    let token = issue(&mut tx, settings, &row.user_id, Some(&row.family_id), context).await?;
+    let issued = issue(&mut tx, settings, &row.user_id, Some(&row.family_id), context).await?;
     let event = AuditEvent::new(Actor::User(row.user_id.clone()), "auth.refresh", Outcome::Success, context)
         .target(row.family_id.clone())
         .details(serde_json::json!({ "grace": row.used_at.is_some() }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
-    Ok((row.user_id, token))
+    Ok(Rotated { user_id: row.user_id, issued })
 }
 
-/// Revokes the family of `presented` (logout). Unknown tokens are ignored: logout is
-/// idempotent and says nothing about which tokens exist.
-pub async fn revoke(db: &Db, presented: &str, context: &RequestContext) -> Result<(), ApiError> {
+/// Revokes the family of `presented` (logout), its access tokens with it. Unknown tokens are
+/// ignored: logout is idempotent and says nothing about which tokens exist.
+pub async fn revoke(identity: &Identity, presented: &str, context: &RequestContext) -> Result<(), ApiError> {
     if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
         return Ok(());
     }
-    let mut tx = db.begin().await?;
+    let mut tx = identity.db().begin().await?;
     let Some(row) = sql::by_hash_for_update(&mut tx, &secret_hash(presented)).await? else { return Ok(()) };
     let revoked = sql::revoke_family(&mut tx, &row.family_id, now_ms()).await?;
     let event = AuditEvent::new(Actor::User(row.user_id.clone()), "auth.logout", Outcome::Success, context)
@@ -108,5 +124,6 @@ pub async fn revoke(db: &Db, presented: &str, context: &RequestContext) -> Resul
         .details(serde_json::json!({ "revoked_tokens": revoked }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
+    identity.credentials_revoked(&row.user_id, EventKind::SessionRevoked { session_id: row.family_id }).await;
     Ok(())
 }

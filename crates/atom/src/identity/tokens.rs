@@ -126,6 +126,10 @@ pub struct AccessClaims {
     /// The user's roles when the token was issued. Absent reads as none: the least privilege.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The session (refresh-token family) the token was issued for, so that ending the
+    /// session (logout) can refuse its access tokens too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// The claims as they arrive, before we know they are complete. Only the JSON types are
@@ -142,6 +146,7 @@ struct ReceivedClaims {
     scope: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+    sid: Option<String>,
 }
 
 /// RFC 7519 §4.1.3: `aud` is one string or an array of them.
@@ -208,7 +213,18 @@ impl AccessTokens {
         roles: Vec<String>,
         ttl: Option<Duration>,
     ) -> Result<(String, AccessClaims), IssueError> {
-        self.issue_with_scope(sub, roles, None, ttl)
+        self.issue_claims(sub, roles, None, None, ttl)
+    }
+
+    /// Issues a token for user `sub` in session `sid` (its `sid` claim), with the configured
+    /// lifetime: what a sign-in or a refresh gives the client.
+    pub fn issue_for_session(
+        &self,
+        sub: &str,
+        sid: &str,
+        roles: Vec<String>,
+    ) -> Result<(String, AccessClaims), IssueError> {
+        self.issue_claims(sub, roles, None, Some(sid.to_owned()), None)
     }
 
     /// Like [`AccessTokens::issue`], with a space-separated OAuth `scope` claim.
@@ -217,6 +233,17 @@ impl AccessTokens {
         sub: &str,
         roles: Vec<String>,
         scope: Option<String>,
+        ttl: Option<Duration>,
+    ) -> Result<(String, AccessClaims), IssueError> {
+        self.issue_claims(sub, roles, scope, None, ttl)
+    }
+
+    fn issue_claims(
+        &self,
+        sub: &str,
+        roles: Vec<String>,
+        scope: Option<String>,
+        sid: Option<String>,
         ttl: Option<Duration>,
     ) -> Result<(String, AccessClaims), IssueError> {
         if sub.is_empty() {
@@ -235,6 +262,7 @@ impl AccessTokens {
             jti: uuid::Uuid::new_v4().to_string(),
             scope,
             roles,
+            sid,
         };
         let key = self.keys.current();
         let mut header = Header::new(Algorithm::EdDSA);
@@ -286,6 +314,7 @@ impl AccessTokens {
             jti,
             scope: received.scope,
             roles: received.roles,
+            sid: received.sid.filter(|s| !s.is_empty()),
         })
     }
 }

@@ -171,6 +171,7 @@ mod tests {
             jti: "j".to_owned(),
             scope: None,
             roles: vec![],
+            sid: Some("s".to_owned()),
         })
     }
 

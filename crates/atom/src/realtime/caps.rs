@@ -7,11 +7,21 @@
 //! disconnect event, or a refusal after the slot was taken), so no path leaks a count and no
 //! path counts one twice. Both counts change under one lock, so two connections racing for
 //! the last place cannot both get it.
+//!
+//! Before a connection there is a handshake: the Engine.IO session that a client opens and
+//! then, within the connect timeout, turns into a Socket.io connection by sending CONNECT.
+//! Pending handshakes are counted per address too ([`ConnectionCaps::begin_handshake`]), at
+//! most `per_address` of them: one ends at the CONNECT ([`ConnectionCaps::end_handshake`]) or
+//! when its deadline (the connect timeout) passes, after which the server has closed it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The least time between two sweeps of every address's expired handshakes.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -42,18 +52,68 @@ pub struct OverCap {
 pub struct ConnectionCaps {
     per_address: u32,
     per_user: u32,
+    /// How long a handshake may stay pending: the connect timeout.
+    handshake_timeout: Duration,
     open: Mutex<OpenConnections>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OpenConnections {
     by_address: HashMap<IpAddr, u32>,
     by_user: HashMap<String, u32>,
+    /// The deadlines of each address's pending handshakes, oldest first.
+    handshakes: HashMap<IpAddr, Vec<Instant>>,
+    last_sweep: Instant,
 }
 
 impl ConnectionCaps {
-    pub fn new(per_address: u32, per_user: u32) -> Arc<Self> {
-        Arc::new(Self { per_address, per_user, open: Mutex::new(OpenConnections::default()) })
+    pub fn new(per_address: u32, per_user: u32, handshake_timeout: Duration) -> Arc<Self> {
+        let open = OpenConnections {
+            by_address: HashMap::new(),
+            by_user: HashMap::new(),
+            handshakes: HashMap::new(),
+            last_sweep: Instant::now(),
+        };
+        Arc::new(Self { per_address, per_user, handshake_timeout, open: Mutex::new(open) })
+    }
+
+    /// Counts a new handshake from `address`, or refuses it when `per_address` are pending.
+    pub fn begin_handshake(&self, address: IpAddr) -> Result<(), OverCap> {
+        let now = Instant::now();
+        let mut open = self.lock();
+        if now.duration_since(open.last_sweep) >= SWEEP_EVERY {
+            open.handshakes.retain(|_, deadlines| {
+                deadlines.retain(|d| *d > now);
+                !deadlines.is_empty()
+            });
+            open.last_sweep = now;
+        }
+        let deadlines = open.handshakes.entry(address).or_default();
+        deadlines.retain(|d| *d > now);
+        if deadlines.len() >= self.per_address as usize {
+            return Err(OverCap { cap: Cap::Address, limit: self.per_address });
+        }
+        deadlines.push(now + self.handshake_timeout);
+        Ok(())
+    }
+
+    /// A handshake from `address` reached its CONNECT (admitted or not): one fewer pending.
+    pub fn end_handshake(&self, address: IpAddr) {
+        let mut open = self.lock();
+        if let Some(deadlines) = open.handshakes.get_mut(&address) {
+            if !deadlines.is_empty() {
+                deadlines.remove(0);
+            }
+            if deadlines.is_empty() {
+                open.handshakes.remove(&address);
+            }
+        }
+    }
+
+    /// Handshakes from `address` pending now.
+    pub fn pending_handshakes(&self, address: IpAddr) -> usize {
+        let now = Instant::now();
+        self.lock().handshakes.get(&address).map_or(0, |d| d.iter().filter(|d| **d > now).count())
     }
 
     /// Counts a connection of `user_id` from `address` (`None` when the address is unknown,
@@ -154,7 +214,7 @@ mod tests {
 
     #[test]
     fn each_cap_refuses_past_its_limit_and_names_itself() {
-        let caps = ConnectionCaps::new(2, 3);
+        let caps = ConnectionCaps::new(2, 3, Duration::from_secs(10));
         let a = caps.try_open(ip(1), "alice").expect("first");
         let b = caps.try_open(ip(1), "bob").expect("second from the address");
         assert_eq!(caps.try_open(ip(1), "carol").err(), Some(OverCap { cap: Cap::Address, limit: 2 }));
@@ -169,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_slot_is_released_exactly_once() {
-        let caps = ConnectionCaps::new(5, 5);
+        let caps = ConnectionCaps::new(5, 5, Duration::from_secs(10));
         let first = caps.try_open(ip(1), "alice").expect("first");
         let second = caps.try_open(ip(1), "alice").expect("second");
         first.release();
@@ -183,9 +243,29 @@ mod tests {
 
     #[test]
     fn without_an_address_only_the_user_cap_applies() {
-        let caps = ConnectionCaps::new(1, 2);
+        let caps = ConnectionCaps::new(1, 2, Duration::from_secs(10));
         let _a = caps.try_open(None, "alice").expect("first");
         let _b = caps.try_open(None, "alice").expect("second");
         assert_eq!(caps.try_open(None, "alice").err(), Some(OverCap { cap: Cap::User, limit: 2 }));
+    }
+
+    #[test]
+    fn pending_handshakes_are_capped_per_address_until_they_connect_or_time_out() {
+        let caps = ConnectionCaps::new(2, 5, Duration::from_millis(200));
+        let (a, b) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        caps.begin_handshake(a).expect("first");
+        caps.begin_handshake(a).expect("second");
+        assert_eq!(caps.begin_handshake(a), Err(OverCap { cap: Cap::Address, limit: 2 }));
+        caps.begin_handshake(b).expect("another address");
+        caps.end_handshake(a);
+        assert_eq!(caps.pending_handshakes(a), 1);
+        caps.begin_handshake(a).expect("a place freed by a CONNECT");
+        assert!(caps.begin_handshake(a).is_err());
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(caps.pending_handshakes(a), 0, "timed out");
+        caps.begin_handshake(a).expect("places freed by the timeout");
+        caps.end_handshake(b);
+        caps.end_handshake(b);
+        assert!(!caps.lock().handshakes.contains_key(&b), "no entry left behind");
     }
 }

@@ -24,7 +24,13 @@
 //!
 //! The caps count this node's connections, in process: with several nodes behind a load
 //! balancer a client can hold up to that many times as many. A token is checked when the
-//! connection opens; one that expires later does not end the connection.
+//! connection opens; one that expires later does not end the connection, but one that is
+//! revoked does, on every node ([`revocation`]: a disabled account, a revoked API key, a
+//! logout, a password change).
+//!
+//! Before any of that, a client opens an Engine.IO session (the handshake) and has
+//! `realtime.connect_timeout_secs` to send its CONNECT; pending handshakes count against their
+//! address ([`handshake`]), so unauthenticated sessions cannot pile up.
 //!
 //! Socket.io requests are routes like any other, so they pass the HTTP middleware: request
 //! logs, CORS, security headers, per-address rate limits, load shedding. A polling client
@@ -32,6 +38,8 @@
 //! `http.request_timeout_secs`, and its messages are limited to `http.body_limit_bytes`.
 
 pub mod caps;
+mod handshake;
+mod revocation;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,6 +56,7 @@ use crate::identity::Principal;
 use crate::identity::auth::verify_credential;
 use crate::state::AppState;
 pub use caps::{Cap, ConnectionCaps, ConnectionSlot, OverCap};
+pub use revocation::user_room;
 
 /// Where Socket.io is served.
 pub const PATH: &str = "/socket.io/";
@@ -56,12 +65,15 @@ pub const PATH: &str = "/socket.io/";
 #[derive(Debug, Clone)]
 pub struct Realtime {
     io: SocketIo,
+    /// The task that closes sockets whose credentials ended.
+    revocations: tokio::task::AbortHandle,
 }
 
 impl Realtime {
     /// Closes every connection (clients see their transport close and reconnect, to another
     /// node behind a load balancer) and waits, at most `within`, until they are closed.
     pub async fn close(&self, within: Duration) {
+        self.revocations.abort();
         if tokio::time::timeout(within, self.io.close()).await.is_err() {
             tracing::warn!(?within, "shutdown: socket.io connections did not all close in time");
         }
@@ -78,22 +90,31 @@ struct Context {
 /// The Socket.io route at [`PATH`], and the handle that closes its connections at shutdown.
 pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
     let config = &state.config;
-    let caps =
-        ConnectionCaps::new(config.realtime.max_connections_per_address, config.realtime.max_connections_per_user);
+    let connect_timeout = Duration::from_secs(config.realtime.connect_timeout_secs);
+    let caps = ConnectionCaps::new(
+        config.realtime.max_connections_per_address,
+        config.realtime.max_connections_per_user,
+        connect_timeout,
+    );
     // A long poll lasts until the next ping at most; it must end before the request timeout.
     let ping_interval = Duration::from_secs(config.http.request_timeout_secs.saturating_sub(5).clamp(1, 25));
     let max_message = config.http.body_limit_bytes;
     let (service, io) = SocketIo::builder()
         .ping_interval(ping_interval)
+        .connect_timeout(connect_timeout)
         .max_payload(u64::try_from(max_message).unwrap_or(u64::MAX))
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
-        .with_state(Context { app: state.clone(), caps })
+        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps) })
         .build_svc();
     // socketioxide keeps the handshake's parts for the connection's life: the peer address
     // (the server's `ConnectInfo` extension) goes with them, for `admit`.
     io.ns("/", on_connect.with(admit));
-    (Router::new().route_service(PATH, service), Realtime { io })
+    let gate =
+        handshake::Gate { edge: Arc::clone(&state.edge), caps, retry_after_secs: config.realtime.connect_timeout_secs };
+    let service = tower::Layer::layer(&axum::middleware::from_fn_with_state(gate, handshake::count_pending), service);
+    let revocations = revocation::start(io.clone(), &state.bus);
+    (Router::new().route_service(PATH, service), Realtime { io, revocations })
 }
 
 /// The `auth` payload of a connect packet.
@@ -141,6 +162,9 @@ async fn admit(
 ) -> Result<(), Refusal> {
     let parts = socket.req_parts();
     let address = context.app.edge.client_ip(&parts.headers, &parts.extensions);
+    if let Some(address) = address {
+        context.caps.end_handshake(address);
+    }
     let refuse = |refusal: Refusal| {
         metrics::counter!("realtime_connections_refused_total", "reason" => refusal.reason()).increment(1);
         tracing::info!(
@@ -157,8 +181,10 @@ async fn admit(
         Err(refusal) => return Err(refuse(refusal)),
     };
     let slot = context.caps.try_open(address, &principal.user_id).map_err(|over| refuse(Refusal::OverCap(over)))?;
+    let room = user_room(&principal.user_id);
     socket.extensions.insert(principal);
     socket.extensions.insert(Arc::new(slot));
+    socket.join(room);
     socket.on("whoami", whoami);
     socket.on_disconnect(on_disconnect);
     Ok(())

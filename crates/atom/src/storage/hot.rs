@@ -60,6 +60,8 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "users.by_email", table: "users", index: Named("users_email_key"), sql: users::BY_EMAIL_SQL, sample_params: &[Text("user4242@example.com")] },
     HotQuery { name: "users.by_id", table: "users", index: PrimaryKey, sql: users::BY_ID_SQL, sample_params: &[Text("user-4242")] },
     HotQuery { name: "users.page", table: "users", index: Named("users_email_key"), sql: users::PAGE_SQL, sample_params: &[Text("user4242@example.com"), Int(51)] },
+    HotQuery { name: "users.status_by_id", table: "users", index: PrimaryKey, sql: users::STATUS_BY_ID_SQL, sample_params: &[Text("user-4242")] },
+    HotQuery { name: "refresh_tokens.revoked_families", table: "refresh_tokens", index: Named("refresh_tokens_user_idx"), sql: sessions::REVOKED_FAMILIES_SQL, sample_params: &[Text("user-4242"), Int(NOW - 900_000)] },
     HotQuery { name: "refresh_tokens.by_hash", table: "refresh_tokens", index: Named("refresh_tokens_token_hash_key"), sql: sessions::BY_HASH_SQL, sample_params: &[Text("rthash-4242")] },
     HotQuery { name: "api_keys.by_prefix", table: "api_keys", index: Named("api_keys_prefix_key"), sql: api_keys::BY_PREFIX_SQL, sample_params: &[Text("pfx-4242")] },
     HotQuery { name: "api_keys.touch", table: "api_keys", index: PrimaryKey, sql: api_keys::TOUCH_SQL, sample_params: &[Text("key-4242"), Int(NOW), Int(NOW - 60_000)] },

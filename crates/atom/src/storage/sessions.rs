@@ -1,11 +1,16 @@
 //! SQL of refresh tokens. Only a SHA-256 of each token is stored.
 
-use super::Tx;
 use super::monitor::timed;
+use super::{Db, Tx};
 
 /// Hot: every token refresh. PostgreSQL appends `FOR UPDATE`.
 pub const BY_HASH_SQL: &str = "SELECT id, token_hash, family_id, user_id, created_at, expires_at, used_at, \
      revoked_at, client_addr, user_agent FROM refresh_tokens WHERE token_hash = $1";
+
+/// Hot: on a miss of an account's cached status, the sessions (refresh-token families)
+/// revoked since `$2`, whose access tokens may still be unexpired.
+pub const REVOKED_FAMILIES_SQL: &str =
+    "SELECT DISTINCT family_id FROM refresh_tokens WHERE user_id = $1 AND revoked_at > $2";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RefreshRow {
@@ -90,5 +95,12 @@ pub async fn revoke_user(tx: &mut Tx, user_id: &str, now: i64) -> Result<u64, sq
             .execute(conn)
             .await
             .map(|r| r.rows_affected())
+    })
+}
+
+/// The families of `user_id` revoked after `since` (ms).
+pub async fn revoked_families(db: &Db, user_id: &str, since: i64) -> Result<Vec<String>, sqlx::Error> {
+    with_pool!(db, "refresh_tokens.revoked_families", |conn| {
+        sqlx::query_scalar(REVOKED_FAMILIES_SQL).bind(user_id).bind(since).fetch_all(conn).await
     })
 }

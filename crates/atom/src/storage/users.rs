@@ -25,6 +25,8 @@ macro_rules! columns {
 pub const BY_EMAIL_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
 /// Hot: the account status behind every authenticated request (cached for seconds).
 pub const BY_ID_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+/// Hot: what authentication needs of an account, on a miss of the cached status.
+pub const STATUS_BY_ID_SQL: &str = "SELECT role, disabled_at, tokens_valid_after FROM users WHERE id = $1";
 /// The admin listing. The cursor is always bound (`''` sorts first) rather than optional:
 /// `($1 IS NULL OR email > $1)` would keep a cached generic plan from using the index.
 pub const PAGE_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email > $1 ORDER BY email LIMIT $2");
@@ -53,6 +55,19 @@ pub async fn by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Err
     with_pool!(db, "users.by_email", |conn| sqlx::query_as(BY_EMAIL_SQL).bind(email).fetch_optional(conn).await)
 }
 
+/// What authentication needs of an account: role, disabled time, and the time before which
+/// its access tokens are refused.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StatusRow {
+    pub role: String,
+    pub disabled_at: Option<i64>,
+    pub tokens_valid_after: i64,
+}
+
+pub async fn status_by_id(db: &Db, id: &str) -> Result<Option<StatusRow>, sqlx::Error> {
+    with_pool!(db, "users.status_by_id", |conn| sqlx::query_as(STATUS_BY_ID_SQL).bind(id).fetch_optional(conn).await)
+}
+
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     with_pool!(db, "users.by_id", |conn| sqlx::query_as(BY_ID_SQL).bind(id).fetch_optional(conn).await)
 }
@@ -71,20 +86,24 @@ pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
 
 pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) -> Result<u64, sqlx::Error> {
     with_tx!(tx, "users.set_password", |conn| {
-        sqlx::query("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(password_hash)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
+        sqlx::query(
+            "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3, \
+             tokens_valid_after = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(password_hash)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
     })
 }
 
-/// Disables (`Some(now)`) or re-enables (`None`) an account.
+/// Disables (`Some(now)`) or re-enables (`None`) an account; either way its access tokens
+/// issued before `now` are refused from then on.
 pub async fn set_disabled(tx: &mut Tx, id: &str, disabled_at: Option<i64>, now: i64) -> Result<u64, sqlx::Error> {
     with_tx!(tx, "users.set_disabled", |conn| {
-        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
+        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3, tokens_valid_after = $3 WHERE id = $1")
             .bind(id)
             .bind(disabled_at)
             .bind(now)

@@ -147,6 +147,7 @@ pub fn valid_claims(app: &TestApp, sub: &str) -> Value {
         "iat": now,
         "jti": uuid::Uuid::new_v4().to_string(),
         "roles": ["user"],
+        "sid": uuid::Uuid::new_v4().to_string(),
     })
 }
 

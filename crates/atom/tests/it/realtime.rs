@@ -18,11 +18,11 @@ use crate::identity_support::{
     create_api_key, delete_as, post, sign, signing_key, unix_now, valid_claims, valid_header,
 };
 
-const TRANSPORTS: [&str; 2] = ["websocket", "polling"];
+pub(crate) const TRANSPORTS: [&str; 2] = ["websocket", "polling"];
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The socket.io-client peer: one Node.js process holding any number of connections.
-struct Peer {
+pub(crate) struct Peer {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -31,7 +31,7 @@ struct Peer {
 }
 
 impl Peer {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
         assert!(
             dir.join("node_modules/socket.io-client").is_dir(),
@@ -59,7 +59,7 @@ impl Peer {
     }
 
     /// The next event of connection `id`, within [`EVENT_TIMEOUT`].
-    async fn next(&mut self, id: &str) -> Value {
+    pub(crate) async fn next(&mut self, id: &str) -> Value {
         if let Some(i) = self.pending.iter().position(|e| e["id"] == id) {
             return self.pending.remove(i).expect("present");
         }
@@ -80,7 +80,7 @@ impl Peer {
     }
 
     /// Opens connection `id` and returns its outcome: `connected` or `connect_error`.
-    async fn connect(&mut self, id: &str, app: &TestApp, transport: &str, auth: Option<Value>) -> Value {
+    pub(crate) async fn connect(&mut self, id: &str, app: &TestApp, transport: &str, auth: Option<Value>) -> Value {
         self.connect_from(id, app, transport, auth, None).await
     }
 
@@ -104,12 +104,12 @@ impl Peer {
     }
 
     /// Opens `id` and asserts it is admitted over `transport`.
-    async fn admitted(&mut self, id: &str, app: &TestApp, transport: &str, token: &str) {
+    pub(crate) async fn admitted(&mut self, id: &str, app: &TestApp, transport: &str, token: &str) {
         let outcome = self.connect(id, app, transport, Some(json!({ "token": token }))).await;
         assert_connected(&outcome, id, transport);
     }
 
-    async fn whoami(&mut self, id: &str) -> Value {
+    pub(crate) async fn whoami(&mut self, id: &str) -> Value {
         self.send(json!({ "op": "whoami", "id": id })).await;
         let event = self.next(id).await;
         assert_eq!(event["event"], "whoami", "{id}: {event}");
@@ -117,7 +117,7 @@ impl Peer {
     }
 
     /// Closes `id` from the client side and waits for its `disconnect`.
-    async fn close(&mut self, id: &str) {
+    pub(crate) async fn close(&mut self, id: &str) {
         self.send(json!({ "op": "close", "id": id })).await;
         let event = self.next(id).await;
         assert_eq!(event["event"], "disconnect", "{id}: {event}");
@@ -125,7 +125,7 @@ impl Peer {
     }
 }
 
-fn auth(token: &str) -> Option<Value> {
+pub(crate) fn auth(token: &str) -> Option<Value> {
     Some(json!({ "token": token }))
 }
 
@@ -134,14 +134,14 @@ fn assert_connected(outcome: &Value, id: &str, transport: &str) {
     assert_eq!(outcome["transport"], transport, "{id}: {outcome}");
 }
 
-fn assert_refused(outcome: &Value, message: &str, case: &str) {
+pub(crate) fn assert_refused(outcome: &Value, message: &str, case: &str) {
     assert_eq!(outcome["event"], "connect_error", "{case}: {outcome}");
     assert_eq!(outcome["message"], message, "{case}: {outcome}");
 }
 
 /// The application with the given Socket.io caps. The anonymous rate limit is raised: every
 /// polling request counts against it, and these tests are about the caps.
-async fn spawn(extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn spawn(extra: &[(&str, &str)]) -> TestApp {
     let mut pairs = vec![("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "60000"), ("RATE_LIMIT_ANONYMOUS_BURST", "10000")];
     pairs.extend_from_slice(extra);
     TestApp::spawn_with(&pairs, axum::Router::new()).await
