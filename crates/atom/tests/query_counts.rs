@@ -4,8 +4,12 @@
 //! subscriber, and the integration suite's other tests, running in parallel in one process,
 //! disturb `tracing`'s process-wide call-site state enough to lose lines now and then.
 
+#[path = "it/binary.rs"]
+mod binary;
 #[path = "it/common.rs"]
 mod common;
+#[path = "it/proxy.rs"]
+mod proxy;
 
 use atom::audit::{Actor, AuditEvent, Outcome, RequestContext};
 use atom::storage::users::{self, UserRow};

@@ -1,22 +1,23 @@
-//! Account routes: register, login, refresh, logout, the caller's own account, and the
-//! admin's view of every account. Request bodies reject unknown fields; every failing field
-//! is reported at once.
+//! Accounts: the `Email` newtype, account creation (by the system, and by registration), and
+//! the caller's own account (`/v1/me`, the password change). Sign-in is in
+//! [`super::signin`], the admin's view of every account in [`super::admin`]. Request bodies
+//! reject unknown fields; every failing field is reported at once.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{Principal, Role};
-use super::{passwords, random_secret, secret_hash, sessions, throttle};
+use super::{passwords, secret_hash};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::bus::EventKind;
 use crate::config::Registration;
 use crate::error::{ApiError, FieldError};
-use crate::http::{Json, Query, Validate};
+use crate::http::{Json, Validate};
 use crate::state::AppState;
-use crate::storage::users::{self as sql, InviteRow, UserRow};
+use crate::storage::users::{self as sql, UserRow};
 use crate::storage::{Db, now_ms, sessions as session_sql};
 use crate::wire::rfc3339;
 
@@ -79,43 +80,14 @@ pub struct RegisterRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    pub refresh_token: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
 }
 
 impl Validate for RegisterRequest {}
-impl Validate for LoginRequest {}
-impl Validate for RefreshRequest {}
 impl Validate for ChangePasswordRequest {}
 impl Validate for PageQuery {}
-impl Validate for InviteRequest {}
-
-/// A new session: a short-lived access token and the refresh token that renews it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    /// Always `Bearer`.
-    pub token_type: &'static str,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    pub refresh_token: String,
-    pub refresh_expires_in: u64,
-    pub user: UserView,
-}
 
 /// The email, parsed, and every failing field of a new account's email and password.
 fn check_fields(email: &str, password: &str) -> (Option<Email>, Vec<FieldError>) {
@@ -244,95 +216,6 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
-async fn token_response(
-    state: &AppState,
-    user: &UserRow,
-    session: sessions::Issued,
-) -> Result<Json<TokenResponse>, ApiError> {
-    let tokens = state.identity.tokens().await;
-    let (access_token, claims) =
-        tokens.issue_for_session(&user.id, &session.session_id, vec![user.role.clone()]).map_err(ApiError::internal)?;
-    let refresh_token = session.refresh_token;
-    Ok(Json(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: claims.exp.saturating_sub(claims.iat),
-        refresh_token,
-        refresh_expires_in: state.identity.settings.refresh_ttl_secs,
-        user: UserView::from(user),
-    }))
-}
-
-#[utoipa::path(post, path = "/v1/auth/login", tag = "identity", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "Wrong email or password"),
-        (status = 429, description = "Locked after repeated failures")))]
-pub async fn login(
-    State(state): State<AppState>,
-    context: RequestContext,
-    Json(body): Json<LoginRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
-    let settings = &state.identity.settings;
-    let email = body.email.trim().to_lowercase();
-    let account_key = throttle::account_key(&email);
-    let mut keys = vec![(account_key.clone(), settings.lockout_threshold)];
-    if let Some(addr) = throttle::addr_key(&context) {
-        keys.push((addr, settings.lockout_addr_threshold));
-    }
-    let key_names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
-    throttle::check(&state.db, &key_names, now_ms()).await?;
-    crate::edge::limit_account(&state.edge, &email).await?;
-
-    let user = if email.len() <= 254 { sql::by_email(&state.db, &email).await? } else { None };
-    let password = SecretString::from(body.password);
-    let verified = passwords::verify(user.as_ref().map(|u| u.password_hash.clone()), password)
-        .await
-        .map_err(ApiError::internal)?;
-    let enabled = user.as_ref().is_some_and(|u| u.disabled_at.is_none());
-
-    let mut tx = state.db.begin().await?;
-    let Some(user) = user.filter(|_| verified && enabled) else {
-        let failures = throttle::record_failure(&mut tx, settings, &keys, now_ms(), &context).await?;
-        let event = AuditEvent::new(Actor::Anonymous, "auth.login", Outcome::Failure, &context)
-            .details(serde_json::json!({ "account_key": secret_hash(&account_key)[..16] }));
-        audit::record(&mut tx, event).await?;
-        tx.commit().await?;
-        tokio::time::sleep(throttle::slowdown(failures)).await;
-        return Err(ApiError::Unauthorized { error: "", description: "Wrong email or password." });
-    };
-    throttle::clear(&mut tx, &account_key).await?;
-    let session = sessions::issue(&mut tx, settings, &user.id, None, &context).await?;
-    audit::record(&mut tx, AuditEvent::new(Actor::User(user.id.clone()), "auth.login", Outcome::Success, &context))
-        .await?;
-    tx.commit().await?;
-    token_response(&state, &user, session).await
-}
-
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "identity", request_body = RefreshRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "Invalid, expired, revoked or reused")))]
-pub async fn refresh(
-    State(state): State<AppState>,
-    context: RequestContext,
-    Json(body): Json<RefreshRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
-    let rotated = sessions::rotate(&state.identity, &body.refresh_token, &context).await?;
-    let user = sql::by_id(&state.db, &rotated.user_id)
-        .await?
-        .filter(|u| u.disabled_at.is_none())
-        .ok_or(ApiError::Unauthorized { error: "invalid_token", description: "The account is disabled." })?;
-    token_response(&state, &user, rotated.issued).await
-}
-
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "identity", request_body = RefreshRequest,
-    responses((status = 204, description = "The session (refresh-token family) is revoked")))]
-pub async fn logout(
-    State(state): State<AppState>,
-    context: RequestContext,
-    Json(body): Json<RefreshRequest>,
-) -> Result<StatusCode, ApiError> {
-    sessions::revoke(&state.identity, &body.refresh_token, &context).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[utoipa::path(get, path = "/v1/me", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, description = "Not authenticated")))]
 pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<UserView>, ApiError> {
@@ -389,138 +272,4 @@ pub struct PageQuery {
     pub cursor: Option<String>,
     /// 1 to 200; default 50.
     pub limit: Option<u32>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserPage {
-    pub users: Vec<UserView>,
-    pub next_cursor: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])), params(PageQuery),
-    responses((status = 200, body = UserPage), (status = 403, description = "Not an admin")))]
-pub async fn admin_list_users(
-    State(state): State<AppState>,
-    principal: Principal,
-    Query(page): Query<PageQuery>,
-) -> Result<Json<UserPage>, ApiError> {
-    principal.require_admin()?;
-    let limit = page.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::Validation(vec![FieldError::new("limit", "must be between 1 and 200")]));
-    }
-    let rows = sql::list(&state.db, page.cursor.as_deref(), i64::from(limit) + 1).await?;
-    let more = rows.len() > limit as usize;
-    let users: Vec<UserView> = rows.iter().take(limit as usize).map(UserView::from).collect();
-    let next_cursor = if more { users.last().map(|u| u.email.clone()) } else { None };
-    Ok(Json(UserPage { users, next_cursor }))
-}
-
-async fn set_disabled(
-    state: &AppState,
-    principal: &Principal,
-    context: &RequestContext,
-    id: &str,
-    disable: bool,
-) -> Result<Json<UserView>, ApiError> {
-    principal.require_admin()?;
-    if disable && id == principal.user_id {
-        return Err(ApiError::BadRequest("An admin cannot disable their own account.".to_owned()));
-    }
-    let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    if sql::set_disabled(&mut tx, id, disable.then_some(now), now).await? == 0 {
-        return Err(ApiError::NotFound);
-    }
-    let revoked = if disable { session_sql::revoke_user(&mut tx, id, now).await? } else { 0 };
-    let action = if disable { "account.disabled" } else { "account.enabled" };
-    let event = AuditEvent::new(principal.actor(), action, Outcome::Success, context)
-        .target(id.to_owned())
-        .details(serde_json::json!({ "revoked_sessions": revoked }));
-    audit::record(&mut tx, event).await?;
-    tx.commit().await?;
-    if disable {
-        state.identity.credentials_revoked(id, EventKind::AccountDisabled).await;
-    } else {
-        state.identity.forget_user_status(id).await;
-    }
-    let user = sql::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(UserView::from(&user)))
-}
-
-#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = UserView), (status = 404)))]
-pub async fn admin_disable(
-    State(state): State<AppState>,
-    principal: Principal,
-    context: RequestContext,
-    Path(id): Path<String>,
-) -> Result<Json<UserView>, ApiError> {
-    set_disabled(&state, &principal, &context, &id, true).await
-}
-
-#[utoipa::path(post, path = "/v1/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = UserView), (status = 404)))]
-pub async fn admin_enable(
-    State(state): State<AppState>,
-    principal: Principal,
-    context: RequestContext,
-    Path(id): Path<String>,
-) -> Result<Json<UserView>, ApiError> {
-    set_disabled(&state, &principal, &context, &id, false).await
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InviteRequest {
-    /// Restrict the invite to this email.
-    #[serde(default)]
-    pub email: Option<String>,
-    /// 1 to 720 hours; default 72.
-    #[serde(default)]
-    pub ttl_hours: Option<u32>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InviteResponse {
-    /// Shown once.
-    pub invite_code: String,
-    pub expires_at: String,
-}
-
-#[utoipa::path(post, path = "/v1/admin/invites", tag = "admin", security(("bearer" = [])), request_body = InviteRequest,
-    responses((status = 201, body = InviteResponse)))]
-pub async fn admin_invite(
-    State(state): State<AppState>,
-    principal: Principal,
-    context: RequestContext,
-    Json(body): Json<InviteRequest>,
-) -> Result<(StatusCode, Json<InviteResponse>), ApiError> {
-    principal.require_admin()?;
-    let mut errors = Vec::new();
-    let email = body.email.as_deref().map(Email::parse).transpose().map_err(|e| errors.push(e)).ok().flatten();
-    let ttl_hours = body.ttl_hours.unwrap_or(72);
-    if !(1..=720).contains(&ttl_hours) {
-        errors.push(FieldError::new("ttl_hours", "must be between 1 and 720"));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let code = format!("atom_inv_{}", random_secret());
-    let now = now_ms();
-    let invite = InviteRow {
-        code_hash: secret_hash(&code),
-        created_by: principal.user_id.clone(),
-        email: email.map(|e| e.as_str().to_owned()),
-        created_at: now,
-        expires_at: now + i64::from(ttl_hours) * 3_600_000,
-        used_at: None,
-    };
-    let mut tx = state.db.begin().await?;
-    sql::insert_invite(&mut tx, &invite).await?;
-    let event = AuditEvent::new(principal.actor(), "account.invite_created", Outcome::Success, &context)
-        .details(serde_json::json!({ "email": invite.email, "ttl_hours": ttl_hours }));
-    audit::record(&mut tx, event).await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(InviteResponse { invite_code: code, expires_at: rfc3339(invite.expires_at) })))
 }

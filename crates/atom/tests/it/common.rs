@@ -1,25 +1,26 @@
 //! The test harness: a fresh database per test (SQLite in a temporary directory, or a new
 //! PostgreSQL database when `ATOM_TEST_DATABASE_URL` is set), the application spawned on
-//! port 0, typed assertions for problem responses, the real `atom` binary, and a TCP proxy
-//! that can cut or slow a real PostgreSQL or Redis connection.
+//! port 0, typed assertions for problem responses and signed-in test users; the real `atom`
+//! binary ([`crate::binary`]) and a TCP proxy that can cut or slow a real PostgreSQL or Redis
+//! connection ([`crate::proxy`]) are re-exported here.
 //!
 //! Every resource cleans up on drop, panicking tests included: PostgreSQL databases are
 //! dropped with `WITH (FORCE)`, temporary directories removed, child processes killed.
 
 #![allow(dead_code)]
 
+// The binary and the proxy have files of their own; tests reach them through here.
+#[allow(unused_imports)]
+pub use crate::binary::{atom_bin, atom_command, free_port, pairs, run_atom, wait_until_healthy};
+#[allow(unused_imports)]
+pub use crate::proxy::{TcpProxy, raw_http, socket_addr_of, via};
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use atom::{AppState, Application, Config};
 use axum::Router;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -264,213 +265,6 @@ impl std::io::Write for CapturedLogs {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// The real `atom` binary.
-pub fn atom_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_atom"))
-}
-
-/// `atom` with a clean environment: only PATH, HOME and the given `ATOM_*` pairs.
-pub fn atom_command(pairs: &[(String, String)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(atom_bin());
-    cmd.env_clear();
-    for key in ["PATH", "HOME"] {
-        if let Ok(v) = std::env::var(key) {
-            cmd.env(key, v);
-        }
-    }
-    for (k, v) in pairs {
-        cmd.env(format!("ATOM_{k}"), v);
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    cmd
-}
-
-/// Runs `atom ARGS` to completion within 60 s: (exit code, stdout, stderr).
-pub async fn run_atom(pairs: &[(String, String)], args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(Duration::from_secs(60), atom_command(pairs).args(args).output())
-        .await
-        .expect("atom finished within 60s")
-        .expect("atom ran");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-}
-
-/// A free loopback port (bound, read, released).
-pub async fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Polls `GET url` until it answers 200 or `timeout` passes.
-pub async fn wait_until_healthy(url: &str, timeout: Duration) {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{url} did not become healthy within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A TCP proxy in front of a real server, which a test can cut (`set_down`: connections are
-/// accepted and closed at once), stop (`set_refusing`: connecting is refused, as with a
-/// stopped server) or slow (`set_delay`, applied to every chunk the server sends back).
-#[derive(Debug)]
-pub struct TcpProxy {
-    pub addr: SocketAddr,
-    upstream: SocketAddr,
-    state: Arc<ProxyState>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-#[derive(Debug, Default)]
-struct ProxyState {
-    down: AtomicBool,
-    delay_ms: AtomicU64,
-    connections: std::sync::Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl TcpProxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
-        let proxy = Self { addr, upstream, state: Arc::new(ProxyState::default()), task: Mutex::new(None) };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let (accept_state, upstream) = (Arc::clone(&self.state), self.upstream);
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if accept_state.down.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let state = Arc::clone(&accept_state);
-                let conn = tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else { return };
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let upstream_copy = async { tokio::io::copy(&mut client_read, &mut server_write).await };
-                    let downstream_copy = async {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = server_read.read(&mut buf).await?;
-                            if n == 0 {
-                                return Ok::<_, std::io::Error>(());
-                            }
-                            let delay = state.delay_ms.load(Ordering::SeqCst);
-                            if delay > 0 {
-                                tokio::time::sleep(Duration::from_millis(delay)).await;
-                            }
-                            client_write.write_all(&buf[..n]).await?;
-                        }
-                    };
-                    tokio::select! {
-                        _ = upstream_copy => {}
-                        _ = downstream_copy => {}
-                    }
-                });
-                accept_state.connections.lock().expect("lock").push(conn);
-            }
-        });
-        if let Some(previous) = self.task.lock().expect("lock").replace(task) {
-            previous.abort();
-        }
-    }
-
-    fn cut_connections(&self) {
-        for conn in self.state.connections.lock().expect("lock").drain(..) {
-            conn.abort();
-        }
-    }
-
-    /// Cuts every open connection and refuses new ones while `down`.
-    pub fn set_down(&self, down: bool) {
-        self.state.down.store(down, Ordering::SeqCst);
-        if down {
-            self.cut_connections();
-        }
-    }
-
-    /// `true`: cuts every open connection and closes the listening socket, so that
-    /// connecting is refused outright; `false`: listens on the same port again.
-    pub async fn set_refusing(&self, refusing: bool) {
-        if refusing {
-            if let Some(task) = self.task.lock().expect("lock").take() {
-                task.abort();
-            }
-            self.cut_connections();
-            // The listener closes when the aborted task is dropped: wait until it has.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while TcpStream::connect(self.addr).await.is_ok() {
-                assert!(tokio::time::Instant::now() < deadline, "the proxy still accepts connections");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        } else {
-            self.serve(TcpListener::bind(self.addr).await.expect("the proxy listens again on its port"));
-        }
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        self.state.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.lock().map(|mut t| t.take()).unwrap_or_default() {
-            task.abort();
-        }
-        for conn in self.state.connections.lock().map(|mut c| c.drain(..).collect::<Vec<_>>()).unwrap_or_default() {
-            conn.abort();
-        }
-    }
-}
-
-/// The host:port of a `scheme://user@host:port/...` URL, resolved.
-pub fn socket_addr_of(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
-    use std::net::ToSocketAddrs;
-    host_port.to_socket_addrs().ok().and_then(|mut a| a.next()).unwrap_or_else(|| panic!("cannot resolve {host_port}"))
-}
-
-/// `url` with its host:port replaced by `addr`.
-pub fn via(url: &str, addr: SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").expect("URL has a scheme");
-    let (user, rest) = rest.rsplit_once('@').map_or((None, rest), |(u, r)| (Some(u), r));
-    let tail_start = rest.find(['/', '?']).unwrap_or(rest.len());
-    let tail = &rest[tail_start..];
-    match user {
-        Some(u) => format!("{scheme}://{u}@{addr}{tail}"),
-        None => format!("{scheme}://{addr}{tail}"),
-    }
-}
-
-/// Sends raw bytes on a fresh connection and returns everything the server sent back
-/// until it closed the connection (or 10 s passed).
-pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request).await.expect("write");
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";

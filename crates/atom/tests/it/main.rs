@@ -2,8 +2,10 @@
 //! against the suite's backend (SQLite, or PostgreSQL and Redis when `ATOM_TEST_DATABASE_URL`
 //! and `ATOM_TEST_REDIS_URL` are set). One test binary keeps link time down.
 
+mod binary;
 mod common;
 mod identity_support;
+mod proxy;
 
 mod audit_log;
 mod auth_accounts;

@@ -1,0 +1,174 @@
+//! [`Config::validate`]: every value checked as a whole at start-up, so that a `Config` that
+//! exists is valid and nothing else re-checks ranges or schemes. An invalid value is one
+//! [`ConfigError`] naming its key.
+
+use super::*;
+
+impl Config {
+    /// Checks every value whose type alone does not make it valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(ConfigError::new(
+                "data_dir",
+                format!("{} exists and is not a directory", self.data_dir.display()),
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::new("public_url", "must start with https:// or http://"));
+        }
+        let auth = &self.auth;
+        if !(60..=86_400).contains(&auth.access_ttl_secs) {
+            return Err(ConfigError::new("auth.access_ttl_secs", "must be between 60 and 86400"));
+        }
+        if auth.refresh_ttl_secs < auth.access_ttl_secs {
+            return Err(ConfigError::new("auth.refresh_ttl_secs", "must be at least auth.access_ttl_secs"));
+        }
+        if auth.refresh_reuse_grace_secs > 60 {
+            return Err(ConfigError::new("auth.refresh_reuse_grace_secs", "must be at most 60"));
+        }
+        if auth.lockout_threshold == 0 || auth.lockout_addr_threshold == 0 {
+            return Err(ConfigError::new("auth.lockout_threshold", "must be at least 1"));
+        }
+        if auth.audience.trim().is_empty() {
+            return Err(ConfigError::new("auth.audience", "must not be empty"));
+        }
+        if auth.bootstrap_admin_email.is_some() != auth.bootstrap_admin_password.is_some() {
+            return Err(ConfigError::new(
+                "auth.bootstrap_admin_password",
+                "bootstrap_admin_email and bootstrap_admin_password (ATOM_AUTH_BOOTSTRAP_ADMIN_PASSWORD) go together",
+            ));
+        }
+        if let Some(key) = &self.master_key {
+            // The reason names what is wrong with the value, never the value.
+            crate::crypto::MasterKeyring::from_env_value(key.expose_secret()).map_err(|e| match e {
+                crate::crypto::CryptoError::BadKey(reason) => {
+                    ConfigError::new("master_key", format!("{reason} (ATOM_MASTER_KEY: 32 bytes, base64)"))
+                }
+                _ => ConfigError::new("master_key", "is not a usable master key"),
+            })?;
+        }
+        let db = &self.database;
+        if db.pool_size == 0 || db.pool_size > 1000 {
+            return Err(ConfigError::new("database.pool_size", "must be between 1 and 1000"));
+        }
+        if db.acquire_timeout_secs == 0 {
+            return Err(ConfigError::new("database.acquire_timeout_secs", "must be at least 1"));
+        }
+        self.database_target()?;
+        if let Some(url) = &self.redis.url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new("redis.url", "must start with redis:// or rediss://"));
+            }
+            redis::Client::open(url).map_err(|_| ConfigError::new("redis.url", "is not a valid Redis URL"))?;
+        }
+        if !(1..=86_400).contains(&self.cache.ttl_secs) {
+            return Err(ConfigError::new("cache.ttl_secs", "must be between 1 and 86400"));
+        }
+        if !(1..=100_000_000).contains(&self.cache.max_entries) {
+            return Err(ConfigError::new("cache.max_entries", "must be between 1 and 100000000"));
+        }
+        if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
+            return Err(ConfigError::new("http.max_connections", "connection caps must be at least 1"));
+        }
+        if self.http.max_connections > 1_000_000 {
+            return Err(ConfigError::new("http.max_connections", "must be at most 1000000"));
+        }
+        if self.http.max_in_flight == 0 {
+            return Err(ConfigError::new("http.max_in_flight", "must be at least 1"));
+        }
+        for origin in &self.http.cors_allowed_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && !origin.contains('*')
+                && origin.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
+            if !valid {
+                return Err(ConfigError::new(
+                    "http.cors_allowed_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path, no wildcard, not null)"),
+                ));
+            }
+        }
+        for proxy in &self.http.trusted_proxies {
+            if crate::net::Cidr::parse(proxy).is_none() {
+                return Err(ConfigError::new("http.trusted_proxies", format!("{proxy:?} is not an IP or CIDR")));
+            }
+        }
+        let rl = &self.rate_limit;
+        if [
+            rl.auth_per_minute,
+            rl.auth_burst,
+            rl.api_per_minute,
+            rl.api_burst,
+            rl.anonymous_per_minute,
+            rl.anonymous_burst,
+            rl.ban_threshold,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::new("rate_limit", "rates, bursts and ban_threshold must be at least 1"));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.redis.call_timeout_ms) {
+            return Err(ConfigError::new("redis.call_timeout_ms", "must be between 1 and 10000"));
+        }
+        if self.redis.key_prefix.is_empty()
+            || self.redis.key_prefix.len() > 64
+            || self.redis.key_prefix.contains(char::is_whitespace)
+        {
+            return Err(ConfigError::new("redis.key_prefix", "must be 1 to 64 characters without spaces"));
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(ConfigError::new("http.request_timeout_secs", "must be at least 1"));
+        }
+        if !(8192..=1024 * 1024).contains(&self.http.max_header_bytes) {
+            return Err(ConfigError::new("http.max_header_bytes", "must be from 8192 to 1048576"));
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.http.ready_check_timeout_ms == 0 {
+            return Err(ConfigError::new("http.ready_check_timeout_ms", "must be at least 1"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError::new("log.filter", e.to_string()));
+        }
+        if self.shutdown.grace_secs > 3600 || self.shutdown.drain_secs > 3600 {
+            return Err(ConfigError::new("shutdown", "grace_secs and drain_secs must be at most 3600"));
+        }
+        if self.realtime.max_connections_per_address == 0 {
+            return Err(ConfigError::new("realtime.max_connections_per_address", "must be at least 1"));
+        }
+        if self.realtime.max_connections_per_user == 0 {
+            return Err(ConfigError::new("realtime.max_connections_per_user", "must be at least 1"));
+        }
+        if !(1..=300).contains(&self.realtime.connect_timeout_secs) {
+            return Err(ConfigError::new("realtime.connect_timeout_secs", "must be between 1 and 300"));
+        }
+        if let Some(token) = &self.metrics.token
+            && (token.expose_secret().len() < 16 || !token.expose_secret().chars().all(|c| c.is_ascii_graphic()))
+        {
+            // An HTTP header carries it, and a short one can be guessed.
+            return Err(ConfigError::new("metrics.token", "must be at least 16 printable ASCII characters"));
+        }
+        if self.metrics.listen.is_some_and(|addr| addr == self.listen && addr.port() != 0) {
+            return Err(ConfigError::new("metrics.listen", "must differ from listen"));
+        }
+        if self.backup.keep == 0 {
+            return Err(ConfigError::new("backup.keep", "must be at least 1"));
+        }
+        if let Some(dir) = &self.backup.dir
+            && (dir.as_os_str().is_empty() || (dir.exists() && !dir.is_dir()))
+        {
+            return Err(ConfigError::new("backup.dir", "must name a directory"));
+        }
+        Ok(())
+    }
+}
