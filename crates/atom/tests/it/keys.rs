@@ -152,6 +152,27 @@ async fn the_bootstrap_admin_is_created_only_on_an_empty_installation() {
 
     let half = atom::Config::from_pairs([("AUTH_BOOTSTRAP_ADMIN_EMAIL", "x@example.com")]);
     assert!(half.is_err(), "an email without a password is a configuration error");
+    let mut app = app;
+    app.begin_shutdown().await.expect("task").expect("clean shutdown");
+    let TestApp { db, .. } = app;
+
+    // Restarted on the now non-empty database with other bootstrap credentials: no new admin,
+    // and the first one's password is not reset.
+    let other = [
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", "second@example.com"),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "another long password"),
+    ];
+    let app = TestApp::spawn_on(db, &other, axum::Router::new()).await;
+    let refused = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&serde_json::json!({ "email": "second@example.com", "password": "another long password" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 401, "no bootstrap admin on a non-empty installation");
+    let session = app.login("first@example.com", PASSWORD).await;
+    assert_eq!(session["user"]["role"], "admin");
     app.stop().await;
 }
 
