@@ -104,6 +104,13 @@ async fn serve_with_slow_redis(grace_secs: &str) -> (tokio::process::Child, Stri
     (child, base, proxy, db)
 }
 
+/// `http_requests_in_flight` of the server at `base`, the scrape itself included.
+async fn in_flight(base: &str) -> f64 {
+    let text = reqwest::Client::new().get(format!("{base}/metrics")).send().await.expect("scrape");
+    let text = text.text().await.expect("metrics");
+    text.lines().find_map(|l| l.strip_prefix("http_requests_in_flight ")).map_or(0.0, |v| v.parse().expect("number"))
+}
+
 fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("pid").to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
@@ -140,15 +147,27 @@ async fn sigterm_lets_the_slow_request_finish_and_exits_zero() {
         let url = format!("{base}/ready");
         async move { reqwest::Client::new().get(url).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Until the server is serving it: a scrape sees itself and the slow request in flight.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight(&base).await < 2.0 {
+        assert!(Instant::now() < deadline, "the slow request never reached the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!slow.is_finished(), "the request is still in flight when the signal arrives");
 
     let started = Instant::now();
     sigterm(&child);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(connection_refused(&format!("{base}/health")).await, "new connections refused after SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connection_refused(&format!("{base}/health")).await {
+        assert!(Instant::now() < deadline, "new connections still accepted 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!slow.is_finished(), "the slow request outlived the listener");
 
     let response = slow.await.expect("task").expect("the slow request completed");
     assert_eq!(response.status(), 200, "it began before shutdown and finishes normally");
+    let ready: Value = response.json().await.expect("json");
+    assert_eq!(ready["checks"]["redis"]["status"], "ok", "it waited on the real Redis: {ready}");
     let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("exits within the grace period")
