@@ -140,7 +140,17 @@ async fn past_capacity_requests_are_shed_with_503_while_health_and_ready_answer(
             tokio::spawn(async move { client.get(url).send().await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until both are being answered (the application's own in-flight gauge says so).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut text = String::new();
+        app.state.http_metrics.render(&mut text);
+        if text.lines().any(|l| l == "http_requests_in_flight 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow requests never both reached the server:\n{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let shed = app.client.get(app.url("/openapi.json")).send().await.expect("sent");
     assert_eq!(shed.headers()["retry-after"], "1");
     let body = assert_problem(shed, 503).await;
