@@ -333,3 +333,40 @@ async fn scheduled_backups_run_every_interval_and_keep_the_newest() {
     let (code, _, stderr) = run_atom(&verifier.pairs(), &["backup", "verify", &newest]).await;
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// An archive holds password hashes and encrypted secrets: private to its owner, and only
+/// restored where its secrets decrypt. Every other restore test copies the key first.
+#[tokio::test]
+async fn archives_are_private_and_a_restore_refuses_a_master_key_that_does_not_decrypt_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    let out = tempfile::tempdir().expect("dir");
+    let archive = back_up(&app.db.pairs(), out.path()).await;
+    let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&archive), 0o700, "the archive directory");
+    for entry in std::fs::read_dir(&archive).expect("archive") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    app.stop().await;
+    let archive = archive.display().to_string();
+
+    // Another installation's key (valid, 32 bytes), and no key at all: both refused.
+    let target = TestDb::new().await;
+    let mut wrong_key = target.pairs();
+    wrong_key.push(("MASTER_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
+    let (code, _, stderr) = run_atom(&wrong_key, &["backup", "restore", &archive]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("do not decrypt with the configured master key"), "{stderr}");
+    assert!(!stderr.contains("AAECAwQF"), "the key is never echoed: {stderr}");
+    let (code, _, stderr) = run_atom(&target.pairs(), &["backup", "restore", &archive]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.to_ascii_lowercase().contains("master key"), "{stderr}");
+
+    // The target is left as it was: nothing restored into it.
+    let config = test_config(&target, &[]);
+    let db = Db::connect(&config.database_target().expect("target"), &config.database).await.expect("connects");
+    assert_eq!(db.tables_with_rows().await.expect("tables"), Vec::<(String, u64)>::new(), "target left empty");
+    db.close().await;
+}
