@@ -24,6 +24,7 @@ mod keys;
 mod logging;
 mod migrations;
 mod openapi;
+mod operator;
 mod outage;
 mod overload;
 mod query_plans;
