@@ -1,11 +1,14 @@
-//! The cache's hit, miss and load counters, read as exact differences around the requests.
+//! Metrics of the process-wide registry read exactly: the cache's hit, miss and load
+//! counters, and the scheduled backups' failures and last success.
 //!
-//! In a test binary of its own: the counters live in the process-wide metrics registry, and
-//! in the integration suite every other test's authenticated requests count there too, in
-//! parallel, enough to satisfy any "at least ours" bound without a single hit of ours.
+//! In a test binary of its own: in the integration suite every other test's requests and
+//! backups count in the same registry, in parallel, enough to satisfy any "at least ours"
+//! bound without a single event of ours. Here no two tests touch the same series.
 
 #[path = "it/common.rs"]
 mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -64,4 +67,42 @@ async fn cached_reads_are_counted_as_hits_and_misses() {
     assert_eq!(after.2 - before.2, 1.0, "and loaded the status once");
     assert_eq!(after.0 - before.0, 5.0, "the key's five requests hit");
     app.stop().await;
+}
+
+/// Polls `metric` of `app` until `done` holds for it, for at most 30 s; the value.
+async fn metric_until(app: &TestApp, name: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = metric(app, name, &[]).await;
+        if done(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_scheduled_backup_is_counted_and_a_successful_one_timestamped() {
+    // A backup directory that cannot be created: a regular file stands in its way.
+    let blocked = tempfile::NamedTempFile::new().expect("file");
+    let blocked_dir = blocked.path().join("backups").display().to_string();
+    let failing =
+        TestApp::spawn_with(&[("BACKUP_DIR", &blocked_dir), ("BACKUP_INTERVAL_SECS", "1")], axum::Router::new()).await;
+    let failures = metric_until(&failing, "backup_failures_total", |v| v >= 1.0).await;
+    assert_eq!(metric(&failing, "backup_last_success_timestamp_seconds", &[]).await, 0.0, "no success yet");
+    assert_eq!(failing.get("/health").await.status(), 200, "a failing backup does not stop the server");
+    // It keeps trying, every interval.
+    metric_until(&failing, "backup_failures_total", |v| v > failures).await;
+    failing.stop().await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64();
+    let extra = [("BACKUP_DIR", dir.path().to_str().expect("utf-8")), ("BACKUP_INTERVAL_SECS", "1")];
+    let working = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let stamp = metric_until(&working, "backup_last_success_timestamp_seconds", |v| v > 0.0).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!(stamp >= started.floor() && stamp <= now, "{stamp} within [{started}, {now}]");
+    assert!(!atom::backup::list_archives(dir.path()).expect("list").is_empty(), "the archive it timestamps");
+    working.stop().await;
 }
