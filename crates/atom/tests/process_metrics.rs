@@ -1,9 +1,9 @@
 //! Metrics of the process-wide registry read exactly: the cache's hit, miss and load
-//! counters, and the scheduled backups' failures and last success.
+//! counters, the scheduled backups' failures and last success, failed and slow queries.
 //!
 //! In a test binary of its own: in the integration suite every other test's requests and
 //! backups count in the same registry, in parallel, enough to satisfy any "at least ours"
-//! bound without a single event of ours. Here no two tests touch the same series.
+//! bound without a single event of ours. Here the tests run one at a time.
 
 #[path = "it/common.rs"]
 mod common;
@@ -13,6 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::common::TestApp;
+
+/// Held by each test for its whole run: process-wide settings (the slow-query threshold) and
+/// series must not be shared with a test running in parallel.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The sum of a metric's samples whose labels include every one of `labels`.
 async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -26,6 +30,7 @@ async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn cached_reads_are_counted_as_hits_and_misses() {
+    let _alone = ALONE.lock().await;
     let app = TestApp::spawn().await;
     let admin = app.user("admin").await;
     let status: Value = app.get_as(&admin.access_token, "/status").await.json().await.expect("json");
@@ -84,6 +89,7 @@ async fn metric_until(app: &TestApp, name: &str, done: impl Fn(f64) -> bool) -> 
 
 #[tokio::test]
 async fn a_failing_scheduled_backup_is_counted_and_a_successful_one_timestamped() {
+    let _alone = ALONE.lock().await;
     // A backup directory that cannot be created: a regular file stands in its way.
     let blocked = tempfile::NamedTempFile::new().expect("file");
     let blocked_dir = blocked.path().join("backups").display().to_string();
@@ -105,4 +111,32 @@ async fn a_failing_scheduled_backup_is_counted_and_a_successful_one_timestamped(
     assert!(stamp >= started.floor() && stamp <= now, "{stamp} within [{started}, {now}]");
     assert!(!atom::backup::list_archives(dir.path()).expect("list").is_empty(), "the archive it timestamps");
     working.stop().await;
+}
+
+#[tokio::test]
+async fn failed_and_slow_queries_are_counted_by_name() {
+    let _alone = ALONE.lock().await;
+    // The slow-query threshold is process-wide (hence ALONE); 0 counts every query as slow.
+    let extra = [("AUTH_REGISTRATION", "open"), ("DATABASE_SLOW_QUERY_MS", "0")];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let failed = [("query", "users.insert")];
+    let before = (
+        metric(&app, "db_query_errors_total", &failed).await,
+        metric(&app, "db_slow_queries_total", &[]).await,
+        metric(&app, "db_queries_total", &[]).await,
+    );
+    let body = serde_json::json!({ "email": "twice@example.com", "password": crate::common::PASSWORD });
+    let first = app.client.post(app.url("/v1/auth/register")).json(&body).send().await.expect("sent");
+    assert_eq!(first.status(), 201);
+    let second = app.client.post(app.url("/v1/auth/register")).json(&body).send().await.expect("sent");
+    assert_eq!(second.status(), 409, "the second insert fails on the unique email");
+    let after = (
+        metric(&app, "db_query_errors_total", &failed).await,
+        metric(&app, "db_slow_queries_total", &[]).await,
+        metric(&app, "db_queries_total", &[]).await,
+    );
+    assert_eq!(after.0 - before.0, 1.0, "the failed insert is counted under its name");
+    assert!(after.2 > before.2, "queries ran");
+    assert_eq!(after.1 - before.1, after.2 - before.2, "at a 0 ms threshold every query is slow");
+    app.stop().await;
 }
