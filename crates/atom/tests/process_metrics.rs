@@ -140,3 +140,46 @@ async fn failed_and_slow_queries_are_counted_by_name() {
     assert_eq!(after.1 - before.1, after.2 - before.2, "at a 0 ms threshold every query is slow");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn invalidations_queued_while_redis_is_down_are_counted_capped_dropped_and_sent() {
+    let _alone = ALONE.lock().await;
+    let redis = crate::common::redis_url();
+    let proxy = crate::common::TcpProxy::start(crate::common::socket_addr_of(&redis)).await;
+    let through_proxy = crate::common::via(&redis, proxy.addr);
+    // At most two invalidations wait for Redis; a third and fourth are dropped (their entries
+    // expire by the TTL).
+    let extra =
+        [("REDIS_URL", through_proxy.as_str()), ("CACHE_MAX_ENTRIES", "2"), ("HTTP_READY_CHECK_TIMEOUT_MS", "1000")];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let admin = app.user("admin").await;
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        users.push(app.user("user").await);
+    }
+    let before =
+        (metric(&app, "cache_invalidations_dropped_total", &[]).await, metric(&app, "cache_errors_total", &[]).await);
+    assert_eq!(metric(&app, "cache_invalidations_pending", &[]).await, 0.0);
+
+    proxy.set_down(true);
+    for user in &users {
+        let url = app.url(&format!("/v1/admin/users/{}/disable", user.id));
+        let response = app.client.post(url).bearer_auth(&admin.access_token).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "the write succeeds while Redis is down");
+    }
+    assert_eq!(metric(&app, "cache_invalidations_pending", &[]).await, 2.0, "queued up to the cap");
+    // Whichever Redis call failed first (after it, the node backs off instead of waiting).
+    assert!(metric(&app, "cache_errors_total", &[]).await > before.1, "the failure to reach Redis is counted");
+    let dropped = metric(&app, "cache_invalidations_dropped_total", &[]).await - before.0;
+    assert!(dropped >= 2.0, "the invalidations past the cap are dropped and counted: {dropped}");
+
+    proxy.set_down(false);
+    // The queue drains once Redis answers again (a request wakes it; so does its retry).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&app, "cache_invalidations_pending", &[]).await != 0.0 {
+        assert!(Instant::now() < deadline, "the queued invalidations were never sent");
+        let _ = app.get_as(&admin.access_token, "/v1/me").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
