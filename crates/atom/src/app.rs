@@ -159,18 +159,18 @@ impl Application {
         self
     }
 
+    /// Every route [`Self::run_until`] serves, before the middleware. axum cannot list a
+    /// router's routes, but its `Debug` names every path template: a test compares them with
+    /// the OpenAPI document, so that a route without an annotation cannot go unnoticed.
+    pub fn routes(&self) -> Router<AppState> {
+        all_routes(&self.state, self.routes.clone(), self.protected_routes.clone()).0
+    }
+
     /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let Self { listener, state, routes, protected_routes, db_lock, metrics_listener } = self;
         let config = Arc::clone(&state.config);
-        let (realtime_routes, realtime) = crate::realtime::router(&state);
-        // Behind authentication, with identity's own protected routes.
-        let protected = Router::new()
-            .merge(crate::audit::router())
-            .route("/status", axum::routing::get(http::status))
-            .merge(protected_routes);
-        let routes =
-            http::router().merge(crate::identity::router(&state, protected)).merge(realtime_routes).merge(routes);
+        let (routes, realtime) = all_routes(&state, routes, protected_routes);
         let app = http::with_middleware(routes, &state);
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
@@ -236,6 +236,23 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The operational routes, identity's (the protected ones, with the audit log, `/status` and
+/// `protected_routes`, behind authentication), Socket.io's, and the embedder's `routes`.
+fn all_routes(
+    state: &AppState,
+    routes: Router<AppState>,
+    protected_routes: Router<AppState>,
+) -> (Router<AppState>, crate::realtime::Realtime) {
+    let (realtime_routes, realtime) = crate::realtime::router(state);
+    // Behind authentication, with identity's own protected routes.
+    let protected = Router::new()
+        .merge(crate::audit::router())
+        .route("/status", axum::routing::get(http::status))
+        .merge(protected_routes);
+    let routes = http::router().merge(crate::identity::router(state, protected)).merge(realtime_routes).merge(routes);
+    (routes, realtime)
 }
 
 /// The master keyring: `master_key` (ATOM_MASTER_KEY), else `master_key_file`, else the key

@@ -69,15 +69,24 @@ async fn reuse_after_the_grace_window_revokes_the_family_and_is_audited() {
     app.stop().await;
 }
 
-#[tokio::test]
+// Two worker threads: the server and the two requests really run in parallel, so that the
+// refreshes race in the database as two tabs' do, rather than interleave on one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_by_the_same_client_both_succeed() {
-    let app = TestApp::spawn().await;
+    let app = std::sync::Arc::new(TestApp::spawn().await);
     let user = app.user("user").await;
     let admin = app.user("admin").await;
-    let (a, b) = tokio::join!(
-        try_refresh(&app.client, &app, &user.refresh_token),
-        try_refresh(&app.client, &app, &user.refresh_token)
-    );
+    // Both requests leave at the same moment, each from its own task.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let tab = |app: std::sync::Arc<TestApp>, start: std::sync::Arc<tokio::sync::Barrier>, token: String| {
+        tokio::spawn(async move {
+            start.wait().await;
+            try_refresh(&app.client, &app, &token).await
+        })
+    };
+    let a = tab(std::sync::Arc::clone(&app), std::sync::Arc::clone(&start), user.refresh_token.clone());
+    let b = tab(std::sync::Arc::clone(&app), start, user.refresh_token.clone());
+    let (a, b) = (a.await.expect("first tab"), b.await.expect("second tab"));
     let (a, b) = (refreshed(a).await, refreshed(b).await);
     let (a, b) = (refresh_token(&a), refresh_token(&b));
     assert_ne!(a, b);
@@ -87,7 +96,7 @@ async fn concurrent_refreshes_by_the_same_client_both_succeed() {
     assert!(audit(&app, &admin.access_token, "action=auth.refresh_reuse").await.is_empty());
     let refreshes = audit(&app, &admin.access_token, &format!("action=auth.refresh&actor={}", user.id)).await;
     assert_eq!(refreshes.len(), 4, "{refreshes:?}");
-    app.stop().await;
+    std::sync::Arc::into_inner(app).expect("the tabs are done").stop().await;
 }
 
 #[tokio::test]

@@ -3,12 +3,13 @@
 //! rotation, `atom admin create`, the bootstrap admin and `atom audit verify`.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 use atom::crypto::MasterKeyring;
 use atom::storage::encrypted;
 use serde_json::Value;
 
-use crate::common::{PASSWORD, TestApp, TestDb, run_atom};
+use crate::common::{PASSWORD, TestApp, TestDb, TestUser, run_atom};
 
 fn kid_of(token: &str) -> String {
     use base64::Engine;
@@ -21,6 +22,24 @@ fn kid_of(token: &str) -> String {
 async fn jwks_kids(app: &TestApp) -> Vec<String> {
     let jwks: Value = app.get("/.well-known/jwks.json").await.json().await.expect("json");
     jwks["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().unwrap_or("").to_owned()).collect()
+}
+
+/// Lets `app` pick up keys changed under it, on its own: a node started on the same
+/// database after the change signs in `user`, and `app` meets that token, whose `kid` it has
+/// not loaded; its reload on an unknown `kid` (at most every few seconds) re-reads the master
+/// key file and the signing keys. Polls until `app` accepts the token; the new `kid`.
+async fn let_the_server_reload_its_keys(app: &TestApp, user: &TestUser) -> String {
+    let shared = app.db.pairs();
+    let pairs: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let node = TestApp::spawn_with(&pairs, axum::Router::new()).await;
+    let token = node.login(&user.email, PASSWORD).await["access_token"].as_str().expect("token").to_owned();
+    node.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get_as(&token, "/v1/me").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the server did not pick up the new signing key within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kid_of(&token)
 }
 
 #[tokio::test]
@@ -86,10 +105,15 @@ async fn master_key_rotation_rewraps_online_resumes_after_interruption_and_retir
     assert_eq!(encrypted::versions_in_use(&app.state.db).await.expect("versions").into_iter().collect::<Vec<_>>(), [2]);
     assert_eq!(encrypted::check_all_decrypt(&app.state.db, &keyring).await.expect("decrypts"), 4);
 
-    // The running server picks up the new key file and keeps working.
-    app.state.identity.reload_keys().await;
+    // The running server picks up the new key file on its own: a signing key added now is
+    // wrapped under v2 only, and the server signs with it once it has reloaded both.
+    let (code, stdout, stderr) = run_atom(&env, &["keys", "rotate-signing"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let new_kid = stdout.split_whitespace().nth(3).expect("kid printed").to_owned();
+    assert_eq!(let_the_server_reload_its_keys(&app, &user).await, new_kid);
     assert_eq!(app.get_as(&user.access_token, "/v1/me").await.status(), 200);
-    app.login(&user.email, PASSWORD).await;
+    let fresh = app.login(&user.email, PASSWORD).await;
+    assert_eq!(kid_of(fresh["access_token"].as_str().expect("token")), new_kid, "signed with the new key");
 
     // An environment key cannot be rotated in place.
     env.push(("MASTER_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
@@ -109,7 +133,7 @@ async fn signing_key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     let (code, stdout, stderr) = run_atom(&app.db.pairs(), &["keys", "rotate-signing"]).await;
     assert_eq!(code, 0, "{stderr}");
     let new_kid = stdout.split_whitespace().nth(3).expect("kid printed").to_owned();
-    app.state.identity.reload_keys().await;
+    assert_eq!(let_the_server_reload_its_keys(&app, &user).await, new_kid);
 
     assert_eq!(app.get_as(&user.access_token, "/v1/me").await.status(), 200, "old token still valid");
     let fresh = app.login(&user.email, PASSWORD).await;
@@ -152,6 +176,27 @@ async fn the_bootstrap_admin_is_created_only_on_an_empty_installation() {
 
     let half = atom::Config::from_pairs([("AUTH_BOOTSTRAP_ADMIN_EMAIL", "x@example.com")]);
     assert!(half.is_err(), "an email without a password is a configuration error");
+    let mut app = app;
+    app.begin_shutdown().await.expect("task").expect("clean shutdown");
+    let TestApp { db, .. } = app;
+
+    // Restarted on the now non-empty database with other bootstrap credentials: no new admin,
+    // and the first one's password is not reset.
+    let other = [
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", "second@example.com"),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "another long password"),
+    ];
+    let app = TestApp::spawn_on(db, &other, axum::Router::new()).await;
+    let refused = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&serde_json::json!({ "email": "second@example.com", "password": "another long password" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 401, "no bootstrap admin on a non-empty installation");
+    let session = app.login("first@example.com", PASSWORD).await;
+    assert_eq!(session["user"]["role"], "admin");
     app.stop().await;
 }
 

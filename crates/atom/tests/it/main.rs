@@ -29,6 +29,7 @@ mod logging;
 mod metrics_exposure;
 mod migrations;
 mod openapi;
+mod operator;
 mod outage;
 mod overload;
 mod query_plans;

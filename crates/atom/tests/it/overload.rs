@@ -140,7 +140,17 @@ async fn past_capacity_requests_are_shed_with_503_while_health_and_ready_answer(
             tokio::spawn(async move { client.get(url).send().await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until both are being answered (the application's own in-flight gauge says so).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut text = String::new();
+        app.state.http_metrics.render(&mut text);
+        if text.lines().any(|l| l == "http_requests_in_flight 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow requests never both reached the server:\n{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let shed = app.client.get(app.url("/openapi.json")).send().await.expect("sent");
     assert_eq!(shed.headers()["retry-after"], "1");
     let body = assert_problem(shed, 503).await;
@@ -151,5 +161,47 @@ async fn past_capacity_requests_are_shed_with_503_while_health_and_ready_answer(
         assert_eq!(request.await.expect("task").expect("sent").status(), 200, "admitted requests complete");
     }
     assert_eq!(app.get("/openapi.json").await.status(), 200, "capacity is back");
+    app.stop().await;
+}
+
+/// Sends one keep-alive request on `stream` and reads its answer's head: the connection was
+/// admitted and stays open.
+async fn served_on(stream: &mut TcpStream) -> String {
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\n\r\n").await.expect("write");
+    let mut buf = [0u8; 4096];
+    let n =
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.expect("answered").expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn connections_over_the_total_cap_are_closed_at_once_whatever_their_address() {
+    let app = TestApp::spawn_with(&[("HTTP_MAX_CONNECTIONS", "2")], axum::Router::new()).await;
+    // Two connections from two addresses, each under the per-address cap, fill the total.
+    let mut held = [connect_from(11, app.addr).await, connect_from(12, app.addr).await];
+    for stream in &mut held {
+        let answer = served_on(stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let mut third = connect_from(13, app.addr).await;
+    let _ = third.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\n\r\n").await;
+    assert!(closed_within(&mut third, Duration::from_secs(10)).await, "a third connection is closed");
+
+    // One closes: its place is free again, as soon as the server has seen it go.
+    let [first, mut second] = held;
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut next = connect_from(13, app.addr).await;
+        let _ = next.write_all(b"GET /health HTTP/1.1\r\nHost: atom\r\nConnection: close\r\n\r\n").await;
+        let mut response = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), next.read_to_string(&mut response)).await;
+        if response.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed place was never given to a new connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served_on(&mut second).await.starts_with("HTTP/1.1 200"), "the held connection still works");
     app.stop().await;
 }

@@ -14,6 +14,21 @@ use crate::common::{
 };
 use crate::errors::test_routes;
 
+/// Waits until the application is answering `n` requests (its own in-flight gauge).
+async fn wait_until_in_flight(app: &TestApp, n: u32) {
+    let expected = format!("http_requests_in_flight {n}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut text = String::new();
+        app.state.http_metrics.render(&mut text);
+        if text.lines().any(|l| l == expected) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {n} request(s) in flight:\n{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn hanging_route() -> Router<AppState> {
     Router::new().route(
         "/test/hang",
@@ -37,18 +52,25 @@ async fn in_flight_requests_finish_and_new_connections_are_refused() {
     let client = app.client.clone();
     let slow_url = app.url("/test/slow");
     let slow = tokio::spawn(async move { client.get(slow_url).send().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_in_flight(&app, 1).await;
 
-    let started = Instant::now();
     let server = app.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(connection_refused(&app.url("/health")).await, "listener closed once shutdown began");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connection_refused(&app.url("/health")).await {
+        assert!(Instant::now() < deadline, "listener still open 10 s after shutdown began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!slow.is_finished(), "the request was in flight when the listener closed");
 
     let response = slow.await.expect("task").expect("in-flight request completed");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "done");
-    server.await.expect("task").expect("clean shutdown");
-    assert!(started.elapsed() < Duration::from_secs(4), "no waiting past the last request");
+    // No waiting past the last request: far sooner than the 5 s grace period would end.
+    tokio::time::timeout(Duration::from_secs(4), server)
+        .await
+        .expect("shutdown ends with the last request")
+        .expect("task")
+        .expect("clean shutdown");
     assert!(app.state.db.is_closed(), "pool closed");
 }
 
@@ -76,7 +98,7 @@ async fn the_grace_period_bounds_the_wait_for_requests() {
     let client = app.client.clone();
     let url = app.url("/test/hang");
     let _hanging = tokio::spawn(async move { client.get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_in_flight(&app, 1).await;
 
     let started = Instant::now();
     app.begin_shutdown().await.expect("task").expect("shutdown returns Ok");
@@ -104,6 +126,13 @@ async fn serve_with_slow_redis(grace_secs: &str) -> (tokio::process::Child, Stri
     (child, base, proxy, db)
 }
 
+/// `http_requests_in_flight` of the server at `base`, the scrape itself included.
+async fn in_flight(base: &str) -> f64 {
+    let text = reqwest::Client::new().get(format!("{base}/metrics")).send().await.expect("scrape");
+    let text = text.text().await.expect("metrics");
+    text.lines().find_map(|l| l.strip_prefix("http_requests_in_flight ")).map_or(0.0, |v| v.parse().expect("number"))
+}
+
 fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("pid").to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
@@ -113,18 +142,24 @@ fn sigterm(child: &tokio::process::Child) {
 async fn sigterm_cuts_requests_still_running_after_the_grace_period() {
     let (child, base, proxy, _db) = serve_with_slow_redis("1").await;
     proxy.set_delay(Duration::from_secs(15));
-    let slow = tokio::spawn(async move { reqwest::Client::new().get(format!("{base}/ready")).send().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("{base}/ready");
+    let slow = tokio::spawn(async move { reqwest::Client::new().get(url).send().await });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight(&base).await < 2.0 {
+        assert!(Instant::now() < deadline, "the slow request never reached the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let started = Instant::now();
     sigterm(&child);
-    let output = tokio::time::timeout(Duration::from_secs(8), child.wait_with_output())
+    // The request needs 15 s more: an exit well before that is the grace period cutting it.
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("exits soon after the grace period")
         .expect("output");
     assert_eq!(output.status.code(), Some(0));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(took >= Duration::from_millis(900), "not before the grace period: took {took:?}");
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(log.contains("grace period over"), "{log}");
     assert!(slow.await.expect("task").is_err(), "the request past the grace period was cut");
@@ -140,15 +175,27 @@ async fn sigterm_lets_the_slow_request_finish_and_exits_zero() {
         let url = format!("{base}/ready");
         async move { reqwest::Client::new().get(url).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Until the server is serving it: a scrape sees itself and the slow request in flight.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight(&base).await < 2.0 {
+        assert!(Instant::now() < deadline, "the slow request never reached the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!slow.is_finished(), "the request is still in flight when the signal arrives");
 
     let started = Instant::now();
     sigterm(&child);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(connection_refused(&format!("{base}/health")).await, "new connections refused after SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connection_refused(&format!("{base}/health")).await {
+        assert!(Instant::now() < deadline, "new connections still accepted 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!slow.is_finished(), "the slow request outlived the listener");
 
     let response = slow.await.expect("task").expect("the slow request completed");
     assert_eq!(response.status(), 200, "it began before shutdown and finishes normally");
+    let ready: Value = response.json().await.expect("json");
+    assert_eq!(ready["checks"]["redis"]["status"], "ok", "it waited on the real Redis: {ready}");
     let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("exits within the grace period")

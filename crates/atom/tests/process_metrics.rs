@@ -1,0 +1,189 @@
+//! Metrics of the process-wide registry read exactly: the cache's hit, miss and load
+//! counters, the scheduled backups' failures and last success, failed and slow queries.
+//!
+//! In a test binary of its own: in the integration suite every other test's requests and
+//! backups count in the same registry, in parallel, enough to satisfy any "at least ours"
+//! bound without a single event of ours. Here the tests run one at a time.
+
+#[path = "it/binary.rs"]
+mod binary;
+#[path = "it/common.rs"]
+mod common;
+#[path = "it/proxy.rs"]
+mod proxy;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::common::TestApp;
+
+/// Held by each test for its whole run: process-wide settings (the slow-query threshold) and
+/// series must not be shared with a test running in parallel.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The sum of a metric's samples whose labels include every one of `labels`.
+async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = app.get("/metrics").await.text().await.expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+        .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn cached_reads_are_counted_as_hits_and_misses() {
+    let _alone = ALONE.lock().await;
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin").await;
+    let status: Value = app.get_as(&admin.access_token, "/status").await.json().await.expect("json");
+    let expected = if std::env::var("ATOM_TEST_REDIS_URL").is_ok() { "redis" } else { "memory" };
+    assert_eq!(status["backends"]["cache"], expected, "{status}");
+
+    let user = app.user("user").await;
+    let hits = [("namespace", "user"), ("result", "hit")];
+    let misses = [("namespace", "user"), ("result", "miss")];
+    let loads = [("namespace", "user")];
+    let before = (
+        metric(&app, "cache_requests_total", &hits).await,
+        metric(&app, "cache_requests_total", &misses).await,
+        metric(&app, "cache_loads_total", &loads).await,
+    );
+    // The first read of the account's status (creating the key, with the access token)
+    // misses and loads it. Then an API key, each of whose requests reads the status from the
+    // cache (an access token reads it at most once a second; its verified entry remembers
+    // the rest).
+    let response = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&user.access_token)
+        .json(&serde_json::json!({ "name": "worker" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let key = response.json::<Value>().await.expect("json")["key"].as_str().expect("key").to_owned();
+    for _ in 0..5 {
+        assert_eq!(app.get_as(&key, "/v1/me").await.status(), 200);
+    }
+    let after = (
+        metric(&app, "cache_requests_total", &hits).await,
+        metric(&app, "cache_requests_total", &misses).await,
+        metric(&app, "cache_loads_total", &loads).await,
+    );
+    assert_eq!(after.1 - before.1, 1.0, "the first read missed");
+    assert_eq!(after.2 - before.2, 1.0, "and loaded the status once");
+    assert_eq!(after.0 - before.0, 5.0, "the key's five requests hit");
+    app.stop().await;
+}
+
+/// Polls `metric` of `app` until `done` holds for it, for at most 30 s; the value.
+async fn metric_until(app: &TestApp, name: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = metric(app, name, &[]).await;
+        if done(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_scheduled_backup_is_counted_and_a_successful_one_timestamped() {
+    let _alone = ALONE.lock().await;
+    // A backup directory that cannot be created: a regular file stands in its way.
+    let blocked = tempfile::NamedTempFile::new().expect("file");
+    let blocked_dir = blocked.path().join("backups").display().to_string();
+    let failing =
+        TestApp::spawn_with(&[("BACKUP_DIR", &blocked_dir), ("BACKUP_INTERVAL_SECS", "1")], axum::Router::new()).await;
+    let failures = metric_until(&failing, "backup_failures_total", |v| v >= 1.0).await;
+    assert_eq!(metric(&failing, "backup_last_success_timestamp_seconds", &[]).await, 0.0, "no success yet");
+    assert_eq!(failing.get("/health").await.status(), 200, "a failing backup does not stop the server");
+    // It keeps trying, every interval.
+    metric_until(&failing, "backup_failures_total", |v| v > failures).await;
+    failing.stop().await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64();
+    let extra = [("BACKUP_DIR", dir.path().to_str().expect("utf-8")), ("BACKUP_INTERVAL_SECS", "1")];
+    let working = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let stamp = metric_until(&working, "backup_last_success_timestamp_seconds", |v| v > 0.0).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!(stamp >= started.floor() && stamp <= now, "{stamp} within [{started}, {now}]");
+    assert!(!atom::backup::list_archives(dir.path()).expect("list").is_empty(), "the archive it timestamps");
+    working.stop().await;
+}
+
+#[tokio::test]
+async fn failed_and_slow_queries_are_counted_by_name() {
+    let _alone = ALONE.lock().await;
+    // The slow-query threshold is process-wide (hence ALONE); 0 counts every query as slow.
+    let extra = [("AUTH_REGISTRATION", "open"), ("DATABASE_SLOW_QUERY_MS", "0")];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let failed = [("query", "users.insert")];
+    let before = (
+        metric(&app, "db_query_errors_total", &failed).await,
+        metric(&app, "db_slow_queries_total", &[]).await,
+        metric(&app, "db_queries_total", &[]).await,
+    );
+    let body = serde_json::json!({ "email": "twice@example.com", "password": crate::common::PASSWORD });
+    let first = app.client.post(app.url("/v1/auth/register")).json(&body).send().await.expect("sent");
+    assert_eq!(first.status(), 201);
+    let second = app.client.post(app.url("/v1/auth/register")).json(&body).send().await.expect("sent");
+    assert_eq!(second.status(), 409, "the second insert fails on the unique email");
+    let after = (
+        metric(&app, "db_query_errors_total", &failed).await,
+        metric(&app, "db_slow_queries_total", &[]).await,
+        metric(&app, "db_queries_total", &[]).await,
+    );
+    assert_eq!(after.0 - before.0, 1.0, "the failed insert is counted under its name");
+    assert!(after.2 > before.2, "queries ran");
+    assert_eq!(after.1 - before.1, after.2 - before.2, "at a 0 ms threshold every query is slow");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalidations_queued_while_redis_is_down_are_counted_capped_dropped_and_sent() {
+    let _alone = ALONE.lock().await;
+    let redis = crate::common::redis_url();
+    let proxy = crate::common::TcpProxy::start(crate::common::socket_addr_of(&redis)).await;
+    let through_proxy = crate::common::via(&redis, proxy.addr);
+    // At most two invalidations wait for Redis; a third and fourth are dropped (their entries
+    // expire by the TTL).
+    let extra =
+        [("REDIS_URL", through_proxy.as_str()), ("CACHE_MAX_ENTRIES", "2"), ("HTTP_READY_CHECK_TIMEOUT_MS", "1000")];
+    let app = TestApp::spawn_with(&extra, axum::Router::new()).await;
+    let admin = app.user("admin").await;
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        users.push(app.user("user").await);
+    }
+    let before =
+        (metric(&app, "cache_invalidations_dropped_total", &[]).await, metric(&app, "cache_errors_total", &[]).await);
+    assert_eq!(metric(&app, "cache_invalidations_pending", &[]).await, 0.0);
+
+    proxy.set_down(true);
+    for user in &users {
+        let url = app.url(&format!("/v1/admin/users/{}/disable", user.id));
+        let response = app.client.post(url).bearer_auth(&admin.access_token).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "the write succeeds while Redis is down");
+    }
+    assert_eq!(metric(&app, "cache_invalidations_pending", &[]).await, 2.0, "queued up to the cap");
+    // Whichever Redis call failed first (after it, the node backs off instead of waiting).
+    assert!(metric(&app, "cache_errors_total", &[]).await > before.1, "the failure to reach Redis is counted");
+    let dropped = metric(&app, "cache_invalidations_dropped_total", &[]).await - before.0;
+    assert!(dropped >= 2.0, "the invalidations past the cap are dropped and counted: {dropped}");
+
+    proxy.set_down(false);
+    // The queue drains once Redis answers again (a request wakes it; so does its retry).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&app, "cache_invalidations_pending", &[]).await != 0.0 {
+        assert!(Instant::now() < deadline, "the queued invalidations were never sent");
+        let _ = app.get_as(&admin.access_token, "/v1/me").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
