@@ -24,28 +24,27 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 const HSTS: &str = "max-age=63072000; includeSubDomains";
 const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
 
-/// The security headers, one tower-http layer each (`hsts` when the public URL is https). A
-/// handler's own `Content-Security-Policy` and `Cache-Control` win over the defaults (a page
-/// sets its own CSP; the JWKS is cacheable); the other headers are always ours, since a
+/// The security headers, one tower-http layer each, and HSTS (when the public URL is https).
+/// A handler's own `Content-Security-Policy` and `Cache-Control` win over the defaults (a
+/// page sets its own CSP; the JWKS is cacheable); the other headers are always ours, since a
 /// handler has no business loosening them.
-pub fn security_headers(hsts: bool) -> Vec<SetResponseHeaderLayer<HeaderValue>> {
+pub fn security_headers(
+    hsts: bool,
+) -> ([SetResponseHeaderLayer<HeaderValue>; 5], Option<SetResponseHeaderLayer<HeaderValue>>) {
     let forced = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
     };
     let default = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
-    let mut layers = vec![
+    let layers = [
         forced(header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         forced(header::X_FRAME_OPTIONS, "DENY"),
         forced(CORP, "same-origin"),
         default(header::CONTENT_SECURITY_POLICY, API_CSP),
         default(header::CACHE_CONTROL, "no-store"),
     ];
-    if hsts {
-        layers.push(forced(header::STRICT_TRANSPORT_SECURITY, HSTS));
-    }
-    layers
+    (layers, hsts.then(|| forced(header::STRICT_TRANSPORT_SECURITY, HSTS)))
 }
 
 /// CORS for exactly the configured origins, with credentials; `None` when there are none

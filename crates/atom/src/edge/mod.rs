@@ -232,7 +232,8 @@ pub async fn enforce(
 async fn deny(edge: &Edge, db: &Db, name: &'static str, key: &str, caller: Caller, decision: Decision) -> Response {
     metrics::counter!("rate_limit_denied_total", "policy" => name).increment(1);
     if edge.strike(key) {
-        audit_ban(edge, db, name, key, caller).await;
+        // Boxed: a rare path whose database write should not weigh on every request's future.
+        Box::pin(audit_ban(edge, db, name, key, caller)).await;
     }
     let allowance = edge.allowance(name, decision);
     let mut response = too_many(allowance.decision.retry_after_secs, "Rate limit exceeded; slow down.");

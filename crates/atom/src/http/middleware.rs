@@ -1,5 +1,5 @@
 //! The stack every request passes through, built in [`super::with_middleware`] from
-//! tower-http's layers and two `from_fn` middlewares of ours. Outermost first:
+//! tower-http's layers and `from_fn` middlewares of ours. Outermost first:
 //!
 //! 1. [`drop_hostile_request_id`], then tower-http's `SetRequestId` (a new UUID unless the
 //!    client sent a valid `X-Request-Id`) and `PropagateRequestId` (the id goes back out).
@@ -9,13 +9,15 @@
 //!    produced it (a handler, axum's rejections, a layer below).
 //! 4. tower-http's `CatchPanic`: a panicking handler answers a 500 problem.
 //! 5. CORS, when origins are configured (tower-http).
-//! 6. [`guard`]: the request head's size, load shedding and the per-address rate limit.
-//! 7. tower-http's `Timeout` (504) and `RequestBodyLimit` (413, at once when
-//!    `Content-Length` says so), then the route; protected routes add authentication
+//! 6. [`guard`]: the request head's size, NUL bytes in path and query parameters
+//!    ([`super::reject_nul`]: a 400 before anything can reach SQL), load shedding and the
+//!    per-address rate limit.
+//! 7. tower-http's `RequestBodyLimit` (413, at once when `Content-Length` says so) and
+//!    `Timeout` (504), then the route; protected routes add authentication
 //!    ([`crate::identity::auth`]).
 //!
-//! The layers are applied with `Router::layer`, so they run after routing: [`observe`] reads
-//! the matched route template from the request.
+//! The stack is applied with one `Router::layer`, so it runs after routing: [`observe`]
+//! reads the matched route template from the request.
 //!
 //! Invariant: the request log names the route template and the path (credential-shaped
 //! segments redacted), never the query string or a header value, so credentials sent in
@@ -47,7 +49,7 @@ fn valid_request_id(value: &HeaderValue) -> bool {
 }
 
 /// Removes an `X-Request-Id` that may not be kept, so that `SetRequestId` makes a new one.
-pub async fn drop_hostile_request_id(mut req: Request) -> Request {
+pub fn drop_hostile_request_id<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
     if req.headers().get(REQUEST_ID).is_some_and(|v| !valid_request_id(v)) {
         req.headers_mut().remove(REQUEST_ID);
     }
@@ -94,7 +96,8 @@ pub async fn observe(State(metrics): State<Arc<RequestMetrics>>, req: Request, n
 
     let (response, queries) = crate::request::scope(request_id.clone(), next.run(req)).await;
 
-    let mut response = if is_error(&response) { finalize_problem(response, &request_id).await } else { response };
+    let mut response =
+        if is_error(&response) { Box::pin(finalize_problem(response, &request_id)).await } else { response };
     // A body the handler did not read to its end leaves the connection unusable for another
     // request (hyper closes it after this response): say so, so that the client does not
     // send its next request on it.
@@ -218,13 +221,16 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.").into_response()
 }
 
-/// The request head's size, load shedding and the per-address rate limit (step 6 of the
-/// stack). Inside CORS, so that a browser can read the 429s and 503s it produces.
+/// The request head's size, NUL bytes in path and query, load shedding and the per-address
+/// rate limit (step 6 of the stack). Inside CORS, so that a browser can read the 429s and 503s it produces.
 ///
 /// `/v1/auth/*` and requests without credentials are limited per client address here;
 /// requests with credentials per principal, after authentication.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(refused) = head_too_large(&req, state.config.http.max_header_bytes) {
+        return refused;
+    }
+    if let Some(refused) = super::reject_nul::refusal(&req) {
         return refused;
     }
     let edge = &state.edge;
@@ -242,7 +248,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     let caller = Caller { ip: Some(ip), request_id: Some(request_id_of(req.headers()).to_owned()) };
-    match edge::enforce(edge, &state.db, policy, edge::address_key(ip), caller).await {
+    // Boxed, like every large future on a rare or slow path: a middleware's future is moved
+    // into a box of its own by `from_fn` on every request, and its size is that of its
+    // largest await (here the shared limiter's Redis call and a ban's audit write).
+    match Box::pin(edge::enforce(edge, &state.db, policy, edge::address_key(ip), caller)).await {
         Ok(allowance) => {
             let mut response = next.run(req).await;
             if let Some(allowance) = allowance {

@@ -20,8 +20,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::middleware::{from_fn_with_state, map_request};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -42,33 +43,32 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi::serve))
 }
 
-/// Wraps `routes` in the stack every request passes through (see [`middleware`]): the
-/// layers in the order written here, innermost first.
+/// Wraps `routes` in the stack every request passes through (see [`middleware`]), outermost
+/// layer first. One `ServiceBuilder` applied once: each `Router::layer` call boxes the route
+/// again, and every request would clone each box.
 pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
     let http = &state.config.http;
-    let mut router = routes
-        .fallback(|| async { ApiError::NotFound })
-        .layer(axum::middleware::from_fn(reject_nul::reject_nul))
+    let hsts = state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let ([nosniff, frame_options, corp, csp, cache_control], hsts) = crate::edge::headers::security_headers(hsts);
+    let stack = ServiceBuilder::new()
+        .map_request(middleware::drop_hostile_request_id)
+        .layer(SetRequestIdLayer::new(middleware::REQUEST_ID, middleware::NewRequestId))
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
+        .layer(nosniff)
+        .layer(frame_options)
+        .layer(corp)
+        .layer(csp)
+        .layer(cache_control)
+        .option_layer(hsts)
+        .layer(from_fn_with_state(Arc::clone(&state.http_metrics), middleware::observe))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .option_layer(crate::edge::headers::cors(&http.cors_allowed_origins))
+        .layer(from_fn_with_state(state.clone(), middleware::guard))
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
-        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),
         ))
-        .layer(from_fn_with_state(state.clone(), middleware::guard));
-    if let Some(cors) = crate::edge::headers::cors(&http.cors_allowed_origins) {
-        router = router.layer(cors);
-    }
-    router = router
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(from_fn_with_state(Arc::clone(&state.http_metrics), middleware::observe));
-    let hsts = state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-    for header in crate::edge::headers::security_headers(hsts) {
-        router = router.layer(header);
-    }
-    router
-        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
-        .layer(SetRequestIdLayer::new(middleware::REQUEST_ID, middleware::NewRequestId))
-        .layer(map_request(middleware::drop_hostile_request_id))
-        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes));
+    routes.fallback(|| async { ApiError::NotFound }).layer(stack).with_state(state.clone())
 }

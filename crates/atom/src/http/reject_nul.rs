@@ -11,7 +11,6 @@
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
@@ -19,16 +18,17 @@ use crate::error::{FieldError, Problem};
 
 const MESSAGE: &str = "must not contain NUL bytes and must be UTF-8 once percent-decoded";
 
-/// The middleware function (`axum::middleware::from_fn(reject_nul)`), run per route so that
-/// the matched route template names the path parameter at fault.
-pub async fn reject_nul(request: Request, next: Next) -> Response {
+/// The 400 for a request whose path or query is refused, if it is. Called by the stack's
+/// guard ([`super::middleware::guard`]), after routing, so that the matched route template
+/// names the path parameter at fault.
+pub fn refusal(request: &Request) -> Option<Response> {
     let errors = refused_parts(
         request.uri().path(),
         request.uri().query(),
         request.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
     );
     if errors.is_empty() {
-        return next.run(request).await;
+        return None;
     }
     let mut problem = Problem::new(
         StatusCode::BAD_REQUEST,
@@ -36,7 +36,7 @@ pub async fn reject_nul(request: Request, next: Next) -> Response {
         "The path or the query holds a NUL byte or bytes that are not UTF-8.",
     );
     problem.errors = errors;
-    problem.into_response()
+    Some(problem.into_response())
 }
 
 /// Every path or query parameter of the request that is refused; empty when all are fine.

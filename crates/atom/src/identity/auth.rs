@@ -154,11 +154,12 @@ pub async fn verify_credential(identity: &super::Identity, credential: &str) -> 
 /// the client address's anonymous rate limit, so that requests with made-up credentials
 /// cannot go around it.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let principal = match principal_of(&state.identity, req.headers()).await {
+    // Boxed: the full check of a credential may reload keys or read the database.
+    let principal = match Box::pin(principal_of(&state.identity, req.headers())).await {
         Ok(principal) => principal,
         Err(e) => {
             let ip = state.edge.client_ip(req.headers(), req.extensions());
-            let denied = crate::edge::count_failed_authentication(&state.edge, ip).await;
+            let denied = Box::pin(crate::edge::count_failed_authentication(&state.edge, ip)).await;
             return denied.unwrap_or(e).into_response();
         }
     };
@@ -168,8 +169,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             ip: state.edge.client_ip(req.headers(), req.extensions()),
             request_id: req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned),
         };
-        crate::edge::enforce(&state.edge, &state.db, crate::edge::API, crate::edge::principal_key(&principal), caller)
-            .await
+        let key = crate::edge::principal_key(&principal);
+        Box::pin(crate::edge::enforce(&state.edge, &state.db, crate::edge::API, key, caller)).await
     } else {
         Ok(None)
     };

@@ -227,6 +227,22 @@ async fn every_earlier_schema_upgrades_to_the_latest_keeping_its_data() {
                  VALUES ('old-user', 'old@example.com', 'x', 'user', 1, 1, 1)",
             )
             .await;
+            // The identity release's other tables, one row each.
+            for insert in [
+                "INSERT INTO invites (code_hash, created_by, email, created_at, expires_at) \
+                 VALUES ('old-invite', 'old-user', 'new@example.com', 1, 2)",
+                "INSERT INTO refresh_tokens (id, token_hash, family_id, user_id, created_at, expires_at) \
+                 VALUES ('old-rt', 'old-rt-hash', 'old-family', 'old-user', 1, 2)",
+                "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at) \
+                 VALUES ('old-key', 'old-user', 'old', 'oldprefix', 'old-key-hash', 'api', 1)",
+                "INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at, retired_at) \
+                 VALUES ('old-kid', 'EdDSA', 'sealed', '{}', 1, 2)",
+                "INSERT INTO login_throttle (throttle_key, failures, window_started_at) VALUES ('old', 1, 1)",
+                "INSERT INTO audit_log (id, at, actor_type, action, outcome, details, prev_hash, hash) \
+                 VALUES ('old-audit', 1, 'system', 'test.seed', 'success', '{}', 'p', 'h')",
+            ] {
+                execute(&db, insert).await;
+            }
         }
         // Every data table of this release holds rows, so that the upgrade is seen keeping
         // each one's data: a release that adds a table makes this fail until its seed is added
