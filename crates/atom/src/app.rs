@@ -251,7 +251,8 @@ fn all_routes(
         .merge(crate::audit::router())
         .route("/status", axum::routing::get(http::status))
         .merge(protected_routes);
-    let routes = http::router().merge(crate::identity::router(state, protected)).merge(realtime_routes).merge(routes);
+    let routes =
+        http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes).merge(routes);
     (routes, realtime)
 }
 

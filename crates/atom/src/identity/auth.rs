@@ -2,24 +2,17 @@
 //! token is an access JWT or an API key (`atom_sk_…`). The result is a [`Principal`] in the
 //! request's extensions; handlers take it as an extractor.
 //!
-//! Invariant: the protected router is wrapped in [`authenticate`] as a whole (see
-//! `identity::router`), so a new route is protected unless it is added to the public list
-//! on purpose.
+//! Invariant: the protected router is wrapped in [`super::routes::auth::authenticate`] as a
+//! whole (see `identity::routes::router`), so a new route is protected unless it is added to
+//! the public list on purpose.
 
-use axum::extract::{FromRef, FromRequestParts, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::api_keys::API_KEY_PREFIX;
-use crate::audit::{Actor, RequestContext};
-use crate::edge::Caller;
+use crate::audit::Actor;
 use crate::error::ApiError;
-use crate::http::middleware::AuthenticatedUser;
-use crate::state::AppState;
-use crate::wire::REQUEST_ID;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -89,7 +82,7 @@ impl Principal {
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
-    /// From the request's extensions, where [`authenticate`] put it.
+    /// From the request's extensions, where [`super::routes::auth::authenticate`] put it.
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         parts
             .extensions
@@ -99,29 +92,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestContext
-where
-    AppState: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    /// The client's address as the rate limits see it: behind a configured proxy, the
-    /// forwarded client, not the proxy.
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let app = AppState::from_ref(state);
-        let client_addr = app.edge.client_ip(&parts.headers, &parts.extensions).map(|ip| ip.to_string());
-        let user_agent = parts
-            .headers
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect());
-        let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self { client_addr, user_agent, request_id })
-    }
-}
-
 /// The bearer token in an `Authorization` header value: `None` without one.
-fn bearer(value: Option<&HeaderValue>) -> Result<Option<&str>, ApiError> {
+pub(crate) fn bearer(value: Option<&HeaderValue>) -> Result<Option<&str>, ApiError> {
     let Some(value) = value else { return Ok(None) };
     let malformed =
         || ApiError::Unauthorized { error: "invalid_request", description: "Malformed Authorization header." };
@@ -138,66 +110,12 @@ fn bearer(value: Option<&HeaderValue>) -> Result<Option<&str>, ApiError> {
 
 /// Verifies a credential, an access JWT or an API key (`atom_sk_…`), and the account behind
 /// it (a disabled account is refused). The one check behind every way in: HTTP requests
-/// ([`authenticate`]) and Socket.io connections ([`crate::realtime`]).
+/// ([`super::routes::auth::authenticate`]) and Socket.io connections ([`crate::realtime`]).
 pub async fn verify_credential(identity: &super::Identity, credential: &str) -> Result<Principal, ApiError> {
     if credential.starts_with(API_KEY_PREFIX) {
         identity.authenticate_api_key(credential).await
     } else {
         identity.authenticate_access_token(credential).await
-    }
-}
-
-/// Authenticates every request to the routes it wraps (a `route_layer` of `from_fn`
-/// middleware), then applies the per-principal rate limit.
-///
-/// A refusal answers 401 with a `WWW-Authenticate` challenge; failed attempts count against
-/// the client address's anonymous rate limit, so that requests with made-up credentials
-/// cannot go around it.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    // Boxed: the full check of a credential may reload keys or read the database.
-    let principal = match Box::pin(principal_of(&state.identity, req.headers())).await {
-        Ok(principal) => principal,
-        Err(e) => {
-            let ip = state.edge.client_ip(req.headers(), req.extensions());
-            let denied = Box::pin(crate::edge::count_failed_authentication(&state.edge, ip)).await;
-            return denied.unwrap_or(e).into_response();
-        }
-    };
-    let user = AuthenticatedUser(principal.user_id.clone());
-    let limited = if state.edge.enabled() {
-        let caller = Caller {
-            ip: state.edge.client_ip(req.headers(), req.extensions()),
-            request_id: req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned),
-        };
-        let key = crate::edge::principal_key(&principal);
-        Box::pin(crate::edge::enforce(&state.edge, &state.db, crate::edge::API, key, caller)).await
-    } else {
-        Ok(None)
-    };
-    let mut response = match limited {
-        Ok(allowance) => {
-            req.extensions_mut().insert(principal);
-            let mut response = next.run(req).await;
-            if let Some(allowance) = allowance {
-                allowance.stamp(&mut response);
-            }
-            response
-        }
-        Err(denied) => denied,
-    };
-    response.extensions_mut().insert(user);
-    response
-}
-
-/// The principal of the request's bearer credential: from the identity's caches when it was
-/// seen lately, else checked in full.
-async fn principal_of(identity: &super::Identity, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    match bearer(headers.get(AUTHORIZATION))? {
-        Some(token) => match identity.authenticate_cached(token.as_bytes()) {
-            Some(principal) => Ok(principal),
-            None => verify_credential(identity, token).await,
-        },
-        None => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
     }
 }
 

@@ -21,12 +21,11 @@
 //! or SHA-256 of it; every change of an account and its audit row commit together.
 
 pub mod accounts;
-pub mod admin;
 pub mod api_keys;
 pub mod auth;
 pub mod passwords;
+pub mod routes;
 mod sessions;
-pub mod signin;
 pub mod signing;
 mod throttle;
 pub mod tokens;
@@ -36,8 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::{delete, get, post};
 use sha2::{Digest, Sha256};
 
 pub use auth::{Credential, Principal, Role};
@@ -47,7 +44,6 @@ use crate::cache::{Cache, Namespace};
 use crate::config::{AuthConfig, Config};
 use crate::crypto::MasterKeyring;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::storage::{Db, now_ms, sessions as session_sql, users};
 use tokens::{AccessTokens, TokenConfig, TokenError};
 
@@ -391,28 +387,4 @@ pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Identity routes: the public ones, and the protected ones (with `protected_extra`, routes
-/// other modules or an embedder add) behind [`auth::authenticate`] and the per-principal
-/// rate limit.
-pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<AppState> {
-    let public = Router::new()
-        .route("/v1/auth/register", post(accounts::register))
-        .route("/v1/auth/login", post(signin::login))
-        .route("/v1/auth/refresh", post(signin::refresh))
-        .route("/v1/auth/logout", post(signin::logout))
-        .route("/.well-known/jwks.json", get(signing::jwks));
-    let protected = Router::new()
-        .route("/v1/me", get(accounts::me))
-        .route("/v1/me/password", post(accounts::change_password))
-        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
-        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
-        .route("/v1/admin/users", get(admin::admin_list_users))
-        .route("/v1/admin/users/{id}/disable", post(admin::admin_disable))
-        .route("/v1/admin/users/{id}/enable", post(admin::admin_enable))
-        .route("/v1/admin/invites", post(admin::admin_invite))
-        .merge(protected_extra)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
-    public.merge(protected)
 }

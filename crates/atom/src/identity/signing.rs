@@ -9,16 +9,10 @@
 //! invalidates it, and so does a node that reloads a changed keyset, so a node publishes
 //! every key it signs with no later than it starts signing with it.
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-
 use super::tokens::{SigningKey, TokenKeys};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::cache::{Cache, Namespace};
 use crate::crypto::{Aad, CryptoError, MasterKeyring, from_base64, to_base64};
-use crate::state::AppState;
 use crate::storage::signing_keys::{self as sql, SigningKeyRow};
 use crate::storage::{Db, now_ms};
 
@@ -130,7 +124,7 @@ pub async fn rotate(
 }
 
 /// The JWKS of the live keys as stored; `None` when there is none yet.
-async fn load_jwks(db: &Db) -> Result<Option<serde_json::Value>, SigningError> {
+pub(crate) async fn load_jwks(db: &Db) -> Result<Option<serde_json::Value>, SigningError> {
     let stored = sql::live_public_jwks(db).await?;
     if stored.is_empty() {
         return Ok(None);
@@ -140,23 +134,4 @@ async fn load_jwks(db: &Db) -> Result<Option<serde_json::Value>, SigningError> {
         keys.push(serde_json::from_str::<serde_json::Value>(&jwk).map_err(|_| SigningError::Corrupt { kid })?);
     }
     Ok(Some(serde_json::json!({ "keys": keys })))
-}
-
-/// `GET /.well-known/jwks.json`: the public keys that verify our access tokens.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity",
-    responses((status = 200, description = "JSON Web Key Set (RFC 7517)", body = Object)))]
-pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    let cached = state.cache.get_or_load(Namespace::JWKS, JWKS_KEY, None, || load_jwks(&state.db)).await;
-    let jwks = match cached {
-        Ok(Some(jwks)) => jwks,
-        // The keys this node holds are a correct answer too: verifiers keep working while
-        // the database is unreachable.
-        other => {
-            if let Err(e) = other {
-                tracing::warn!(error = %crate::error::ErrorChain(&e), "JWKS served from this node's keys");
-            }
-            state.identity.tokens().await.keys().jwks()
-        }
-    };
-    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(jwks))
 }

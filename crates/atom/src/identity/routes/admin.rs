@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::accounts::{Email, PageQuery, UserView};
-use super::auth::Principal;
-use super::{random_secret, secret_hash};
 use crate::audit::{self, AuditEvent, Outcome, RequestContext};
 use crate::bus::EventKind;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Json, Query, Validate};
+use crate::identity::accounts::{Email, PageQuery, UserView};
+use crate::identity::auth::Principal;
+use crate::identity::{random_secret, secret_hash};
 use crate::state::AppState;
 use crate::storage::users::{self as sql, InviteRow};
 use crate::storage::{now_ms, sessions as session_sql};

@@ -1,5 +1,5 @@
 //! Sign-in routes: login, refresh (rotating the refresh token) and logout, each answering a
-//! new session's tokens or ending one. The session logic itself is in [`super::sessions`].
+//! new session's tokens or ending one. The session logic itself is in [`crate::identity::sessions`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,11 +7,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::accounts::UserView;
-use super::{passwords, secret_hash, sessions, throttle};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::error::ApiError;
 use crate::http::{Json, Validate};
+use crate::identity::accounts::UserView;
+use crate::identity::{passwords, secret_hash, sessions, throttle};
 use crate::state::AppState;
 use crate::storage::now_ms;
 use crate::storage::users::{self as sql, UserRow};
