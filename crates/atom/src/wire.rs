@@ -3,10 +3,9 @@
 
 use axum::http::HeaderName;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The request id's header: kept from the client when valid, else made by the stack, sent
 /// back on every response and recorded in log lines and audit rows.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
 pub fn rfc3339(ms: i64) -> String {

@@ -111,7 +111,7 @@ impl Edge {
 
     /// The client behind `peer`, given the request's headers: `peer` itself unless it is a
     /// configured proxy.
-    pub fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.trusted_proxies.iter().any(|c| c.contains(peer)) {
             return peer;
         }

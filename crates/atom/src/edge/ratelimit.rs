@@ -117,19 +117,6 @@ impl Limiter {
         self.redis.as_ref().is_some_and(|redis| redis.degraded())
     }
 
-    /// Checks and counts one request of `key` under policy `name` if that needs no Redis
-    /// (none configured, or skipped after a failure); `None`, counting nothing, when the
-    /// decision is shared (call [`Limiter::check`]).
-    pub fn check_now(&self, name: &'static str, key: &str) -> Option<Decision> {
-        let Some(policy) = self.policy(name) else {
-            return Some(Decision { allowed: true, remaining: u32::MAX, reset_secs: 0, retry_after_secs: 0 });
-        };
-        if self.redis.as_ref().is_some_and(|redis| !redis.skipping()) {
-            return None;
-        }
-        Some(self.check_local(name, policy, key))
-    }
-
     /// Checks and counts one request of `key` under policy `name`.
     pub async fn check(&self, name: &'static str, key: &str) -> Decision {
         let Some(policy) = self.policy(name) else {

@@ -67,7 +67,7 @@ impl MakeRequestId for NewRequestId {
 }
 
 /// A new request id: a random UUID, 32 lowercase hex digits.
-pub fn new_request_id() -> HeaderValue {
+fn new_request_id() -> HeaderValue {
     let mut buffer = uuid::Uuid::encode_buffer();
     let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))

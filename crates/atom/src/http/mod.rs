@@ -64,6 +64,8 @@ pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .option_layer(crate::edge::headers::cors(&http.cors_allowed_origins))
         .layer(from_fn_with_state(state.clone(), middleware::guard))
+        // tower-http's limit answers a too-large `Content-Length` at once, before any byte is
+        // read; axum's own limit (2 MiB unless set) would otherwise still cap the extractors.
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
