@@ -1,6 +1,8 @@
 //! Sign-in gives nothing away and resists guessing: an unknown email and a wrong password get
-//! the same answer in about the same time; repeated failures slow down, then lock the account
-//! (by the email asked for, existing or not) and the client address, each lock audited.
+//! the same answer (and do the same work, one password verification each: counted in
+//! tests/process_metrics.rs, timed in bench/login.sh); repeated failures slow down, then lock
+//! the account (by the email asked for, existing or not) and the client address, each lock
+//! audited.
 
 use std::time::{Duration, Instant};
 
@@ -28,13 +30,8 @@ async fn answer(response: reqwest::Response) -> (u16, Option<String>, Value) {
     (status, challenge, body)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 #[tokio::test]
-async fn unknown_email_and_wrong_password_look_and_time_the_same() {
+async fn unknown_email_wrong_password_and_disabled_account_look_the_same() {
     // High thresholds: this test is about the answer, not the throttle.
     let app = TestApp::spawn_with(&lockout("1000", "1000", "900"), axum::Router::new()).await;
     let user = app.user("user").await;
@@ -52,27 +49,6 @@ async fn unknown_email_and_wrong_password_look_and_time_the_same() {
     assert_eq!(response.status(), 200);
     assert_eq!(answer(try_login(&app.client, &app, &disabled.email, PASSWORD).await).await, wrong);
 
-    // Timing: medians of interleaved attempts. Every attempt uses a fresh account key, so no
-    // slowdown applies; the wrong-password account is signed in after every two failures.
-    app.login(&user.email, PASSWORD).await;
-    let (mut unknown_times, mut wrong_times) = (Vec::new(), Vec::new());
-    for i in 0..9 {
-        let started = Instant::now();
-        let response = try_login(&app.client, &app, &format!("ghost{i}@example.com"), PASSWORD).await;
-        unknown_times.push(started.elapsed());
-        assert_eq!(response.status(), 401);
-        let started = Instant::now();
-        let response = try_login(&app.client, &app, &user.email, "not the password").await;
-        wrong_times.push(started.elapsed());
-        assert_eq!(response.status(), 401);
-        if i % 2 == 1 {
-            app.login(&user.email, PASSWORD).await;
-        }
-    }
-    let (unknown, wrong) = (median(unknown_times), median(wrong_times));
-    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
-    // Generous: without the dummy hash an unknown email answers some 30 times faster.
-    assert!((1.0 / 3.0..=3.0).contains(&ratio), "unknown email {unknown:?} vs wrong password {wrong:?}");
     app.stop().await;
 }
 
