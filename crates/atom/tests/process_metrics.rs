@@ -1,6 +1,7 @@
 //! Metrics of the process-wide registry read exactly: the cache's hit, miss and load
 //! counters, the scheduled backups' failures and last success, failed and slow queries, the
-//! password verifications of failed sign-ins.
+//! password verifications of failed sign-ins, Socket.io refusals by reason and open
+//! connections.
 //!
 //! In a test binary of its own: in the integration suite every other test's requests and
 //! backups count in the same registry, in parallel, enough to satisfy any "at least ours"
@@ -225,5 +226,118 @@ async fn every_failed_sign_in_runs_one_password_verification_whether_the_account
         let after = metric(&app, "password_verifications_total", &[]).await;
         assert_eq!(after - before, 1.0, "{case}: one password verification");
     }
+    app.stop().await;
+}
+
+/// The socket.io-client peer (tests/peers/socketio-client.mjs), reduced to connecting and
+/// closing; the integration suite's `Peer` (tests/it/realtime.rs) is the full driver.
+struct SocketPeer {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl SocketPeer {
+    fn start() -> Self {
+        use std::process::Stdio;
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
+        assert!(dir.join("node_modules/socket.io-client").is_dir(), "socket.io-client is not installed in {dir:?}");
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("socketio-client.mjs"))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("Node.js runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().expect("stdout")));
+        Self { _child: child, stdin, stdout }
+    }
+
+    /// Sends `command` and returns the next event of its connection, within 30 s.
+    async fn send(&mut self, command: Value) -> Value {
+        use tokio::io::AsyncWriteExt;
+        let id = command["id"].clone();
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await.expect("command sent");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.stdout.next_line())
+                .await
+                .expect("an event within 30 s")
+                .expect("peer output")
+                .expect("the peer runs");
+            let event: Value = serde_json::from_str(&line).expect("JSON event");
+            if event["id"] == id {
+                return event;
+            }
+        }
+    }
+
+    /// Connects `id` with `token` from `local_address`: `connected` or the refusal's message.
+    async fn connect(&mut self, id: &str, app: &TestApp, token: &str, local_address: &str) -> String {
+        let command = serde_json::json!({ "op": "connect", "id": id, "url": app.url(""), "transport": "websocket",
+            "auth": { "token": token }, "local_address": local_address });
+        let event = self.send(command).await;
+        match event["event"].as_str() {
+            Some("connected") => "connected".to_owned(),
+            Some("connect_error") => event["message"].as_str().expect("message").to_owned(),
+            _ => panic!("{id}: {event}"),
+        }
+    }
+
+    async fn close(&mut self, id: &str) {
+        let event = self.send(serde_json::json!({ "op": "close", "id": id })).await;
+        assert_eq!(event["event"], "disconnect", "{id}: {event}");
+    }
+}
+
+#[tokio::test]
+async fn socket_io_refusals_are_counted_by_reason_and_open_connections_gauged() {
+    let _alone = ALONE.lock().await;
+    // PostgreSQL behind a proxy, whatever the suite's backend: `unavailable` needs a database
+    // that can go away.
+    let db = common::TestDb::postgres().await;
+    let pg = db.pg.as_ref().expect("postgres");
+    let proxy = common::TcpProxy::start(common::socket_addr_of(&pg.url)).await;
+    let url = common::via(&pg.url, proxy.addr);
+    let extra = [
+        ("DATABASE_URL", url.as_str()),
+        ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "1"),
+        ("REALTIME_MAX_CONNECTIONS_PER_USER", "1"),
+    ];
+    let app = TestApp::spawn_on(db, &extra, axum::Router::new()).await;
+    let (a, b, c) = (app.user("user").await, app.user("user").await, app.user("user").await);
+    let refused = async |reason: &str| metric(&app, "realtime_connections_refused_total", &[("reason", reason)]).await;
+    let reasons = ["address_cap", "user_cap", "unavailable", "unauthorized"];
+    let mut before = Vec::new();
+    for reason in reasons {
+        before.push(refused(reason).await);
+    }
+    let open = metric(&app, "realtime_connections_open", &[]).await;
+
+    let mut peer = SocketPeer::start();
+    assert_eq!(peer.connect("a", &app, &a.access_token, "127.0.0.1").await, "connected");
+    assert_eq!(metric(&app, "realtime_connections_open", &[]).await, open + 1.0, "one more open");
+    // a's second connection, from another address: over the user cap.
+    assert_eq!(peer.connect("a-again", &app, &a.access_token, "127.0.0.2").await, "too_many_connections");
+    // b from a's address: over the address cap (checked first).
+    assert_eq!(peer.connect("b", &app, &b.access_token, "127.0.0.1").await, "too_many_connections");
+    // c's status is not cached yet: with PostgreSQL away it cannot be checked.
+    proxy.set_down(true);
+    assert_eq!(peer.connect("c", &app, &c.access_token, "127.0.0.3").await, "unavailable");
+    proxy.set_down(false);
+
+    let mut after = Vec::new();
+    for reason in reasons {
+        after.push(refused(reason).await);
+    }
+    let counted: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(counted, [1.0, 1.0, 1.0, 0.0], "refusals by reason {reasons:?}");
+    assert_eq!(metric(&app, "realtime_connections_open", &[]).await, open + 1.0, "refusals hold no place");
+
+    // A close gives the place back (once the server has seen it).
+    peer.close("a").await;
+    metric_until(&app, "realtime_connections_open", |v| v == open).await;
     app.stop().await;
 }
