@@ -34,6 +34,7 @@ mod outage;
 mod overload;
 mod query_plans;
 mod realtime;
+mod realtime_edge;
 mod realtime_handshakes;
 mod realtime_revocation;
 mod redis_faults;
