@@ -341,3 +341,26 @@ async fn socket_io_refusals_are_counted_by_reason_and_open_connections_gauged() 
     metric_until(&app, "realtime_connections_open", |v| v == open).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn cache_entries_counts_what_the_in_process_cache_holds() {
+    let _alone = ALONE.lock().await;
+    // The in-process cache whatever the suite's backend: `cache_entries` is its gauge.
+    let db = common::TestDb::new().await;
+    let mut config = common::test_config(&db, &[]);
+    config.redis.url = None;
+    let app = TestApp::spawn_config(db, config, axum::Router::new()).await;
+    let users = [app.user("user").await, app.user("user").await, app.user("user").await];
+    let before = metric(&app, "cache_entries", &[]).await;
+    // Each account's first authenticated request caches its status: one entry each.
+    for user in &users {
+        assert_eq!(app.get_as(&user.access_token, "/v1/me").await.status(), 200);
+    }
+    assert_eq!(metric(&app, "cache_entries", &[]).await - before, 3.0, "one entry per account");
+    // Read again, nothing new is held.
+    for user in &users {
+        assert_eq!(app.get_as(&user.access_token, "/v1/me").await.status(), 200);
+    }
+    assert_eq!(metric(&app, "cache_entries", &[]).await - before, 3.0, "hits add no entry");
+    app.stop().await;
+}

@@ -85,8 +85,11 @@ impl MemoryCache {
         self.inner.entries.invalidate(key);
     }
 
-    /// Entries held now (approximate until pending evictions run).
+    /// Entries held now. moka counts an insert, eviction or expiry only once its pending
+    /// tasks have run, which a quiet cache may not do for a long time: they are run first,
+    /// so that `cache_entries` (read at each scrape) is not left at a stale count.
     pub fn entry_count(&self) -> u64 {
+        self.inner.entries.run_pending_tasks();
         self.inner.entries.entry_count()
     }
 

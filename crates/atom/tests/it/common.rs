@@ -162,6 +162,12 @@ impl TestApp {
 
     pub async fn spawn_on(db: TestDb, extra: &[(&str, &str)], routes: Router<AppState>) -> Self {
         let config = test_config(&db, extra);
+        Self::spawn_config(db, config, routes).await
+    }
+
+    /// Spawns with a configuration the test has changed beyond what pairs can say (such as
+    /// no Redis on a suite run with Redis).
+    pub async fn spawn_config(db: TestDb, config: Config, routes: Router<AppState>) -> Self {
         let app = Application::build(config).await.expect("application builds");
         let addr = app.local_addr();
         let state = app.state().clone();
