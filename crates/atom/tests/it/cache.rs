@@ -1,7 +1,7 @@
 //! The cache over real HTTP: writes that invalidate at once (disabled accounts, revoked keys,
 //! rotated signing keys), two nodes sharing one Redis, and Redis cut (through a proxy, never
 //! the shared server itself) during cached reads. Its hit and miss counters are checked in
-//! `tests/cache_counters.rs`, a process of their own.
+//! `tests/process_metrics.rs`, a process of their own.
 
 use std::time::{Duration, Instant};
 
@@ -250,4 +250,33 @@ async fn a_write_that_cannot_reach_redis_is_stale_elsewhere_no_longer_than_the_t
     eventually(Duration::from_secs(ttl_secs + 10), async || status_of(&b, &user.access_token).await == 401).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// The time to live left of the entry `namespace:key` of `app` in Redis, in milliseconds.
+async fn ttl_in_redis(app: &TestApp, namespace: &str, key: &str) -> i64 {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis is required by this test");
+    let name = format!("{}:cache:{namespace}:{key}", app.state.config.redis.key_prefix);
+    redis::cmd("PTTL").arg(name).query_async(&mut conn).await.expect("PTTL")
+}
+
+/// Where an invalidation cannot reach, a disabled account's token keeps working only as
+/// long as its cached status lives: at most 30 s, even under a long `cache.ttl_secs`. Read
+/// from the entry's own expiry in Redis, not by waiting 30 s (the in-process cache applies
+/// the same asked-for TTL: `memory_entries_expire_after_the_configured_ttl_or_a_shorter_one_asked_for`
+/// in src/cache/tests.rs).
+#[tokio::test]
+async fn an_account_status_is_cached_for_at_most_30_s_under_a_longer_ttl() {
+    let redis = redis_url();
+    let app = TestApp::spawn_with(&[("REDIS_URL", redis.as_str()), ("CACHE_TTL_SECS", "3600")], Router::new()).await;
+    let user = app.user("user").await;
+    let (_, key) = api_key(&app, &user).await;
+    // The key's request caches both the key (by its prefix) and its owner's status.
+    assert_eq!(status_of(&app, &key).await, 200);
+    let prefix = key.split('_').nth(2).expect("atom_sk_<prefix>_<secret>");
+    let key_ttl = ttl_in_redis(&app, "api_key", prefix).await;
+    assert!(key_ttl > 30_000 && key_ttl <= 3_600_000, "the configured TTL applies to other entries: {key_ttl} ms");
+    let status_ttl = ttl_in_redis(&app, "user", &user.id).await;
+    assert!(status_ttl > 0 && status_ttl <= 30_000, "the account status expires within 30 s: {status_ttl} ms");
+    app.stop().await;
 }
