@@ -2,17 +2,18 @@
 //! answers 503 while draining, the grace period bounds the wait, the real binary exits 0 on
 //! SIGTERM.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atom::AppState;
 use axum::Router;
 use axum::routing::get;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::common::{
     TcpProxy, TestApp, TestDb, atom_command, free_port, redis_url, socket_addr_of, via, wait_until_healthy,
 };
-use crate::errors::test_routes;
 
 /// Waits until the application is answering `n` requests (its own in-flight gauge).
 async fn wait_until_in_flight(app: &TestApp, n: u32) {
@@ -46,12 +47,30 @@ async fn connection_refused(url: &str) -> bool {
     }
 }
 
+/// A route whose requests wait until the test adds a permit to the semaphore.
+fn held_route() -> (Router<AppState>, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let route = Router::new().route(
+        "/test/held",
+        get(move || {
+            let gate = Arc::clone(&held);
+            async move {
+                let _permit = gate.acquire().await.expect("open");
+                "done"
+            }
+        }),
+    );
+    (route, gate)
+}
+
 #[tokio::test]
 async fn in_flight_requests_finish_and_new_connections_are_refused() {
-    let mut app = TestApp::spawn_with(&[], test_routes()).await;
+    let (route, gate) = held_route();
+    let mut app = TestApp::spawn_with(&[("SHUTDOWN_GRACE_SECS", "30")], route).await;
     let client = app.client.clone();
-    let slow_url = app.url("/test/slow");
-    let slow = tokio::spawn(async move { client.get(slow_url).send().await });
+    let held_url = app.url("/test/held");
+    let held = tokio::spawn(async move { client.get(held_url).send().await });
     wait_until_in_flight(&app, 1).await;
 
     let server = app.begin_shutdown();
@@ -60,13 +79,14 @@ async fn in_flight_requests_finish_and_new_connections_are_refused() {
         assert!(Instant::now() < deadline, "listener still open 10 s after shutdown began");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!slow.is_finished(), "the request was in flight when the listener closed");
+    assert!(!held.is_finished(), "the request is in flight after the listener closed");
 
-    let response = slow.await.expect("task").expect("in-flight request completed");
+    gate.add_permits(1);
+    let response = held.await.expect("task").expect("in-flight request completed");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "done");
-    // No waiting past the last request: far sooner than the 5 s grace period would end.
-    tokio::time::timeout(Duration::from_secs(4), server)
+    // No waiting past the last request: far sooner than the 30 s grace period would end.
+    tokio::time::timeout(Duration::from_secs(20), server)
         .await
         .expect("shutdown ends with the last request")
         .expect("task")
