@@ -390,6 +390,7 @@ async fn shutdown_closes_sockets_first_so_the_drain_does_not_wait_for_long_polls
         assert!(["transport close", "transport error"].contains(&reason), "{transport}: {event}");
     }
     server.await.expect("task").expect("clean shutdown");
-    // A long poll lasts up to the ping interval (25 s); the grace period is 10 s.
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    // A long poll lasts up to the ping interval (25 s); the grace period is 10 s: sooner than
+    // either is the sockets closed first.
+    assert!(started.elapsed() < Duration::from_secs(9), "shutdown took {:?}", started.elapsed());
 }
