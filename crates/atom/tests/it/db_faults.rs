@@ -154,8 +154,8 @@ async fn while_postgres_refuses_connections_requests_and_ready_fail_fast_until_i
     let url = via(&pg.url, proxy.addr);
     let extra = [
         ("DATABASE_URL", url.as_str()),
-        ("DATABASE_ACQUIRE_TIMEOUT_SECS", "5"),
-        ("HTTP_READY_CHECK_TIMEOUT_MS", "2000"),
+        ("DATABASE_ACQUIRE_TIMEOUT_SECS", "30"),
+        ("HTTP_READY_CHECK_TIMEOUT_MS", "20000"),
         ("RATE_LIMIT_ENABLED", "false"),
     ];
     let app = TestApp::spawn_on(db, &extra, crate::errors::test_routes()).await;
@@ -163,18 +163,18 @@ async fn while_postgres_refuses_connections_requests_and_ready_fail_fast_until_i
     assert_eq!(app.get("/ready").await.status(), 200);
 
     proxy.set_refusing(true).await;
-    // Where waiting would take the 2 s readiness timeout and the 5 s acquire timeout, each
-    // answer comes well within 1 s, the first one included.
+    // Where waiting would take the 20 s readiness timeout and the 30 s acquire timeout, each
+    // answer comes within 10 s (in milliseconds on a quiet machine), the first one included.
     let started = Instant::now();
     let body = assert_problem(app.get("/ready").await, 503).await;
-    assert!(started.elapsed() < Duration::from_secs(1), "/ready took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "/ready took {:?}", started.elapsed());
     assert_eq!(body["checks"]["database"]["status"], "failed", "{body}");
-    assert!(body["checks"]["database"]["latency_ms"].as_f64().is_some_and(|ms| ms < 1000.0), "{body}");
+    assert!(body["checks"]["database"]["latency_ms"].as_f64().is_some_and(|ms| ms < 10_000.0), "{body}");
     assert!(body["checks"]["database"]["error"].is_string(), "{body}");
     for _ in 0..10 {
         let started = Instant::now();
         assert_unavailable(app.get("/test/db").await).await;
-        assert!(started.elapsed() < Duration::from_secs(1), "a request took {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10), "a request took {:?}", started.elapsed());
     }
     assert_eq!(app.get("/health").await.status(), 200);
 

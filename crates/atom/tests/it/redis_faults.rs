@@ -135,21 +135,21 @@ async fn a_stalled_or_dead_redis_does_not_stall_requests_and_is_used_again_when_
     assert!(redis.exists(&rate_key).await, "rate limits are shared through Redis");
     assert!(redis.exists(&other_status).await, "account status is cached in Redis");
 
-    // Redis stalls for 3 s: requests are answered without waiting for it.
+    // Redis stalls for 10 s: requests are answered without waiting for it.
     let mut probe = redis.connect().await.expect("redis answers");
     let sleeper = {
         let mut conn = redis.connect().await.expect("redis answers");
-        tokio::spawn(async move { redis::cmd("DEBUG").arg("SLEEP").arg(3).query_async::<()>(&mut conn).await })
+        tokio::spawn(async move { redis::cmd("DEBUG").arg("SLEEP").arg(10).query_async::<()>(&mut conn).await })
     };
     let stalled_at = Instant::now();
     while tokio::time::timeout(Duration::from_millis(100), redis::cmd("PING").query_async::<String>(&mut probe))
         .await
         .is_ok()
     {
-        assert!(stalled_at.elapsed() < Duration::from_secs(2), "Redis did not go to sleep");
+        assert!(stalled_at.elapsed() < Duration::from_secs(8), "Redis did not go to sleep");
     }
     for _ in 0..5 {
-        me_answers(&app, &user, Duration::from_secs(1)).await;
+        me_answers(&app, &user, Duration::from_secs(2)).await;
     }
     // Disabling an account while Redis stalls: its cached status in Redis is stale from now
     // on, and must never be served.
@@ -161,21 +161,21 @@ async fn a_stalled_or_dead_redis_does_not_stall_requests_and_is_used_again_when_
     for _ in 0..5 {
         let started = Instant::now();
         statuses.push(app.get("/v1/no-such-route").await.status().as_u16());
-        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
     assert_eq!(
         statuses,
         [404, 404, 429, 429, 429],
         "the anonymous burst of 3 (one spent by the 401), enforced locally"
     );
-    assert!(stalled_at.elapsed() < Duration::from_secs(3), "all answered before Redis woke up");
+    assert!(stalled_at.elapsed() < Duration::from_secs(10), "all answered before Redis woke up");
     let text = app.state.metrics.render();
     assert!(text.contains("redis_breaker_open") && text.contains("redis_calls_skipped_total"), "{text}");
 
     // Redis wakes up: the queued invalidation is sent before the node reads from it again.
     // The client gives up on DEBUG SLEEP's answer before it comes: wait for Redis itself.
     let _ = sleeper.await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while redis.connect().await.is_err() {
         assert!(Instant::now() < deadline, "Redis did not wake up");
     }
@@ -188,7 +188,7 @@ async fn a_stalled_or_dead_redis_does_not_stall_requests_and_is_used_again_when_
     // Redis dies: requests keep answering from the local limiter and the database.
     redis.kill();
     for _ in 0..10 {
-        me_answers(&app, &user, Duration::from_secs(1)).await;
+        me_answers(&app, &user, Duration::from_secs(2)).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     refused(&app, &other).await;
