@@ -51,8 +51,11 @@ pub fn install_panic_hook() {
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
             let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             tracing::error!(panic.message = %message, panic.location = location.as_deref().unwrap_or("unknown"), "panic");
-            // Without a global subscriber (tests, embedding) the default hook still prints.
-            if !tracing::dispatcher::has_been_set() {
+            // Without a subscriber where the panic happens (tests, embedding) the default hook
+            // still prints. Not `dispatcher::has_been_set`: one scoped subscriber anywhere in
+            // the process (a test capturing its logs) sets it for good, and every later
+            // panic, a failing test's message included, would be printed nowhere.
+            if tracing::dispatcher::get_default(|current| current.is::<tracing::subscriber::NoSubscriber>()) {
                 default_hook(info);
             }
         }));
