@@ -44,6 +44,8 @@ pub enum Credential {
     ApiKey {
         key_id: String,
         scopes: Vec<String>,
+        /// When the key stops being accepted (Unix ms), if it has an expiry.
+        expires_at: Option<i64>,
     },
 }
 
