@@ -267,10 +267,7 @@ fn all_routes(
         .merge(protected_routes)
         // `/status` and the connection routes act on this node's Socket.io server.
         .layer(axum::Extension(realtime.clone()));
-    http::router()
-        .merge(crate::identity::routes::router(state, protected))
-        .merge(realtime_routes.clone())
-        .merge(routes)
+    http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes.clone()).merge(routes)
 }
 
 /// The master keyring: `master_key` (ATOM_MASTER_KEY), else `master_key_file`, else the key

@@ -188,20 +188,13 @@ async fn keep(inner: Weak<Inner>) {
         if driver.run::<String>("ping", redis::cmd("PING")).await.is_err() {
             continue;
         }
-        let channels: Vec<String> = driver
-            .inner
-            .handlers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let channels: Vec<String> =
+            driver.inner.handlers.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect();
         if !channels.is_empty() {
             let mut conn = driver.inner.conn.clone();
-            let outcome =
-                tokio::time::timeout(driver.inner.timeout, conn.subscribe(&channels)).await.unwrap_or_else(|_| {
-                    Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())
-                });
+            let outcome = tokio::time::timeout(driver.inner.timeout, conn.subscribe(&channels))
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()));
             driver.set_reachable("subscribe", &outcome);
         }
     }
@@ -247,7 +240,8 @@ impl Driver for PubSub {
         if !self.reachable() {
             return Ok(1);
         }
-        let counted: Result<(String, u16), _> = self.run("numsub", redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).clone()).await;
+        let counted: Result<(String, u16), _> =
+            self.run("numsub", redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).clone()).await;
         Ok(counted.map_or(1, |(_, count)| count.max(1)))
     }
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use socketioxide::SocketIo;
+use socketioxide::TransportType;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use socketioxide::TransportType;
 use utoipa::ToSchema;
 
 use super::{Closing, user_room};

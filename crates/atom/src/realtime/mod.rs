@@ -1,5 +1,4 @@
-//! Real-time: Socket.io at `/socket.io/` (socketioxide), the ground that conversation rooms
-//! and messages will stand on.
+//! Real-time: Socket.io at `/socket.io/` (socketioxide), on one node or several.
 //!
 //! A client connects to the default namespace with `auth: { token }`, an access JWT or an
 //! API key, checked by the same [`verify_credential`] as every HTTP request (a disabled
@@ -16,17 +15,28 @@
 //!   message and nothing else, so the client is not told.
 //! - `unavailable`: the credential could not be checked (database or cache down).
 //!
-//! Invariants: an admitted socket has its [`Principal`] and its [`ConnectionSlot`] in its
-//! extensions and its event handlers registered before the client learns it is connected
-//! (socketioxide runs the connect handler in a task of its own, after answering, so
-//! handlers registered there could miss the client's first event). The slot is released
-//! exactly once when the socket goes, whatever the reason (see [`caps`]).
+//! The handlers are generic over socketioxide's [`Adapter`]: [`start`] picks
+//! socketioxide-redis's ([`adapter`]) when `redis.url` is set, so rooms, disconnects and
+//! socket queries span every node, and the local adapter otherwise; [`Realtime`] is the
+//! node's server whatever its adapter. Conversation handlers plug in the same way: generic
+//! over `A: Adapter`, registered from [`admit`] through [`events::on`].
+//!
+//! Invariants: an admitted socket has its [`Principal`], its [`ConnectionSlot`], its event
+//! budget ([`events`]) and its expiry timer ([`expiry`]) in its extensions and its event
+//! handlers registered before the client learns it is connected (socketioxide runs the
+//! connect handler in a task of its own, after answering, so handlers registered there could
+//! miss the client's first event). The slot is released exactly once when the socket goes,
+//! whatever the reason (see [`caps`]), and the expiry timer is cancelled with it.
+//!
+//! The server ends a connection itself when its credential expires ([`expiry`]) or is
+//! revoked ([`revocation`]), when it floods ([`events`]), or on an admin's request
+//! ([`routes`]): [`close_socket`] sends [`CLOSING_EVENT`] with the reason's code, then a
+//! Socket.io disconnect, which socket.io-client does not retry by itself. At shutdown
+//! [`Realtime::close`] closes the transports instead, which the client retries (elsewhere,
+//! behind a load balancer).
 //!
 //! The caps count this node's connections, in process: with several nodes behind a load
-//! balancer a client can hold up to that many times as many. A token is checked when the
-//! connection opens; one that expires later does not end the connection, but one that is
-//! revoked does, on every node ([`revocation`]: a disabled account, a revoked API key, a
-//! logout, a password change).
+//! balancer a client can hold up to that many times as many.
 //!
 //! Before any of that, a client opens an Engine.IO session (the handshake) and has
 //! `realtime.connect_timeout_secs` to send its CONNECT; pending handshakes count against their
@@ -52,11 +62,11 @@ use std::time::Duration;
 
 use axum::Router;
 use serde::Serialize;
+use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
-use socketioxide::SocketIo;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
