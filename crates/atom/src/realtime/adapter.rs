@@ -245,3 +245,28 @@ impl Driver for PubSub {
         Ok(counted.map_or(1, |(_, count)| count.max(1)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(kind: PushKind, channel: &str, payload: &[u8]) -> PushInfo {
+        PushInfo {
+            kind,
+            data: vec![redis::Value::BulkString(channel.into()), redis::Value::BulkString(payload.to_vec())],
+        }
+    }
+
+    #[test]
+    fn a_message_goes_to_its_channels_stream_and_nothing_else_does() {
+        let handlers: RwLock<Handlers> = RwLock::default();
+        let (sender, mut receiver) = mpsc::channel(4);
+        handlers.write().expect("lock").insert("p-request#/#".to_owned(), sender);
+        route(&handlers, push(PushKind::Message, "p-request#/#", b"one"));
+        route(&handlers, push(PushKind::Message, "another", b"two"));
+        route(&handlers, push(PushKind::Subscribe, "p-request#/#", b"three"));
+        route(&handlers, PushInfo { kind: PushKind::Message, data: vec![] });
+        assert_eq!(receiver.try_recv().ok(), Some(("p-request#/#".to_owned(), b"one".to_vec())));
+        assert!(receiver.try_recv().is_err(), "only the message of a subscribed channel");
+    }
+}

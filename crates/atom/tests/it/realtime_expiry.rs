@@ -1,14 +1,16 @@
 //! A connection ends with its credential: at an access token's expiry the server sends
 //! `session:closing` with `token_expired` and closes it in a way the real socket.io-client
 //! does not retry on its own (`io server disconnect`); the client refreshes, sets its auth
-//! and connects again. A revoked credential gets `credential_revoked` the same way. On a
+//! and connects again. An API key ends its socket at its expiry, if it has one. A revoked credential gets `credential_revoked` the same way. On a
 //! graceful shutdown, instead, the client sees its transport close and reconnects by itself,
 //! here through a load balancer to a second node, with the same token.
 
 use serde_json::{Value, json};
 
 use crate::common::TestApp;
-use crate::identity_support::{post, sign, signing_key, unb64_json, unix_now, valid_claims, valid_header};
+use crate::identity_support::{
+    create_api_key, execute, post, sign, signing_key, unb64_json, unix_now, valid_claims, valid_header,
+};
 use crate::realtime::{Peer, TRANSPORTS, spawn};
 use crate::realtime_support::{Balancer, second_node};
 
@@ -43,6 +45,26 @@ async fn a_socket_is_closed_at_its_tokens_expiry_with_a_reason_and_reconnects_wi
         assert_eq!(peer.next(&id).await["event"], "connected");
         assert_eq!(peer.whoami(&id).await["user_id"], json!(user.id));
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_key_with_an_expiry_ends_its_socket_then_and_one_without_does_not() {
+    let app = spawn(&[]).await;
+    let user = app.user("user").await;
+    let expiring = create_api_key(&app, &user.access_token, json!({ "name": "expiring" })).await;
+    let lasting = create_api_key(&app, &user.access_token, json!({ "name": "lasting" })).await;
+    // An expiry a few seconds away, set before the key is first used (and so cached).
+    let at = (unix_now() + 4) * 1000;
+    let id = expiring["id"].as_str().expect("id");
+    execute(&app, &format!("UPDATE api_keys SET expires_at = {at} WHERE id = '{id}'")).await;
+    let mut peer = Peer::start().await;
+    for (name, key) in [("expiring", &expiring), ("lasting", &lasting)] {
+        let outcome = peer.open_at(name, &app.url(""), "websocket", key["key"].as_str().expect("key"), false).await;
+        assert_eq!(outcome["event"], "connected", "{name}: {outcome}");
+    }
+    assert_eq!(peer.closed_with("expiring").await["code"], "token_expired");
+    assert_eq!(peer.whoami("lasting").await["user_id"], json!(user.id), "a key without an expiry stays");
     app.stop().await;
 }
 
