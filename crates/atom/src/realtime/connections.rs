@@ -40,6 +40,7 @@ pub struct Connection {
 #[derive(Debug, Clone)]
 pub(super) struct ConnectionRoom {
     room: Arc<str>,
+    node_id: Arc<str>,
     transport: TransportType,
     since_ms: i64,
 }
@@ -60,7 +61,7 @@ pub(super) fn join<A: Adapter>(socket: &SocketRef<A>, node_id: &str) {
     let (transport, since_ms) = (socket.transport_type(), crate::storage::now_ms());
     let room: Arc<str> = room_name(socket, node_id, transport, since_ms).into();
     socket.join(room.to_string());
-    socket.extensions.insert(ConnectionRoom { room, transport, since_ms });
+    socket.extensions.insert(ConnectionRoom { room, node_id: node_id.into(), transport, since_ms });
 }
 
 /// Moves the socket to the room of its current transport, if it changed since it joined.
@@ -70,11 +71,10 @@ pub(super) fn note_transport<A: Adapter>(socket: &SocketRef<A>) {
     if transport == joined.transport {
         return;
     }
-    let node_id = joined.room.split(':').nth(2).unwrap_or_default().to_owned();
-    let room: Arc<str> = room_name(socket, &node_id, transport, joined.since_ms).into();
+    let room: Arc<str> = room_name(socket, &joined.node_id, transport, joined.since_ms).into();
     socket.leave(joined.room.to_string());
     socket.join(room.to_string());
-    socket.extensions.insert(ConnectionRoom { room, transport, since_ms: joined.since_ms });
+    socket.extensions.insert(ConnectionRoom { room, transport, ..joined });
 }
 
 fn parse(room: &str) -> Option<Connection> {
@@ -112,7 +112,7 @@ pub async fn close_room<A: Adapter>(io: &SocketIo<A>, room: String, closing: Clo
     io.to(room).disconnect().await.map_err(|e| failed(&e))
 }
 
-/// Disconnects every connection of `user_id` listed in `connections`, or only `socket_id`'s.
+/// Tells `connection`, on whichever node it is, that an admin closes it, and closes it.
 pub async fn disconnect<A: Adapter>(io: &SocketIo<A>, connection: &Connection) -> Result<(), AdapterFailed> {
     close_room(io, connection.room.clone(), Closing::ByAdmin).await
 }

@@ -7,7 +7,7 @@
 //! token, sets `socket.auth`, and calls `socket.connect()`.
 //!
 //! One timer task per expiring socket, aborted when the socket goes whatever the reason, so a
-//! closed socket's timer never fires and never holds the socket.
+//! closed socket's timer never fires, and the socket it holds is let go with it.
 
 use std::sync::Arc;
 use std::time::Duration;
