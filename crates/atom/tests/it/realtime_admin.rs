@@ -42,6 +42,22 @@ async fn an_admin_lists_a_users_connections_and_closes_one_then_all() {
     assert!(status["sockets"].as_u64().is_some_and(|n| n >= 3), "{status}");
     assert!(status["rooms"].as_u64().is_some_and(|n| n >= 3), "{status}");
 
+    // The gauges are sampled every few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let metrics = app.get("/metrics").await.text().await.expect("metrics");
+        let sampled = |name: &str| {
+            metrics
+                .lines()
+                .any(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()).is_some_and(|v| v >= 1.0))
+        };
+        if sampled("realtime_sockets ") && sampled("realtime_rooms ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "realtime_sockets and realtime_rooms not in /metrics: {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     let list = connections_of(&app, &admin.access_token, &user.id).await;
     assert_eq!(list["user_id"], json!(user.id));
     assert_eq!(list["complete"], true, "{list}");

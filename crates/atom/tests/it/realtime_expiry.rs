@@ -30,7 +30,7 @@ async fn a_socket_is_closed_at_its_tokens_expiry_with_a_reason_and_reconnects_wi
     let mut peer = Peer::start().await;
     for transport in TRANSPORTS {
         let id = format!("expiring-{transport}");
-        let token = expiring_token(&app, &user.id, &user.access_token, 3).await;
+        let token = expiring_token(&app, &user.id, &user.access_token, 5).await;
         let outcome = peer.open_at(&id, &app.url(""), transport, &token, false).await;
         assert_eq!(outcome["event"], "connected", "{outcome}");
         assert_eq!(peer.whoami(&id).await["user_id"], json!(user.id));
@@ -55,7 +55,7 @@ async fn an_api_key_with_an_expiry_ends_its_socket_then_and_one_without_does_not
     let expiring = create_api_key(&app, &user.access_token, json!({ "name": "expiring" })).await;
     let lasting = create_api_key(&app, &user.access_token, json!({ "name": "lasting" })).await;
     // An expiry a few seconds away, set before the key is first used (and so cached).
-    let at = (unix_now() + 4) * 1000;
+    let at = (unix_now() + 6) * 1000;
     let id = expiring["id"].as_str().expect("id");
     execute(&app, &format!("UPDATE api_keys SET expires_at = {at} WHERE id = '{id}'")).await;
     let mut peer = Peer::start().await;
