@@ -2,7 +2,8 @@
 //! Socket.io rooms through socketioxide-redis. An admin on node A sees a user's connections on
 //! both nodes (each with its node's id) and closes the one on node B: the event sent to it on
 //! A reaches the client on B. A node cut from Redis goes on serving its own sockets (its view
-//! says it is incomplete) and joins the others again when Redis is back.
+//! says it is incomplete) and joins the others again when Redis is back; one started while
+//! Redis is down serves its sockets from the start and joins the others once Redis answers.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -182,6 +183,31 @@ async fn a_node_cut_from_redis_serves_its_own_sockets_and_rejoins_the_others_whe
     })
     .await;
     until("A lists B's sockets again", async || count_on(&a).await == 2).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_started_while_redis_is_down_serves_sockets_and_joins_the_others_once_redis_answers() {
+    let redis = redis_url();
+    let proxy = TcpProxy::start(socket_addr_of(&redis)).await;
+    proxy.set_refusing(true).await;
+    let through_proxy = via(&redis, proxy.addr);
+    let a = spawn(&[("REDIS_URL", &through_proxy)]).await;
+    let b = second_node(&a, &[("REDIS_URL", &redis)]).await;
+    let (admin, user) = (b.user("admin").await, b.user("user").await);
+    let mut peer = Peer::start().await;
+    let outcome = peer.open_at("on-a", &a.url(""), "websocket", &user.access_token, false).await;
+    assert_eq!(outcome["event"], "connected", "the namespace is served without Redis: {outcome}");
+    assert_eq!(peer.whoami("on-a").await["user_id"], json!(user.id));
+    let status = realtime_status(&a, &admin.access_token).await;
+    assert_eq!((status["adapter"].as_str(), &status["redis_reachable"]), (Some("redis"), &json!(false)), "{status}");
+
+    proxy.set_refusing(false).await;
+    let listed_on_b = async || {
+        connections_of(&b, &admin.access_token, &user.id).await["connections"].as_array().is_some_and(|c| c.len() == 1)
+    };
+    until("B lists the socket on A once A reaches Redis", listed_on_b).await;
     a.stop().await;
     b.stop().await;
 }
