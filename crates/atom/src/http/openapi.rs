@@ -22,6 +22,8 @@ use crate::identity;
         identity::routes::admin::admin_enable, identity::routes::admin::admin_invite,
         identity::routes::api_keys::create, identity::routes::api_keys::list, identity::routes::api_keys::revoke,
         crate::audit::routes::list,
+        crate::realtime::routes::admin_list_connections, crate::realtime::routes::admin_disconnect_all,
+        crate::realtime::routes::admin_disconnect_one,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
