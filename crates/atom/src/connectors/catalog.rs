@@ -157,17 +157,3 @@ pub fn parse(file: &str, text: &str) -> Result<Template, Vec<CatalogError>> {
         Err(errors.into_iter().map(|(field, message)| CatalogError { file: file.to_owned(), field, message }).collect())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_built_in_templates_load() {
-        let catalog = match Catalog::builtin() {
-            Ok(c) => c,
-            Err(errors) => panic!("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
-        };
-        assert_eq!(catalog.len(), embedded().len());
-    }
-}

@@ -7,6 +7,7 @@
 //! - [`pattern`]: the anchored patterns that guard values before they enter URLs.
 //! - [`placeholders`]: `{name}` placeholders and the checked [`Values`] that fill them.
 //! - [`oauth2`]: the authorization URL, callback values and token responses, per template.
+//! - [`routes`]: `GET /v1/providers[/{id}]`, above the rest.
 //!
 //! A domain module: no axum, no `AppState`; the CLI and the HTTP handlers call the same code.
 
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod oauth2;
 pub mod pattern;
 pub mod placeholders;
+pub mod routes;
 pub mod template;
 pub mod validate;
 
@@ -35,3 +37,6 @@ pub fn callback_url(public_url: Option<&str>) -> Option<String> {
 pub fn app_configured(config: &crate::config::ConnectorsConfig, id: &str) -> bool {
     config.apps.get(id).is_some_and(|a| !a.client_id.trim().is_empty())
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::placeholders::{ValueError, Values};
-use super::template::{AuthMode, Template};
+use super::template::{AuthMode, Template, TokenResponse};
 
 /// What the flow supplies to build an authorization URL.
 #[derive(Debug, Clone, Copy)]
@@ -145,11 +145,30 @@ pub fn token_body_json(content_type: Option<&str>, body: &[u8]) -> Result<Value,
     Err(FlowError::Missing("JSON body".into()))
 }
 
-/// A token response (code exchange, refresh or client credentials) as the template reads it:
-/// tokens at its pointers, expiry by its rules, kept values checked by their patterns.
+/// A token response of the code exchange or the client credentials grant, as the template
+/// reads it: tokens at its pointers, expiry by its rules, kept values checked by their
+/// patterns. `now` is when the response arrived.
 pub fn parse_token_response(t: &Template, json: &Value, now: OffsetDateTime) -> Result<TokenSet, FlowError> {
     let o = t.oauth2.as_ref().ok_or_else(|| FlowError::Unsupported(t.id.clone()))?;
-    let r = &o.response;
+    parse_with(t, &o.response, json, now, true)
+}
+
+/// A refresh response: as [`parse_token_response`], at `oauth2.refresh_response`'s pointers
+/// when the template has them. Kept values it carries are read (a Salesforce
+/// `instance_url` may move), none is required. Apply [`keep_refresh_token`] to the result.
+pub fn parse_refresh_response(t: &Template, json: &Value, now: OffsetDateTime) -> Result<TokenSet, FlowError> {
+    let o = t.oauth2.as_ref().ok_or_else(|| FlowError::Unsupported(t.id.clone()))?;
+    parse_with(t, o.refresh_response.as_ref().unwrap_or(&o.response), json, now, false)
+}
+
+fn parse_with(
+    t: &Template,
+    r: &TokenResponse,
+    json: &Value,
+    now: OffsetDateTime,
+    exchange: bool,
+) -> Result<TokenSet, FlowError> {
+    let Some(o) = t.oauth2.as_ref() else { return Err(FlowError::Unsupported(t.id.clone())) };
     if let Some(error) = json.pointer(&r.error).filter(|e| !e.is_null() && *e != &Value::Bool(false)) {
         let description = json.get("error_description").and_then(Value::as_str).map(str::to_owned);
         return Err(FlowError::Provider { error: scalar(error).unwrap_or_else(|| error.to_string()), description });
@@ -180,7 +199,7 @@ pub fn parse_token_response(t: &Template, json: &Value, now: OffsetDateTime) -> 
                 kept.insert(k.name.clone(), v);
             }
             Some(_) => return Err(FlowError::Missing(k.name.clone())),
-            None if k.required => return Err(FlowError::Missing(k.name.clone())),
+            None if k.required && exchange => return Err(FlowError::Missing(k.name.clone())),
             None => {}
         }
     }

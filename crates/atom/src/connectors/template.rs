@@ -239,6 +239,10 @@ pub struct OAuth2 {
     /// Where the tokens sit in the token response.
     #[serde(default)]
     pub response: TokenResponse,
+    /// Where they sit in a refresh response, when not where `response` says (Slack nests the
+    /// user token under `authed_user` in the exchange's answer, not in the refresh's).
+    #[serde(default)]
+    pub refresh_response: Option<TokenResponse>,
     /// Expiry rules.
     #[serde(default)]
     pub expiry: Expiry,

@@ -277,15 +277,17 @@ impl Validator {
                 }
             }
         }
-        let r = &o.response;
-        for (field, pointer) in [
-            ("oauth2.response.access_token", &r.access_token),
-            ("oauth2.response.refresh_token", &r.refresh_token),
-            ("oauth2.response.expires_in", &r.expires_in),
-            ("oauth2.response.scope", &r.scope),
-            ("oauth2.response.error", &r.error),
-        ] {
-            self.pointer(field.into(), pointer);
+        for (table, r) in [("response", Some(&o.response)), ("refresh_response", o.refresh_response.as_ref())] {
+            let Some(r) = r else { continue };
+            for (field, pointer) in [
+                ("access_token", &r.access_token),
+                ("refresh_token", &r.refresh_token),
+                ("expires_in", &r.expires_in),
+                ("scope", &r.scope),
+                ("error", &r.error),
+            ] {
+                self.pointer(format!("oauth2.{table}.{field}"), pointer);
+            }
         }
         if o.expiry.never && o.expiry.default_lifetime_secs.is_some() {
             self.err("oauth2.expiry.default_lifetime_secs", "contradicts oauth2.expiry.never");

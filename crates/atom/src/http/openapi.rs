@@ -22,6 +22,7 @@ use crate::identity;
         identity::routes::admin::admin_enable, identity::routes::admin::admin_invite,
         identity::routes::api_keys::create, identity::routes::api_keys::list, identity::routes::api_keys::revoke,
         crate::audit::routes::list,
+        crate::connectors::routes::list, crate::connectors::routes::show,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -29,6 +30,7 @@ use crate::identity;
         (name = "operations", description = "Health, readiness, status and metrics"),
         (name = "identity", description = "Accounts, sessions and API keys"),
         (name = "admin", description = "Administration (admin role)"),
+        (name = "connectors", description = "The provider catalog and connected accounts"),
     )
 )]
 pub struct ApiDoc;
