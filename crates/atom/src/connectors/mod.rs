@@ -6,12 +6,14 @@
 //!   `connectors.providers_dir`, validated ([`validate`]) before anything uses them.
 //! - [`pattern`]: the anchored patterns that guard values before they enter URLs.
 //! - [`placeholders`]: `{name}` placeholders and the checked [`Values`] that fill them.
+//! - [`oauth1`]: RFC 5849 HMAC-SHA1 request signing (Trello).
 //! - [`oauth2`]: the authorization URL, callback values and token responses, per template.
 //! - [`routes`]: `GET /v1/providers[/{id}]`, above the rest.
 //!
 //! A domain module: no axum, no `AppState`; the CLI and the HTTP handlers call the same code.
 
 pub mod catalog;
+pub mod oauth1;
 pub mod oauth2;
 pub mod pattern;
 pub mod placeholders;

@@ -125,7 +125,9 @@ async fn providers_check_passes_the_built_ins_and_names_the_file_and_field_at_fa
 
     let broken = ACME.replace("^[a-z0-9-]+$", "[a-z0-9-]+");
     std::fs::write(dir.path().join("broken.toml"), broken.replace("id = \"acme\"", "id = \"broken\"")).expect("write");
-    let unknown = ACME.replace("id = \"acme\"", "id = \"unknown\"").replace("{subdomain}.acme.example/api", "{tenant}.acme.example/api");
+    let unknown = ACME
+        .replace("id = \"acme\"", "id = \"unknown\"")
+        .replace("{subdomain}.acme.example/api", "{tenant}.acme.example/api");
     std::fs::write(dir.path().join("unknown.toml"), unknown).expect("write");
     let (code, stdout, stderr) = run_atom(&env, &["providers", "check", "--dir", &path]).await;
     assert_eq!(code, 1, "{stderr}");
@@ -133,7 +135,10 @@ async fn providers_check_passes_the_built_ins_and_names_the_file_and_field_at_fa
     let broken_line = stderr.lines().find(|l| l.contains("broken.toml")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(broken_line.contains("params[0].pattern") && broken_line.contains("anchored"), "{broken_line}");
     let unknown_line = stderr.lines().find(|l| l.contains("unknown.toml")).unwrap_or_else(|| panic!("{stderr}"));
-    assert!(unknown_line.contains("api.base_url") && unknown_line.contains("{tenant} is not declared"), "{unknown_line}");
+    assert!(
+        unknown_line.contains("api.base_url") && unknown_line.contains("{tenant} is not declared"),
+        "{unknown_line}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // The same directory configured stops `serve` at once: a configuration problem, exit 2.
