@@ -8,15 +8,19 @@
 //! - [`placeholders`]: `{name}` placeholders and the checked [`Values`] that fill them.
 //! - [`oauth1`]: RFC 5849 HMAC-SHA1 request signing (Trello).
 //! - [`oauth2`]: the authorization URL, callback values and token responses, per template.
+//! - [`requests`]: the code exchange, refresh, client credentials and revocation requests,
+//!   built from the template (client authentication, body encoding, extra parameters).
 //! - [`routes`]: `GET /v1/providers[/{id}]`, above the rest.
 //!
-//! A domain module: no axum, no `AppState`; the CLI and the HTTP handlers call the same code.
+//! The domain code (all but `routes`) names no axum and no `AppState`: the CLI and the HTTP
+//! handlers call the same functions.
 
 pub mod catalog;
 pub mod oauth1;
 pub mod oauth2;
 pub mod pattern;
 pub mod placeholders;
+pub mod requests;
 pub mod routes;
 pub mod template;
 pub mod validate;

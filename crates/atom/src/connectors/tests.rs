@@ -398,3 +398,119 @@ fn an_override_directory_replaces_and_adds_templates() {
     let errors = Catalog::load(Some(dir.path())).expect_err("broken");
     assert!(errors.iter().all(|e| e.file.ends_with("broken.toml") && e.field == "id"), "{errors:?}");
 }
+
+/// The values a connection holds after the exchange: its parameters, and every kept and
+/// lookup value at its example.
+fn connected_values(t: &Template) -> Values {
+    let mut values = example_values(t);
+    for k in &t.keep {
+        if let Some(e) = &k.example {
+            values.insert_trusted(&k.name, e.clone());
+        }
+    }
+    if let Some(lookup) = t.lookup {
+        for (name, _, example) in lookup.provides() {
+            values.insert_trusted(name, *example);
+        }
+    }
+    values
+}
+
+#[test]
+fn every_oauth2_template_builds_its_code_exchange_refresh_and_revocation() {
+    use super::requests::{self, ClientCredentials, Encoding};
+    use super::template::{ClientAuth, TokenPlacement};
+    use secrecy::{ExposeSecret, SecretString};
+
+    let secret = SecretString::from("client-secret".to_owned());
+    let client = ClientCredentials { id: "client-123", secret: &secret };
+    let refresh_token = SecretString::from("rt-old".to_owned());
+    let access_token = SecretString::from("at-now".to_owned());
+    let mut checked = 0;
+    for t in builtin().iter().filter(|t| t.oauth2.is_some()) {
+        let o = t.oauth2.as_ref().expect("oauth2");
+        let id = &t.id;
+        let values = connected_values(t);
+        let Some(token_url) = &o.token_url else { continue }; // discovery only
+        let req = requests::code_exchange(
+            t,
+            &values,
+            &client,
+            "code-1",
+            "https://atom.example.com/cb",
+            Some("verifier"),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(req.url.as_str(), values.substitute(token_url).expect("filled"), "{id}");
+        assert_eq!(req.param("grant_type"), Some("authorization_code"), "{id}");
+        assert_eq!(req.param("code"), Some("code-1"), "{id}");
+        assert_eq!(req.param("redirect_uri"), Some("https://atom.example.com/cb"), "{id}");
+        assert_eq!(req.param("code_verifier"), o.pkce.then_some("verifier"), "{id}: a verifier exactly with PKCE");
+        match o.client_auth {
+            ClientAuth::Basic => {
+                assert_eq!(
+                    req.basic.as_ref().map(|(u, p)| (u.as_str(), p.expose_secret())),
+                    Some(("client-123", "client-secret")),
+                    "{id}"
+                );
+                assert_eq!(req.param("client_secret"), None, "{id}: the secret goes once");
+            }
+            ClientAuth::Form | ClientAuth::Json => {
+                assert!(req.basic.is_none(), "{id}");
+                assert_eq!(req.param("client_id"), Some("client-123"), "{id}");
+                assert_eq!(req.param("client_secret"), Some("client-secret"), "{id}");
+            }
+            ClientAuth::None => assert_eq!(req.param("client_secret"), None, "{id}"),
+        }
+        let json = o.client_auth == ClientAuth::Json || o.token_body == super::template::BodyFormat::Json;
+        assert_eq!(req.encoding, if json { Encoding::Json } else { Encoding::Form }, "{id}");
+        let (content_type, body) = req.body().expect("a body");
+        assert!(!body.is_empty() && content_type.starts_with("application/"), "{id}");
+        for (k, v) in &o.token_params {
+            assert_eq!(req.param(k), Some(values.substitute(v).expect("filled").as_str()), "{id}: {k}");
+        }
+        assert!(!format!("{req:?}").contains("client-secret"), "{id}: Debug hides secrets");
+
+        let req = requests::refresh(t, &values, &client, &refresh_token, None).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let expected = o.refresh_url.as_ref().unwrap_or(token_url);
+        assert_eq!(req.url.as_str(), values.substitute(expected).expect("filled"), "{id}");
+        assert_eq!(req.param("grant_type"), Some("refresh_token"), "{id}");
+        assert_eq!(req.param("refresh_token"), Some("rt-old"), "{id}");
+
+        if let Some(r) = &o.revocation {
+            let req = requests::revocation(t, &values, &client, &access_token, Some(&refresh_token))
+                .unwrap_or_else(|e| panic!("{id}: {e}"))
+                .expect("declared");
+            assert_eq!(req.method, r.method, "{id}");
+            assert!(!req.url.as_str().contains('{'), "{id}: {}", req.url);
+            let token = if r.token == super::template::WhichToken::Refresh { "rt-old" } else { "at-now" };
+            let carried = match r.token_in {
+                TokenPlacement::Form | TokenPlacement::Json => req.param(&r.token_field) == Some(token),
+                TokenPlacement::Query => req.url.query_pairs().any(|(k, v)| k == r.token_field.as_str() && v == token),
+                TokenPlacement::Bearer => req.bearer.as_ref().is_some_and(|b| b.expose_secret() == token),
+            };
+            assert!(carried, "{id}: the {token} goes {:?}", r.token_in);
+        } else {
+            assert!(requests::revocation(t, &values, &client, &access_token, None).expect("ok").is_none(), "{id}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} templates checked");
+}
+
+#[test]
+fn githubs_revocation_names_the_client_in_its_path() {
+    use super::requests::{self, ClientCredentials};
+    use secrecy::SecretString;
+    let t = builtin().get("github").cloned().expect("github");
+    let secret = SecretString::from("s".to_owned());
+    let client = ClientCredentials { id: "Iv1.abc", secret: &secret };
+    let req = requests::revocation(&t, &Values::default(), &client, &SecretString::from("gho_x".to_owned()), None)
+        .expect("ok")
+        .expect("declared");
+    assert_eq!(req.url.as_str(), "https://api.github.com/applications/Iv1.abc/grant");
+    assert_eq!(req.method, super::template::HttpMethod::Delete);
+    assert_eq!(req.param("access_token"), Some("gho_x"));
+    assert_eq!(req.body().expect("body").0, "application/json");
+}
