@@ -19,8 +19,20 @@ mod validate;
 const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] =
-    &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup", "realtime", "metrics"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "redis",
+    "cache",
+    "http",
+    "log",
+    "shutdown",
+    "auth",
+    "rate_limit",
+    "backup",
+    "realtime",
+    "metrics",
+    "connectors",
+];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +43,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, message: impl Into<String>) -> Self {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
         Self { key: key.to_owned(), message: message.into() }
     }
 }
@@ -58,6 +70,36 @@ pub struct Config {
     pub backup: BackupConfig,
     pub realtime: RealtimeConfig,
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub connectors: ConnectorsConfig,
+}
+
+/// The connector catalog and the instance's own apps at the providers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// A directory of provider templates (`<id>.toml`) that replace the built-in template of
+    /// the same id or add providers.
+    #[serde(default)]
+    pub providers_dir: Option<PathBuf>,
+    /// The instance's OAuth app per provider id, when set in configuration rather than
+    /// through the admin API.
+    #[serde(default)]
+    pub apps: std::collections::BTreeMap<String, ProviderAppConfig>,
+}
+
+/// One provider's app: the client id, and the name of the environment variable that holds the
+/// client secret (so the secret stays out of files).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderAppConfig {
+    pub client_id: String,
+    /// Not an `ATOM_*` name: those are configuration keys.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Provider-specific settings of the app (a Tableau site, an Azure tenant restriction).
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -21,6 +21,7 @@ impl Config {
         {
             return Err(ConfigError::new("public_url", "must start with https:// or http://"));
         }
+        self.validate_connectors()?;
         let auth = &self.auth;
         if !(60..=86_400).contains(&auth.access_ttl_secs) {
             return Err(ConfigError::new("auth.access_ttl_secs", "must be between 60 and 86400"));
@@ -180,6 +181,34 @@ impl Config {
             && (dir.as_os_str().is_empty() || (dir.exists() && !dir.is_dir()))
         {
             return Err(ConfigError::new("backup.dir", "must name a directory"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_connectors(&self) -> Result<(), ConfigError> {
+        let c = &self.connectors;
+        if let Some(dir) = &c.providers_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new("connectors.providers_dir", format!("{} is not a directory", dir.display())));
+        }
+        for (id, app) in &c.apps {
+            let key = format!("connectors.apps.{id}");
+            if app.client_id.trim().is_empty() {
+                return Err(ConfigError::new(&format!("{key}.client_id"), "must not be empty"));
+            }
+            if let Some(var) = &app.client_secret_env {
+                let name_ok =
+                    !var.is_empty() && var.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !name_ok || var.starts_with("ATOM_") {
+                    return Err(ConfigError::new(
+                        &format!("{key}.client_secret_env"),
+                        "must be an environment variable name ([A-Z0-9_]), not an ATOM_* configuration key",
+                    ));
+                }
+            }
         }
         Ok(())
     }

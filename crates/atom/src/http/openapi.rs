@@ -24,6 +24,7 @@ use crate::identity;
         crate::audit::routes::list,
         crate::realtime::routes::admin_list_connections, crate::realtime::routes::admin_disconnect_all,
         crate::realtime::routes::admin_disconnect_one,
+        crate::connectors::routes::list, crate::connectors::routes::show,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -31,6 +32,7 @@ use crate::identity;
         (name = "operations", description = "Health, readiness, status and metrics"),
         (name = "identity", description = "Accounts, sessions and API keys"),
         (name = "admin", description = "Administration (admin role)"),
+        (name = "connectors", description = "The provider catalog and connected accounts"),
     )
 )]
 pub struct ApiDoc;
