@@ -53,6 +53,8 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error("redis.url is not usable")]
     Redis(#[source] redis::RedisError),
+    #[error("the outbound HTTP client could not be built")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 impl StartError {
@@ -108,6 +110,10 @@ impl Application {
         let cache = Cache::from_config(&config.cache, redis.clone());
         let bus = Bus::from_config(&config).map_err(StartError::Redis)?;
         let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone(), bus.clone()).await?);
+        let connectors = Arc::new(
+            crate::connectors::Connectors::new(&config, db.clone(), Arc::clone(&identity), bus.clone(), Vec::new())
+                .map_err(StartError::HttpClient)?,
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -124,6 +130,7 @@ impl Application {
             cache,
             bus,
             identity,
+            connectors,
             metrics: telemetry::metrics_handle(),
             http_metrics: Arc::default(),
             draining: Arc::new(AtomicBool::new(false)),
@@ -190,6 +197,7 @@ impl Application {
             let _ = stopped.await;
         }));
         let backups = BackupSchedule::start(&state.db, &config);
+        let refresher = crate::connectors::refresh::spawn_worker(Arc::clone(&state.connectors));
         http::metrics_access::log_exposure(&config);
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|listener| {
@@ -229,6 +237,9 @@ impl Application {
         if let Some(backups) = backups {
             backups.stop(grace).await;
         }
+        if let Some(refresher) = refresher {
+            refresher.abort();
+        }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
@@ -249,10 +260,12 @@ fn all_routes(
     // Behind authentication, with identity's own protected routes.
     let protected = Router::new()
         .merge(crate::audit::router())
+        .merge(crate::connectors::routes::protected_router())
         .route("/status", axum::routing::get(http::status))
         .merge(protected_routes);
     let routes =
         http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes).merge(routes);
+    let routes = routes.merge(crate::connectors::routes::public_router());
     (routes, realtime)
 }
 

@@ -14,6 +14,8 @@
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
 //! - [`edge`]: security headers, CORS, client address, rate limits, bans, load shedding.
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
+//! - [`connectors`]: the connector vault: provider apps, OAuth flows, encrypted connections,
+//!   single-flight refresh, revocation.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
@@ -37,6 +39,7 @@ pub mod bus;
 pub mod cache;
 pub mod commands;
 pub mod config;
+pub mod connectors;
 pub mod crypto;
 pub mod edge;
 pub mod error;

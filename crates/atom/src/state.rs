@@ -45,6 +45,8 @@ pub struct Shared {
     /// Events to a user's live connections, on every node.
     pub bus: Bus,
     pub identity: Arc<Identity>,
+    /// The connector vault: provider apps, flows, connections, refresh.
+    pub connectors: Arc<crate::connectors::Connectors>,
     pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,
     /// The HTTP stack's request metrics, rendered into `/metrics` after `metrics`'s.

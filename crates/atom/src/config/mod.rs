@@ -19,8 +19,20 @@ mod validate;
 const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] =
-    &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup", "realtime", "metrics"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "redis",
+    "cache",
+    "http",
+    "log",
+    "shutdown",
+    "auth",
+    "rate_limit",
+    "backup",
+    "realtime",
+    "metrics",
+    "connectors",
+];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +70,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub realtime: RealtimeConfig,
     pub metrics: MetricsConfig,
+    pub connectors: ConnectorsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -220,6 +233,37 @@ pub struct MetricsConfig {
     /// The bearer token `/metrics` requires.
     #[serde(default, serialize_with = "redacted")]
     pub token: Option<SecretString>,
+}
+
+/// The connector vault's flows and refresh (see [`crate::connectors`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// Access tokens are refreshed this long before they expire.
+    pub refresh_margin_secs: u64,
+    /// How often the background refresher looks for tokens about to expire; 0 turns it off
+    /// (tokens are then refreshed only when asked for).
+    pub refresh_interval_secs: u64,
+    /// The longest one request to a provider may take.
+    pub http_timeout_secs: u64,
+    /// Attempts at a refresh that fails transiently (timeout, 5xx, 429), with back-off.
+    pub refresh_attempts: u32,
+    /// Where the callback may send the browser back to: exact URLs.
+    pub return_urls: Vec<String>,
+    /// The instance's OAuth app per provider, set by the operator.
+    #[serde(default)]
+    pub apps: std::collections::BTreeMap<String, ConfiguredApp>,
+}
+
+/// `[connectors.apps.<provider>]`: the secret is read from the environment variable it names.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredApp {
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// Which database the configuration points at, parsed from `database.url`.

@@ -1,0 +1,86 @@
+//! What the flows need to know of a provider, taken from its catalog template: how it is
+//! connected, its endpoints and the shape of its answers. The flows read only this, so that
+//! the template format can grow without touching them.
+
+use std::collections::BTreeMap;
+
+/// One provider, as the flows see it.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    /// The template's name, as in `/v1/connections/{provider}/…`.
+    pub name: String,
+    pub display_name: String,
+    pub auth: AuthSpec,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthSpec {
+    OAuth2(Box<OAuth2Spec>),
+    /// A credential the user submits: an API key, or a user name and password. `fields` are
+    /// the template's field names; `secret_fields` those that are secret.
+    Credential {
+        kind: CredentialKind,
+        fields: Vec<FieldSpec>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    ApiKey,
+    Basic,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::Basic => "basic",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldSpec {
+    pub name: String,
+    pub required: bool,
+    pub secret: bool,
+    /// A regular pattern the value must match, as the template says; checked as a prefix
+    /// and length here (templates name `prefix`, `min_len`, `max_len`).
+    pub prefix: Option<String>,
+    pub min_len: usize,
+    pub max_len: usize,
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// HTTP Basic with the client id and secret (`client_secret_basic`).
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Post,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth2Spec {
+    pub authorization_url: String,
+    pub token_url: String,
+    pub revocation_url: Option<String>,
+    /// Where the connection's label and provider account id come from (an OIDC userinfo
+    /// endpoint or the service's own "me").
+    pub identity_url: Option<String>,
+    /// The authorization server's issuer: when set, the callback must carry it as `iss`
+    /// (RFC 9207).
+    pub issuer: Option<String>,
+    pub default_scopes: Vec<String>,
+    pub scope_separator: String,
+    pub pkce: bool,
+    pub token_auth: TokenAuth,
+    /// JSON pointer (`/sub`) of the provider account's stable id in the identity answer.
+    pub account_id_pointer: String,
+    /// JSON pointer of a human label (`/email`) in the identity answer.
+    pub label_pointer: String,
+    /// Extra query parameters of the authorization URL.
+    pub authorize_params: BTreeMap<String, String>,
+    /// Whether access tokens expire without `expires_in` (some never do).
+    pub refreshable: bool,
+}
