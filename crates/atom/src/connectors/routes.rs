@@ -31,6 +31,13 @@ use crate::storage::now_ms;
 
 impl Validate for CallbackQuery {}
 
+/// Any JSON body, parsed into its real type once the caller may see its rules.
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct AnyJson(serde_json::Value);
+
+impl Validate for AnyJson {}
+
 /// The public route: the callback.
 pub fn public_router() -> Router<AppState> {
     Router::new().route(apps::CALLBACK_PATH, get(callback))
@@ -59,9 +66,11 @@ pub async fn set_app(
     principal: Principal,
     context: RequestContext,
     Path(provider): Path<String>,
-    Json(body): Json<SetApp>,
+    Json(AnyJson(body)): Json<AnyJson>,
 ) -> Result<Json<AppView>, ConnectorError> {
     principal.require_admin()?;
+    // Parsed after the role check, so that a user learns nothing of the body's rules.
+    let body: SetApp = crate::http::extract::parse(&serde_json::to_vec(&body).unwrap_or_default())?;
     known_provider(&state, &provider)?;
     apps::ensure_not_configured(&state.config.connectors, &provider)?;
     let mut tx = state.db.begin().await?;

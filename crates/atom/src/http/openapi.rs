@@ -22,6 +22,9 @@ use crate::identity;
         identity::routes::admin::admin_enable, identity::routes::admin::admin_invite,
         identity::routes::api_keys::create, identity::routes::api_keys::list, identity::routes::api_keys::revoke,
         crate::audit::routes::list,
+        crate::connectors::routes::set_app, crate::connectors::routes::get_app, crate::connectors::routes::delete_app,
+        crate::connectors::routes::authorize, crate::connectors::routes::callback, crate::connectors::routes::list,
+        crate::connectors::routes::get_one, crate::connectors::routes::disconnect, crate::connectors::routes::refresh,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -29,6 +32,7 @@ use crate::identity;
         (name = "operations", description = "Health, readiness, status and metrics"),
         (name = "identity", description = "Accounts, sessions and API keys"),
         (name = "admin", description = "Administration (admin role)"),
+        (name = "connectors", description = "Connections to outside services and the instance's OAuth apps"),
     )
 )]
 pub struct ApiDoc;
