@@ -21,6 +21,7 @@ mod backup_integrity;
 mod cache;
 mod cli;
 mod connectors_flows;
+mod connectors_refresh;
 mod db_faults;
 mod db_monitoring;
 mod edge;
