@@ -260,12 +260,12 @@ fn all_routes(
     // Behind authentication, with identity's own protected routes.
     let protected = Router::new()
         .merge(crate::audit::router())
-        .merge(crate::connectors::routes::protected_router())
+        .merge(crate::connectors::connection_routes::protected_router())
         .route("/status", axum::routing::get(http::status))
         .merge(protected_routes);
     let routes =
         http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes).merge(routes);
-    let routes = routes.merge(crate::connectors::routes::public_router());
+    let routes = routes.merge(crate::connectors::connection_routes::public_router());
     (routes, realtime)
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::oauth2::ClientApp;
+use super::exchange::ClientApp;
 use crate::config::ConnectorsConfig;
 use crate::crypto::{Aad, MasterKeyring, from_base64, to_base64};
 use crate::error::{ApiError, FieldError};

@@ -4,7 +4,7 @@
 //! all the same and the failure is recorded in the audit row.
 
 use super::error::{ConnectError, ConnectorError, ErrorCode};
-use super::oauth2;
+use super::exchange;
 use super::service::Connectors;
 use super::spec::AuthSpec;
 use super::vault::Credentials;
@@ -38,7 +38,7 @@ impl Connectors {
         ];
         for (token, hint) in pairs {
             let Some(token) = token else { continue };
-            if let Err(e) = oauth2::revoke(self.http(), oauth, &app.client, token, hint).await {
+            if let Err(e) = exchange::revoke(self.http(), oauth, &app.client, token, hint).await {
                 return Some(e);
             }
         }

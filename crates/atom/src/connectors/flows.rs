@@ -19,7 +19,7 @@ use super::error::{ConnectError, ConnectorError, ErrorCode, scrub};
 use super::service::Connectors;
 use super::spec::{AuthSpec, OAuth2Spec};
 use super::vault::{Credentials, Obtained};
-use super::{apps, oauth2, vault};
+use super::{apps, exchange, vault};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::crypto::{Aad, from_base64, to_base64};
 use crate::error::{ApiError, FieldError};
@@ -270,7 +270,7 @@ async fn complete(
         serde_json::from_slice(&plain).map_err(|_| ApiError::internal("pending authorization secrets are not JSON"))?;
     let app = connectors.app(&pending.provider).await?;
     let redirect_uri = connectors.callback_url()?;
-    let tokens = oauth2::exchange_code(
+    let tokens = exchange::exchange_code(
         connectors.http(),
         oauth,
         &app.client,
@@ -279,7 +279,7 @@ async fn complete(
         secrets.pkce_verifier.as_deref(),
     )
     .await?;
-    let (account_id, label) = match oauth2::identity(connectors.http(), oauth, &tokens.access_token).await? {
+    let (account_id, label) = match exchange::identity(connectors.http(), oauth, &tokens.access_token).await? {
         Some(found) => found,
         None => ("default".to_owned(), spec.display_name.clone()),
     };

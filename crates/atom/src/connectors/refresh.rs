@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{ConnectError, ConnectorError, ErrorCode};
-use super::oauth2;
+use super::exchange;
 use super::service::Connectors;
 use super::spec::AuthSpec;
 use super::vault::{self, Credentials};
@@ -174,7 +174,7 @@ impl Connectors {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match oauth2::refresh(self.http(), oauth, &app.client, &refresh_token).await {
+            match exchange::refresh(self.http(), oauth, &app.client, &refresh_token).await {
                 Err(e) if e.code.is_transient() && attempt < attempts => {
                     let backoff = e
                         .retry_after_secs

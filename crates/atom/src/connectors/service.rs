@@ -43,7 +43,7 @@ impl Connectors {
         bus: Bus,
         providers: Vec<ProviderSpec>,
     ) -> Result<Self, reqwest::Error> {
-        let http = super::oauth2::http_client(Duration::from_secs(config.connectors.http_timeout_secs))?;
+        let http = super::exchange::http_client(Duration::from_secs(config.connectors.http_timeout_secs))?;
         Ok(Self {
             db,
             identity,
