@@ -55,13 +55,16 @@ pub enum StartError {
     Redis(#[source] redis::RedisError),
     #[error("the outbound HTTP client could not be built")]
     HttpClient(#[source] reqwest::Error),
+    /// Every problem of the provider templates, one per line.
+    #[error("invalid provider templates:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Catalog(Vec<crate::connectors::CatalogError>),
 }
 
 impl StartError {
     /// 2 for a configuration problem (the operator must change something), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Catalog(_) => 2,
             _ => 1,
         }
     }
@@ -104,6 +107,7 @@ impl Application {
                 return Err(StartError::PendingMigrations { pending });
             }
         }
+        let catalog = Arc::new(load_catalog(&config)?);
         let instance_id: Arc<str> = db.instance_id().await.map_err(StorageError::Query)?.into();
         let keyring = Arc::new(load_keyring(&config)?);
         let redis = Redis::from_config(&config).map_err(StartError::Redis)?;
@@ -111,8 +115,14 @@ impl Application {
         let bus = Bus::from_config(&config).map_err(StartError::Redis)?;
         let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone(), bus.clone()).await?);
         let connectors = Arc::new(
-            crate::connectors::Connectors::new(&config, db.clone(), Arc::clone(&identity), bus.clone(), Vec::new())
-                .map_err(StartError::HttpClient)?,
+            crate::connectors::Connectors::new(
+                &config,
+                db.clone(),
+                Arc::clone(&identity),
+                bus.clone(),
+                catalog.iter().filter_map(|t| crate::connectors::spec::ProviderSpec::from_template(t)).collect(),
+            )
+            .map_err(StartError::HttpClient)?,
         );
         let listener = TcpListener::bind(config.listen)
             .await
@@ -131,6 +141,7 @@ impl Application {
             bus,
             identity,
             connectors,
+            catalog,
             metrics: telemetry::metrics_handle(),
             http_metrics: Arc::default(),
             draining: Arc::new(AtomicBool::new(false)),
@@ -261,12 +272,24 @@ fn all_routes(
     let protected = Router::new()
         .merge(crate::audit::router())
         .merge(crate::connectors::connection_routes::protected_router())
+        .merge(crate::connectors::routes::router())
         .route("/status", axum::routing::get(http::status))
         .merge(protected_routes);
     let routes =
         http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes).merge(routes);
     let routes = routes.merge(crate::connectors::connection_routes::public_router());
     (routes, realtime)
+}
+
+/// The provider catalog: the built-in templates overlaid by `connectors.providers_dir`; every
+/// app in `connectors.apps` must name one of them.
+pub fn load_catalog(config: &Config) -> Result<crate::connectors::Catalog, StartError> {
+    let catalog =
+        crate::connectors::Catalog::load(config.connectors.providers_dir.as_deref()).map_err(StartError::Catalog)?;
+    if let Some(id) = config.connectors.apps.keys().find(|id| catalog.get(id).is_none()) {
+        return Err(ConfigError::new(&format!("connectors.apps.{id}"), "names no provider in the catalog").into());
+    }
+    Ok(catalog)
 }
 
 /// The master keyring: `master_key` (ATOM_MASTER_KEY), else `master_key_file`, else the key

@@ -1,6 +1,6 @@
 //! The operator commands behind the CLI (`atom migrate`, `atom admin create`, `atom keys …`,
-//! `atom audit verify`, `atom backup …`): each opens the database itself, does one job and
-//! reports in plain text. `main.rs` parses arguments and calls in here.
+//! `atom audit verify`, `atom backup …`, `atom providers …`): each opens the database itself
+//! when it needs one, does one job and reports in plain text. `main.rs` parses arguments and calls in here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext, Verificatio
 use crate::backup::{self, Manifest};
 use crate::cache::{Cache, Redis};
 use crate::config::Config;
+use crate::connectors;
 use crate::crypto::{KEY_FILE_NAME, MasterKeyring};
 use crate::error::ErrorChain;
 use crate::identity::{accounts, signing};
@@ -73,6 +74,47 @@ pub async fn migrate(config: &Config, apply: bool) -> Result<(), CommandError> {
     );
     db.close().await;
     Ok(())
+}
+
+/// `atom providers list`: one line per provider (id, name, auth mode, whether this instance's
+/// app is configured), after the callback URL admins register at each provider.
+pub fn providers_list(config: &Config) -> Result<(), CommandError> {
+    let catalog = crate::app::load_catalog(config)?;
+    match connectors::callback_url(config.public_url.as_deref()) {
+        Some(url) => println!("callback URL: {url}"),
+        None => println!("callback URL: (set public_url, ATOM_PUBLIC_URL)"),
+    }
+    println!("{:<20}  {:<24}  {:<26}  app", "id", "name", "auth mode");
+    for t in catalog.iter() {
+        let app = match (t.auth_mode.needs_app(), connectors::app_configured(&config.connectors, &t.id)) {
+            (false, _) => "not needed",
+            (true, true) => "configured",
+            (true, false) => "not configured",
+        };
+        println!("{:<20}  {:<24}  {:<26}  {app}", t.id, t.name, t.auth_mode.as_str());
+    }
+    eprintln!("{} provider(s)", catalog.len());
+    Ok(())
+}
+
+/// `atom providers check [--dir D]`: validates the built-in templates and the override
+/// directory (`--dir`, else `connectors.providers_dir`), printing every problem as
+/// `file: field: message`; fails when there is one.
+pub fn providers_check(config: &Config, dir: Option<&Path>) -> Result<(), CommandError> {
+    let dir = dir.or(config.connectors.providers_dir.as_deref());
+    match connectors::Catalog::load(dir) {
+        Ok(catalog) => {
+            let from = dir.map(|d| format!(" (with {})", d.display())).unwrap_or_default();
+            eprintln!("{} provider template(s) valid{from}", catalog.len());
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            Err(CommandError::Failed(format!("{} problem(s) in the provider templates", errors.len())))
+        }
+    }
 }
 
 /// `atom admin create --email E`, the password from `ATOM_ADMIN_PASSWORD` or standard input.

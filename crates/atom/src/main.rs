@@ -60,6 +60,25 @@ enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
+    /// The provider catalog (connector templates).
+    Providers {
+        #[command(subcommand)]
+        action: ProvidersAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProvidersAction {
+    /// List the providers: id, name, auth mode, whether this instance's app is configured;
+    /// and the callback URL to register at each.
+    List,
+    /// Validate every template (the built-in ones and an override directory): exit 1 naming
+    /// each file and field at fault.
+    Check {
+        /// The override directory to check (default: connectors.providers_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +157,16 @@ fn main() -> ExitCode {
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
+    if let Command::Providers { action } = cli.command {
+        let result = match action {
+            ProvidersAction::List => commands::providers_list(&config),
+            ProvidersAction::Check { dir } => commands::providers_check(&config, dir.as_deref()),
+        };
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     // Held to the end of `main`, after the runtime is gone: its drop writes out the last lines.
     let _log = telemetry::init_logging(&config.log.filter, config.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -151,7 +180,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => Ok(Application::build(config).await?.run_until(shutdown::signal()).await?),
             Command::Migrate { action } => commands::migrate(&config, action.is_none()).await,
-            Command::Config { .. } => Ok(()),
+            Command::Config { .. } | Command::Providers { .. } => Ok(()),
             Command::Admin { action: AdminAction::Create { email, password } } => {
                 let password = match password {
                     Some(p) => p,

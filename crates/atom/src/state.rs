@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::bus::Bus;
 use crate::cache::{Cache, Redis};
 use crate::config::Config;
+use crate::connectors::Catalog;
 use crate::identity::Identity;
 use crate::storage::Db;
 
@@ -47,6 +48,8 @@ pub struct Shared {
     pub identity: Arc<Identity>,
     /// The connector vault: provider apps, flows, connections, refresh.
     pub connectors: Arc<crate::connectors::Connectors>,
+    /// The validated provider templates, built-in and from `connectors.providers_dir`.
+    pub catalog: Arc<Catalog>,
     pub edge: Arc<crate::edge::Edge>,
     pub metrics: PrometheusHandle,
     /// The HTTP stack's request metrics, rendered into `/metrics` after `metrics`'s.

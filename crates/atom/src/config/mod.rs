@@ -43,7 +43,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, message: impl Into<String>) -> Self {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
         Self { key: key.to_owned(), message: message.into() }
     }
 }
@@ -70,7 +70,47 @@ pub struct Config {
     pub backup: BackupConfig,
     pub realtime: RealtimeConfig,
     pub metrics: MetricsConfig,
+    #[serde(default)]
     pub connectors: ConnectorsConfig,
+}
+
+/// The connector catalog and the instance's own apps at the providers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// A directory of provider templates (`<id>.toml`) that replace the built-in template of
+    /// the same id or add providers.
+    #[serde(default)]
+    pub providers_dir: Option<PathBuf>,
+    /// The instance's OAuth app per provider id, when set in configuration rather than
+    /// through the admin API.
+    #[serde(default)]
+    pub apps: std::collections::BTreeMap<String, ProviderAppConfig>,
+    /// Access tokens are refreshed this long before they expire.
+    pub refresh_margin_secs: u64,
+    /// How often the background refresher looks for tokens about to expire; 0 turns it off
+    /// (tokens are then refreshed only when asked for).
+    pub refresh_interval_secs: u64,
+    /// The longest one request to a provider may take.
+    pub http_timeout_secs: u64,
+    /// Attempts at a refresh that fails transiently (timeout, 5xx, 429), with back-off.
+    pub refresh_attempts: u32,
+    /// Where the callback may send the browser back to: exact URLs.
+    pub return_urls: Vec<String>,
+}
+
+/// One provider's app: the client id, and the name of the environment variable that holds the
+/// client secret (so the secret stays out of files).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderAppConfig {
+    pub client_id: String,
+    /// Not an `ATOM_*` name: those are configuration keys.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Provider-specific settings of the app (a Tableau site, an Azure tenant restriction).
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -233,37 +273,6 @@ pub struct MetricsConfig {
     /// The bearer token `/metrics` requires.
     #[serde(default, serialize_with = "redacted")]
     pub token: Option<SecretString>,
-}
-
-/// The connector vault's flows and refresh (see [`crate::connectors`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorsConfig {
-    /// Access tokens are refreshed this long before they expire.
-    pub refresh_margin_secs: u64,
-    /// How often the background refresher looks for tokens about to expire; 0 turns it off
-    /// (tokens are then refreshed only when asked for).
-    pub refresh_interval_secs: u64,
-    /// The longest one request to a provider may take.
-    pub http_timeout_secs: u64,
-    /// Attempts at a refresh that fails transiently (timeout, 5xx, 429), with back-off.
-    pub refresh_attempts: u32,
-    /// Where the callback may send the browser back to: exact URLs.
-    pub return_urls: Vec<String>,
-    /// The instance's OAuth app per provider, set by the operator.
-    #[serde(default)]
-    pub apps: std::collections::BTreeMap<String, ConfiguredApp>,
-}
-
-/// `[connectors.apps.<provider>]`: the secret is read from the environment variable it names.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfiguredApp {
-    pub client_id: String,
-    #[serde(default)]
-    pub client_secret_env: Option<String>,
-    #[serde(default)]
-    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// Which database the configuration points at, parsed from `database.url`.

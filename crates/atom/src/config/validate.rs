@@ -21,6 +21,7 @@ impl Config {
         {
             return Err(ConfigError::new("public_url", "must start with https:// or http://"));
         }
+        self.validate_connectors()?;
         let auth = &self.auth;
         if !(60..=86_400).contains(&auth.access_ttl_secs) {
             return Err(ConfigError::new("auth.access_ttl_secs", "must be between 60 and 86400"));
@@ -169,13 +170,13 @@ impl Config {
         {
             return Err(ConfigError::new("backup.dir", "must name a directory"));
         }
-        self.validate_connectors()?;
+        self.validate_connector_flows()?;
         Ok(())
     }
 }
 
 impl Config {
-    fn validate_connectors(&self) -> Result<(), ConfigError> {
+    fn validate_connector_flows(&self) -> Result<(), ConfigError> {
         let c = &self.connectors;
         if !(1..=120).contains(&c.http_timeout_secs) {
             return Err(ConfigError::new("connectors.http_timeout_secs", "must be between 1 and 120"));
@@ -196,18 +197,32 @@ impl Config {
                 ));
             }
         }
-        for (provider, app) in &c.apps {
-            let key = format!("connectors.apps.{provider}");
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_connectors(&self) -> Result<(), ConfigError> {
+        let c = &self.connectors;
+        if let Some(dir) = &c.providers_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new("connectors.providers_dir", format!("{} is not a directory", dir.display())));
+        }
+        for (id, app) in &c.apps {
+            let key = format!("connectors.apps.{id}");
             if app.client_id.trim().is_empty() {
                 return Err(ConfigError::new(&format!("{key}.client_id"), "must not be empty"));
             }
-            if let Some(var) = &app.client_secret_env
-                && !std::env::var(var).is_ok_and(|v| !v.is_empty())
-            {
-                return Err(ConfigError::new(
-                    &format!("{key}.client_secret_env"),
-                    format!("the environment variable {var} is not set"),
-                ));
+            if let Some(var) = &app.client_secret_env {
+                let name_ok =
+                    !var.is_empty() && var.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !name_ok || var.starts_with("ATOM_") {
+                    return Err(ConfigError::new(
+                        &format!("{key}.client_secret_env"),
+                        "must be an environment variable name ([A-Z0-9_]), not an ATOM_* configuration key",
+                    ));
+                }
             }
         }
         Ok(())

@@ -23,13 +23,7 @@ use crate::storage::connections::{self as sql, AppRow};
 use crate::storage::{Db, Tx};
 use crate::wire::rfc3339;
 
-/// The one path every provider calls back, under `ATOM_PUBLIC_URL`.
-pub const CALLBACK_PATH: &str = "/v1/connections/callback";
-
-/// The callback URL admins register at each provider, when the public URL is set.
-pub fn callback_url(public_url: Option<&str>) -> Option<String> {
-    public_url.map(|base| format!("{}{CALLBACK_PATH}", base.trim_end_matches('/')))
-}
+pub use super::{CALLBACK_PATH, callback_url};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,8 +93,13 @@ pub async fn resolve(
     provider: &str,
 ) -> Result<Option<App>, ApiError> {
     if let Some(app) = config.apps.get(provider) {
+        // Read at each use, so that a secret rotated in the environment of a restarted
+        // process is picked up; a variable that is unset is a configuration to finish.
         let secret = match &app.client_secret_env {
-            Some(var) => std::env::var(var).unwrap_or_default(),
+            Some(var) => match std::env::var(var) {
+                Ok(secret) if !secret.is_empty() => secret,
+                _ => return Ok(None),
+            },
             None => String::new(),
         };
         return Ok(Some(App {

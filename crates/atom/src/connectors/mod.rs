@@ -1,6 +1,16 @@
-//! The connector vault: connections of users to outside services, their credentials
-//! encrypted at rest, kept alive and revoked.
+//! The connector vault: the provider catalog, and users' connections to outside services with
+//! their credentials encrypted at rest, kept alive and revoked.
 //!
+//! The catalog (declarative templates and the pure, template-driven steps):
+//! - [`template`]: the schema of `providers/<id>.toml`.
+//! - [`catalog`]: the built-in templates compiled into the binary, overlaid by
+//!   `connectors.providers_dir`, validated ([`validate`]) before anything uses them.
+//! - [`pattern`]: the anchored patterns that guard values before they enter URLs.
+//! - [`placeholders`]: `{name}` placeholders and the checked [`Values`] that fill them.
+//! - [`oauth2`]: the authorization URL, callback values and token responses, per template.
+//! - [`routes`]: `GET /v1/providers[/{id}]`, above the rest.
+//!
+//! The vault (flows, storage, refresh):
 //! - [`spec`]: what the flows read of a provider's template.
 //! - [`apps`]: the instance's own OAuth app per provider (configuration or admin API).
 //! - [`flows`]: the OAuth 2.0 authorization URL and callback (PKCE, `iss`, single-use state).
@@ -11,17 +21,48 @@
 //! - [`disconnect`]: revocation at the provider, then local deletion.
 //! - [`error`]: connection errors with stable codes; scrubbing of provider text.
 //! - [`connection_routes`]: the HTTP handlers of connections and apps.
+//!
+//! Domain modules: no axum, no `AppState` (except the two route files); the CLI and the HTTP
+//! handlers call the same code.
 
 pub mod apps;
+pub mod catalog;
 pub mod connection_routes;
 pub mod disconnect;
 pub mod error;
 pub mod exchange;
 pub mod flows;
+pub mod oauth2;
+pub mod pattern;
+pub mod placeholders;
 pub mod refresh;
+pub mod routes;
 pub mod service;
 pub mod spec;
+pub mod template;
+pub mod validate;
 pub mod vault;
 
+pub use catalog::{Catalog, CatalogError};
 pub use error::{ConnectError, ConnectorError, ErrorCode};
+pub use placeholders::Values;
 pub use service::Connectors;
+pub use template::{AuthMode, Template};
+
+/// The one path every provider redirects back to; admins register
+/// `public_url` + this path as the redirect URI of the instance's app at each provider.
+pub const CALLBACK_PATH: &str = "/v1/connections/callback";
+
+/// The redirect URI to register at the providers, when `public_url` is set.
+pub fn callback_url(public_url: Option<&str>) -> Option<String> {
+    public_url.map(|u| format!("{}{CALLBACK_PATH}", u.trim_end_matches('/')))
+}
+
+/// Whether the instance has its app at provider `id` in configuration. The admin API's
+/// stored apps are the vault's to add.
+pub fn app_configured(config: &crate::config::ConnectorsConfig, id: &str) -> bool {
+    config.apps.get(id).is_some_and(|a| !a.client_id.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests;

@@ -84,3 +84,74 @@ pub struct OAuth2Spec {
     /// Whether access tokens expire without `expires_in` (some never do).
     pub refreshable: bool,
 }
+
+impl ProviderSpec {
+    /// The flows' view of a catalog template. `None` for what these flows do not run yet:
+    /// OAuth 1.0a, the client credentials grant, and OAuth templates whose endpoints need
+    /// connection parameters or discovery (those keep their catalog entry and answer
+    /// `not_configured` when a user starts them).
+    pub fn from_template(t: &super::Template) -> Option<Self> {
+        use super::template::{AuthMode, ClientAuth, RevocationStyle};
+        let auth = match t.auth_mode {
+            AuthMode::Oauth2AuthorizationCode => {
+                let o = t.oauth2.as_ref()?;
+                let fixed = |url: &Option<String>| url.clone().filter(|u| !u.contains('{'));
+                let authorization_url = fixed(&o.authorization_url)?;
+                let token_url = fixed(&o.token_url)?;
+                let revocation_url = o
+                    .revocation
+                    .as_ref()
+                    .filter(|r| r.style == RevocationStyle::Rfc7009 && !r.url.contains('{'))
+                    .map(|r| r.url.clone());
+                let identity = t.identity.as_ref().filter(|i| !i.url.contains('{'));
+                let identity_url = identity.map(|i| {
+                    if i.url.starts_with("https://") || i.url.starts_with("http://") {
+                        i.url.clone()
+                    } else {
+                        format!("{}/{}", t.api.base_url.trim_end_matches('/'), i.url.trim_start_matches('/'))
+                    }
+                });
+                let label_pointer = identity.map_or_else(|| "/id".to_owned(), |i| i.label.clone());
+                let account_id_pointer =
+                    identity.and_then(|i| i.account_id.clone()).unwrap_or_else(|| label_pointer.clone());
+                AuthSpec::OAuth2(Box::new(OAuth2Spec {
+                    authorization_url,
+                    token_url,
+                    revocation_url,
+                    identity_url: identity_url.filter(|u| !u.contains('{')),
+                    issuer: o.issuer.clone(),
+                    default_scopes: o.scopes.clone(),
+                    scope_separator: o.scope_separator.clone(),
+                    pkce: o.pkce,
+                    token_auth: if o.client_auth == ClientAuth::Basic { TokenAuth::Basic } else { TokenAuth::Post },
+                    account_id_pointer,
+                    label_pointer,
+                    authorize_params: o
+                        .authorization_params
+                        .iter()
+                        .filter(|(_, v)| !v.contains('{'))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    refreshable: !o.expiry.never,
+                }))
+            }
+            AuthMode::ApiKey | AuthMode::Basic => AuthSpec::Credential {
+                kind: if t.auth_mode == AuthMode::ApiKey { CredentialKind::ApiKey } else { CredentialKind::Basic },
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|f| FieldSpec {
+                        name: f.name.clone(),
+                        required: true,
+                        secret: f.secret,
+                        prefix: None,
+                        min_len: 1,
+                        max_len: 4096,
+                    })
+                    .collect(),
+            },
+            AuthMode::Oauth2ClientCredentials | AuthMode::Oauth1a => return None,
+        };
+        Some(Self { name: t.id.clone(), display_name: t.name.clone(), auth })
+    }
+}
