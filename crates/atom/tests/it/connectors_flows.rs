@@ -12,11 +12,7 @@ use crate::common::{TestApp, assert_problem};
 use crate::oauth_peer::{self, OAuthPeer, connect, consent, deliver, landing, start};
 
 async fn spawn(peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp {
-    let mut config = oauth_peer::app_config();
-    config.extend_from_slice(extra);
-    let app = TestApp::spawn_with(&config, axum::Router::new()).await;
-    oauth_peer::register(&app, peer).await;
-    app
+    oauth_peer::spawn_app(peer, extra).await
 }
 
 async fn connections(app: &TestApp, token: &str) -> Vec<Value> {

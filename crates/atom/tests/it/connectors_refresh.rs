@@ -18,12 +18,9 @@ use crate::oauth_peer::{self, OAuthPeer, connect};
 /// An application whose every token is due for refresh: the margin exceeds the peer's
 /// token lifetime.
 async fn spawn(peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp {
-    let mut config = oauth_peer::app_config();
-    config.push(("CONNECTORS_REFRESH_MARGIN_SECS", "7200"));
+    let mut config = vec![("CONNECTORS_REFRESH_MARGIN_SECS", "7200")];
     config.extend_from_slice(extra);
-    let app = TestApp::spawn_with(&config, axum::Router::new()).await;
-    oauth_peer::register(&app, peer).await;
-    app
+    oauth_peer::spawn_app(peer, &config).await
 }
 
 fn credentials(app: &TestApp, row: &sql::ConnectionRow) -> Credentials {

@@ -109,6 +109,53 @@ impl OAuthPeer {
             })),
         }
     }
+
+    /// A catalog template for this server, as an operator would write it into
+    /// `connectors.providers_dir`: `client_auth` is `basic` (with PKCE) or `form`.
+    pub fn template(&self, id: &str, client_auth: &str) -> String {
+        let issuer = &self.issuer;
+        let pkce = client_auth == "basic";
+        format!(
+            r#"id = "{id}"
+name = "Peer {id}"
+auth_mode = "oauth2_authorization_code"
+
+[oauth2]
+authorization_url = "{issuer}/auth"
+token_url = "{issuer}/token"
+issuer = "{issuer}"
+pkce = {pkce}
+scopes = ["openid", "offline_access", "email"]
+client_auth = "{client_auth}"
+
+[oauth2.authorization_params]
+prompt = "consent"
+
+[oauth2.revocation]
+style = "rfc7009"
+url = "{issuer}/token/revocation"
+client_auth = "{client_auth}"
+
+[api]
+base_url = "{issuer}"
+
+[api.credential]
+in = "bearer"
+
+[identity]
+url = "{issuer}/me"
+label = "/email"
+account_id = "/sub"
+"#
+        )
+    }
+
+    /// Writes `peer-basic` and `peer-post` templates into `dir`.
+    pub fn write_templates(&self, dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).expect("providers dir");
+        std::fs::write(dir.join("peer-basic.toml"), self.template("peer-basic", "basic")).expect("write");
+        std::fs::write(dir.join("peer-post.toml"), self.template("peer-post", "form")).expect("write");
+    }
 }
 
 /// Configuration for an application whose users connect to the peer.
@@ -121,14 +168,26 @@ pub fn app_config() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Registers `peer` as providers `peer-basic` (client_secret_basic, PKCE) and `peer-post`
-/// (client_secret_post), their apps set by an admin through the API.
-pub async fn register(app: &TestApp, peer: &OAuthPeer) {
+/// An application with `peer` in its catalog, from templates in its providers directory:
+/// `peer-basic` (client_secret_basic, PKCE) and `peer-post` (client_secret_post), their apps
+/// set by an admin through the API.
+pub async fn spawn_app(peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp {
+    let db = crate::common::TestDb::new().await;
+    let dir = db.dir.path().join("providers");
+    peer.write_templates(&dir);
+    let dir = dir.display().to_string();
+    let mut config = app_config();
+    config.push(("CONNECTORS_PROVIDERS_DIR", dir.as_str()));
+    config.extend_from_slice(extra);
+    let app = TestApp::spawn_on(db, &config, axum::Router::new()).await;
+    set_apps(&app).await;
+    app
+}
+
+/// Sets the peer's two apps through the admin API.
+pub async fn set_apps(app: &TestApp) {
     let admin = app.user("admin").await;
-    for (name, auth, (id, secret)) in
-        [("peer-basic", TokenAuth::Basic, BASIC_CLIENT), ("peer-post", TokenAuth::Post, POST_CLIENT)]
-    {
-        app.state.connectors.add_provider(peer.spec(name, auth));
+    for (name, (id, secret)) in [("peer-basic", BASIC_CLIENT), ("peer-post", POST_CLIENT)] {
         let response = app
             .client
             .put(app.url(&format!("/v1/admin/providers/{name}/app")))
