@@ -20,6 +20,7 @@ mod backup;
 mod backup_integrity;
 mod cache;
 mod cli;
+mod connectors_access;
 mod connectors_flows;
 mod connectors_refresh;
 mod db_faults;
