@@ -5,6 +5,8 @@
 // Configuration comes from the environment variable PEER_CONFIG (JSON):
 //   redirect_uri     the callback registered for every client
 //   access_ttl       access token lifetime in seconds (default 3600)
+//   first_access_ttl the lifetime of the code exchange's access token, when it should differ
+//                    (a token due for refresh at once, whose refreshed successor is not)
 //
 // Clients (secrets fixed, since the tests configure them at Atom):
 //   basic-client     client_secret_basic, PKCE (S256) required
@@ -32,6 +34,7 @@ import Provider from 'oidc-provider';
 const config = JSON.parse(process.env.PEER_CONFIG || '{}');
 const redirectUri = config.redirect_uri || 'http://atom.test/v1/connections/callback';
 const accessTtl = Number(config.access_ttl || 3600);
+const firstAccessTtl = Number(config.first_access_ttl || accessTtl);
 
 const stats = { token_requests: 0, revocations: 0, userinfo_requests: 0, token_log: [], revocation_log: [] };
 let fault = { token: null, revocation: null, count: 0 };
@@ -81,7 +84,7 @@ server.listen(0, '127.0.0.1', () => {
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: true,
     ttl: {
-      AccessToken: accessTtl,
+      AccessToken: (ctx) => (ctx?.oidc?.params?.grant_type === 'authorization_code' ? firstAccessTtl : accessTtl),
       AuthorizationCode: 60,
       Grant: 86400,
       Interaction: 600,

@@ -67,8 +67,11 @@ async fn refresh_rotates_both_tokens_and_stores_them_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_callers_on_a_due_token_make_one_token_request_and_all_get_the_new_token() {
-    let peer = OAuthPeer::start(3600).await;
-    let app = spawn(&peer, &[("DATABASE_POOL_SIZE", "8")]).await;
+    // The first token is due at once (60 s left, within the 300 s margin); the refreshed one
+    // is not, so a caller arriving after the refresh uses it without another.
+    let peer = OAuthPeer::start_with(60, 3600).await;
+    let app =
+        oauth_peer::spawn_app(&peer, &[("DATABASE_POOL_SIZE", "8"), ("CONNECTORS_REFRESH_MARGIN_SECS", "300")]).await;
     let user = app.user("user").await;
     let id = connect(&app, &user, "peer-basic", "alice").await;
     let old = credentials(&app, &row(&app, &id).await).access_token.clone().expect("token");

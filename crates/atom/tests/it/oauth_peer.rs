@@ -42,7 +42,17 @@ fn peers_dir() -> PathBuf {
 impl OAuthPeer {
     /// Starts the server; access tokens it issues live `access_ttl_secs`.
     pub async fn start(access_ttl_secs: u64) -> Self {
-        let config = json!({ "redirect_uri": CALLBACK, "access_ttl": access_ttl_secs });
+        Self::start_with(access_ttl_secs, access_ttl_secs).await
+    }
+
+    /// Starts the server; the code exchange's access token lives `first_access_ttl_secs`,
+    /// refreshed ones `access_ttl_secs`.
+    pub async fn start_with(first_access_ttl_secs: u64, access_ttl_secs: u64) -> Self {
+        let config = json!({
+            "redirect_uri": CALLBACK,
+            "access_ttl": access_ttl_secs,
+            "first_access_ttl": first_access_ttl_secs,
+        });
         let mut child = tokio::process::Command::new("node")
             .arg("oauth-server.mjs")
             .current_dir(peers_dir())
