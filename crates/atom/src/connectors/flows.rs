@@ -114,7 +114,7 @@ fn pkce_challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-fn oauth2_spec<'a>(spec: &'a super::spec::ProviderSpec) -> Result<&'a OAuth2Spec, ConnectError> {
+fn oauth2_spec(spec: &super::spec::ProviderSpec) -> Result<&OAuth2Spec, ConnectError> {
     match &spec.auth {
         AuthSpec::OAuth2(oauth) => Ok(oauth),
         AuthSpec::Credential { .. } => Err(ConnectError::new(

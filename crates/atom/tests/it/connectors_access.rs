@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{CapturedLogs, TestApp, assert_problem};
+use crate::common::{CapturedLogs, assert_problem};
 use crate::connectors_flows::audit_rows;
 use crate::oauth_peer::{self, OAuthPeer, connect};
 
