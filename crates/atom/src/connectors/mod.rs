@@ -7,6 +7,7 @@
 //!   `connectors.providers_dir`, validated ([`validate`]) before anything uses them.
 //! - [`pattern`]: the anchored patterns that guard values before they enter URLs.
 //! - [`placeholders`]: `{name}` placeholders and the checked [`Values`] that fill them.
+//! - [`oauth1`]: RFC 5849 HMAC-SHA1 request signing (Trello).
 //! - [`oauth2`]: the authorization URL, callback values and token responses, per template.
 //! - [`routes`]: `GET /v1/providers[/{id}]`, above the rest.
 //!
@@ -32,6 +33,7 @@ pub mod disconnect;
 pub mod error;
 pub mod exchange;
 pub mod flows;
+pub mod oauth1;
 pub mod oauth2;
 pub mod pattern;
 pub mod placeholders;

@@ -169,6 +169,13 @@ pub enum Lookup {
     /// `GET https://login.mailchimp.com/oauth2/metadata` with the new token; keeps the
     /// account's data centre `dc` and its `api_endpoint`.
     MailchimpMetadata,
+    /// `GET https://api.xero.com/connections` with the new token; keeps the first
+    /// organisation's `tenant_id`, which every call names in its `xero-tenant-id` header.
+    XeroConnections,
+    /// `POST https://{server}/api/{version}/auth/signin` with the personal access token's name
+    /// and secret; keeps the `site_id` and gives the session token that calls carry as
+    /// `{access_token}` (`X-Tableau-Auth`). Signs in again when the session ends.
+    TableauSignin,
 }
 
 impl Lookup {
@@ -183,6 +190,8 @@ impl Lookup {
                 ("dc", "^[a-z]+[0-9]+$", "us6"),
                 ("api_endpoint", "^https://[a-z]+[0-9]+\\.api\\.mailchimp\\.com$", "https://us6.api.mailchimp.com"),
             ],
+            Self::XeroConnections => &[("tenant_id", "^[0-9a-fA-F-]{36}$", "70784a63-d24b-46a9-a4db-0e70a274b056")],
+            Self::TableauSignin => &[("site_id", "^[0-9a-fA-F-]{36}$", "9a8b7c6d-5e4f-3a2b-1c0d-9e8f7a6b5c4d")],
         }
     }
 }

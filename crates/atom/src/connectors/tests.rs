@@ -232,6 +232,9 @@ fn no_parameter_pattern_lets_a_url_delimiter_through() {
     for t in builtin().iter() {
         for p in &t.params {
             for bad in ["evil.example/", "a@b", "a#b", "a?b", "a b", "a%2F", "a\\b", "a:1", ""] {
+                if bad.is_empty() && p.default.as_deref() == Some("") {
+                    continue; // declared: empty is a value (Tableau's default site)
+                }
                 assert!(!p.pattern.is_match(bad), "{}: param {} accepts {bad:?}", t.id, p.name);
             }
         }

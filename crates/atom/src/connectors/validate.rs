@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::placeholders;
-use super::template::{AuthMode, ClientAuth, CredentialPlacement, OAuth2, RevocationStyle, Template, TokenPlacement};
+use super::template::{
+    AuthMode, ClientAuth, CredentialPlacement, Lookup, OAuth2, RevocationStyle, Template, TokenPlacement,
+};
 
 /// Names no parameter, field or kept value may take: the flows fill them.
 pub const RESERVED: &[&str] = &["client_id", "client_secret", "access_token", "refresh_token", "redirect_uri", "state"];
@@ -196,8 +198,17 @@ impl Validator {
             }
         }
         if let Some(lookup) = t.lookup {
-            if t.auth_mode != AuthMode::Oauth2AuthorizationCode {
-                self.err("lookup", "only follows an OAuth 2.0 code exchange");
+            let fits = match lookup {
+                Lookup::TableauSignin => t.auth_mode == AuthMode::ApiKey,
+                _ => t.auth_mode == AuthMode::Oauth2AuthorizationCode,
+            };
+            if !fits {
+                self.err("lookup", format!("does not apply to auth_mode {}", t.auth_mode.as_str()));
+            }
+            if lookup == Lookup::TableauSignin {
+                // The session token the sign-in returns is what calls carry.
+                self.available.insert("access_token".into(), (EXAMPLE_ACCESS_TOKEN.into(), Stage::Api));
+                self.secret.insert("access_token".into());
             }
             for (name, _, example) in lookup.provides() {
                 self.declare("lookup".into(), name, example, Stage::Connected);
@@ -353,8 +364,10 @@ impl Validator {
         if takes_value && oauth && c.value.is_none() {
             self.used_by_api.insert("access_token".into());
         }
+        // Tableau's fields are spent by its sign-in step, not by the calls.
+        let signin = t.lookup == Some(Lookup::TableauSignin);
         for (i, f) in t.fields.iter().enumerate() {
-            if !self.used_by_api.contains(&f.name) {
+            if !signin && !self.used_by_api.contains(&f.name) {
                 self.err(format!("fields[{i}].name"), format!("{{{}}} is used by no api template", f.name));
             }
         }

@@ -37,6 +37,7 @@ mod openapi;
 mod operator;
 mod outage;
 mod overload;
+mod providers;
 mod query_plans;
 mod realtime;
 mod realtime_handshakes;
