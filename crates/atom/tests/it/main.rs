@@ -22,6 +22,7 @@ mod cache;
 mod cli;
 mod connectors_access;
 mod connectors_flows;
+mod connectors_keys;
 mod connectors_nodes;
 mod connectors_refresh;
 mod db_faults;
