@@ -299,7 +299,10 @@ pub fn spawn_worker(connectors: Arc<Connectors>) -> Option<tokio::task::JoinHand
         return None;
     }
     Some(tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(interval));
+        // The first pass one interval after start, not at once: start-up stays quiet, and a
+        // node restarted in a loop does not sweep the table on every start.
+        let period = Duration::from_secs(interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
