@@ -53,6 +53,8 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error("redis.url is not usable")]
     Redis(#[source] redis::RedisError),
+    #[error("the outbound HTTP client could not be built")]
+    HttpClient(#[source] reqwest::Error),
     /// Every problem of the provider templates, one per line.
     #[error("invalid provider templates:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Catalog(Vec<crate::connectors::CatalogError>),
@@ -114,6 +116,16 @@ impl Application {
         let cache = Cache::from_config(&config.cache, redis.clone());
         let bus = Bus::from_config(&config).map_err(StartError::Redis)?;
         let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone(), bus.clone()).await?);
+        let connectors = Arc::new(
+            crate::connectors::Connectors::new(
+                &config,
+                db.clone(),
+                Arc::clone(&identity),
+                bus.clone(),
+                catalog.iter().filter_map(|t| crate::connectors::spec::ProviderSpec::from_template(t)).collect(),
+            )
+            .map_err(StartError::HttpClient)?,
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -130,6 +142,7 @@ impl Application {
             cache,
             bus,
             identity,
+            connectors,
             catalog,
             metrics: telemetry::metrics_handle(),
             http_metrics: Arc::default(),
@@ -207,6 +220,7 @@ impl Application {
             let _ = stopped.await;
         }));
         let backups = BackupSchedule::start(&state.db, &config);
+        let refresher = crate::connectors::refresh::spawn_worker(Arc::clone(&state.connectors));
         http::metrics_access::log_exposure(&config);
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|listener| {
@@ -246,6 +260,9 @@ impl Application {
         if let Some(backups) = backups {
             backups.stop(grace).await;
         }
+        if let Some(refresher) = refresher {
+            refresher.abort();
+        }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
@@ -267,6 +284,7 @@ fn all_routes(
     // Behind authentication, with identity's own protected routes.
     let protected = Router::new()
         .merge(crate::audit::router())
+        .merge(crate::connectors::connection_routes::protected_router())
         .merge(crate::connectors::routes::router())
         .route("/status", axum::routing::get(http::status))
         .merge(crate::realtime::routes::router())
@@ -274,6 +292,7 @@ fn all_routes(
         // `/status` and the connection routes act on this node's Socket.io server.
         .layer(axum::Extension(realtime.clone()));
     http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes.clone()).merge(routes)
+        .merge(crate::connectors::connection_routes::public_router())
 }
 
 /// The provider catalog: the built-in templates overlaid by `connectors.providers_dir`; every

@@ -55,6 +55,8 @@ pub enum EventKind {
     SessionRevoked { session_id: String },
     /// One API key was revoked.
     ApiKeyRevoked { key_id: String },
+    /// A connection's provider refused its refresh token: the user must authorize again.
+    ConnectionNeedsReauth { connection_id: String, provider: String },
 }
 
 /// An event on the wire: the event and the bus that published it.

@@ -14,8 +14,8 @@
 //! - [`crypto`]: AES-256-GCM envelope encryption of secrets at rest under versioned master keys.
 //! - [`edge`]: security headers, CORS, client address, rate limits, bans, load shedding.
 //! - [`identity`]: accounts, JWT sessions, API keys, roles, login throttling, authentication.
-//! - [`connectors`]: the provider catalog (`providers/*.toml`) and the template-driven steps of
-//!   connecting an account (authorization URL, token responses).
+//! - [`connectors`]: the connector vault: the provider catalog (`providers/*.toml`), the
+//!   instance's OAuth apps, OAuth flows, encrypted connections, single-flight refresh, revocation.
 //! - [`audit`]: the hash-chained audit log, its verification and its admin listing.
 //! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).

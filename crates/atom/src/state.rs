@@ -46,6 +46,8 @@ pub struct Shared {
     /// Events to a user's live connections, on every node.
     pub bus: Bus,
     pub identity: Arc<Identity>,
+    /// The connector vault: provider apps, flows, connections, refresh.
+    pub connectors: Arc<crate::connectors::Connectors>,
     /// The validated provider templates, built-in and from `connectors.providers_dir`.
     pub catalog: Arc<Catalog>,
     pub edge: Arc<crate::edge::Edge>,

@@ -86,6 +86,17 @@ pub struct ConnectorsConfig {
     /// through the admin API.
     #[serde(default)]
     pub apps: std::collections::BTreeMap<String, ProviderAppConfig>,
+    /// Access tokens are refreshed this long before they expire.
+    pub refresh_margin_secs: u64,
+    /// How often the background refresher looks for tokens about to expire; 0 turns it off
+    /// (tokens are then refreshed only when asked for).
+    pub refresh_interval_secs: u64,
+    /// The longest one request to a provider may take.
+    pub http_timeout_secs: u64,
+    /// Attempts at a refresh that fails transiently (timeout, 5xx, 429), with back-off.
+    pub refresh_attempts: u32,
+    /// Where the callback may send the browser back to: exact URLs.
+    pub return_urls: Vec<String>,
 }
 
 /// One provider's app: the client id, and the name of the environment variable that holds the

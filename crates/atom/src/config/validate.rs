@@ -182,6 +182,33 @@ impl Config {
         {
             return Err(ConfigError::new("backup.dir", "must name a directory"));
         }
+        self.validate_connector_flows()?;
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_connector_flows(&self) -> Result<(), ConfigError> {
+        let c = &self.connectors;
+        if !(1..=120).contains(&c.http_timeout_secs) {
+            return Err(ConfigError::new("connectors.http_timeout_secs", "must be between 1 and 120"));
+        }
+        if !(1..=10).contains(&c.refresh_attempts) {
+            return Err(ConfigError::new("connectors.refresh_attempts", "must be between 1 and 10"));
+        }
+        if c.refresh_margin_secs > 86_400 {
+            return Err(ConfigError::new("connectors.refresh_margin_secs", "must be at most 86400"));
+        }
+        for url in &c.return_urls {
+            let parsed = url::Url::parse(url)
+                .map_err(|_| ConfigError::new("connectors.return_urls", format!("{url:?} is not a URL")))?;
+            if !matches!(parsed.scheme(), "https" | "http") || parsed.fragment().is_some() {
+                return Err(ConfigError::new(
+                    "connectors.return_urls",
+                    format!("{url:?} must be an http(s) URL without a fragment"),
+                ));
+            }
+        }
         Ok(())
     }
 }

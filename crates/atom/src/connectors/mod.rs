@@ -1,6 +1,7 @@
-//! The connector vault's catalog: declarative provider templates and the pure, template-driven
-//! steps of connecting an account.
+//! The connector vault: the provider catalog, and users' connections to outside services with
+//! their credentials encrypted at rest, kept alive and revoked.
 //!
+//! The catalog (declarative templates and the pure, template-driven steps):
 //! - [`template`]: the schema of `providers/<id>.toml`.
 //! - [`catalog`]: the built-in templates compiled into the binary, overlaid by
 //!   `connectors.providers_dir`, validated ([`validate`]) before anything uses them.
@@ -12,21 +13,45 @@
 //!   built from the template (client authentication, body encoding, extra parameters).
 //! - [`routes`]: `GET /v1/providers[/{id}]`, above the rest.
 //!
-//! The domain code (all but `routes`) names no axum and no `AppState`: the CLI and the HTTP
-//! handlers call the same functions.
+//! The vault (flows, storage, refresh):
+//! - [`spec`]: what the flows read of a provider's template.
+//! - [`apps`]: the instance's own OAuth app per provider (configuration or admin API).
+//! - [`flows`]: the OAuth 2.0 authorization URL and callback (PKCE, `iss`, single-use state).
+//! - [`exchange`]: the token endpoint, revocation and identity calls, each answer checked.
+//! - [`vault`]: connections and their encrypted credentials; what the API shows of them.
+//! - [`refresh`]: single-flight refresh (in process and across processes), the background
+//!   refresher, `needs_reauth`.
+//! - [`disconnect`]: revocation at the provider, then local deletion.
+//! - [`error`]: connection errors with stable codes; scrubbing of provider text.
+//! - [`connection_routes`]: the HTTP handlers of connections and apps.
+//!
+//! The domain code (all but the two route files) names no axum and no `AppState`; the CLI and the HTTP
+//! handlers call the same code.
 
+pub mod apps;
 pub mod catalog;
+pub mod connection_routes;
+pub mod disconnect;
+pub mod error;
+pub mod exchange;
+pub mod flows;
 pub mod oauth1;
 pub mod oauth2;
 pub mod pattern;
 pub mod placeholders;
 pub mod requests;
+pub mod refresh;
 pub mod routes;
+pub mod service;
+pub mod spec;
 pub mod template;
 pub mod validate;
+pub mod vault;
 
 pub use catalog::{Catalog, CatalogError};
+pub use error::{ConnectError, ConnectorError, ErrorCode};
 pub use placeholders::Values;
+pub use service::Connectors;
 pub use template::{AuthMode, Template};
 
 /// The one path every provider redirects back to; admins register

@@ -24,6 +24,9 @@ use crate::identity;
         crate::audit::routes::list,
         crate::realtime::routes::admin_list_connections, crate::realtime::routes::admin_disconnect_all,
         crate::realtime::routes::admin_disconnect_one,
+        crate::connectors::connection_routes::set_app, crate::connectors::connection_routes::get_app, crate::connectors::connection_routes::delete_app,
+        crate::connectors::connection_routes::authorize, crate::connectors::connection_routes::callback, crate::connectors::connection_routes::list,
+        crate::connectors::connection_routes::get_one, crate::connectors::connection_routes::disconnect, crate::connectors::connection_routes::refresh,
         crate::connectors::routes::list, crate::connectors::routes::show,
     ),
     components(schemas(Problem, FieldError)),
@@ -32,7 +35,7 @@ use crate::identity;
         (name = "operations", description = "Health, readiness, status and metrics"),
         (name = "identity", description = "Accounts, sessions and API keys"),
         (name = "admin", description = "Administration (admin role)"),
-        (name = "connectors", description = "The provider catalog and connected accounts"),
+        (name = "connectors", description = "The provider catalog, connections to outside services and the instance's OAuth apps"),
     )
 )]
 pub struct ApiDoc;

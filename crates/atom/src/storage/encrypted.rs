@@ -29,12 +29,27 @@ pub struct EncryptedColumn {
     pub owner: Owner,
 }
 
-pub const ENCRYPTED_COLUMNS: &[EncryptedColumn] = &[EncryptedColumn {
-    table: "signing_keys",
-    id_column: "kid",
-    column: "private_key",
-    owner: Owner::Constant("system"),
-}];
+pub const ENCRYPTED_COLUMNS: &[EncryptedColumn] = &[
+    EncryptedColumn {
+        table: "signing_keys",
+        id_column: "kid",
+        column: "private_key",
+        owner: Owner::Constant("system"),
+    },
+    EncryptedColumn {
+        table: "provider_apps",
+        id_column: "provider",
+        column: "client_secret",
+        owner: Owner::Constant("system"),
+    },
+    EncryptedColumn { table: "connections", id_column: "id", column: "credentials", owner: Owner::Column("user_id") },
+    EncryptedColumn {
+        table: "connection_authorizations",
+        id_column: "state_hash",
+        column: "secrets",
+        owner: Owner::Column("user_id"),
+    },
+];
 
 /// One encrypted value and where it lives.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@
 //!
 //! Invariant: `sql` is the very `const` the storage function runs, never a copy.
 
-use super::{api_keys, audit, sessions, users};
+use super::{api_keys, audit, connections, sessions, users};
 
 /// The index a hot query must be served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,11 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "audit.list_by_actor", table: "audit_log", index: Named("audit_log_actor_idx"), sql: audit::LIST_BY_ACTOR_SQL, sample_params: &[Text("user-4242"), NullText, NullText, NullInt, NullInt, Int(i64::MAX), Int(101)] },
     HotQuery { name: "audit.list_by_action", table: "audit_log", index: Named("audit_log_action_idx"), sql: audit::LIST_BY_ACTION_SQL, sample_params: &[NullText, Text("action-7"), NullText, NullInt, NullInt, Int(i64::MAX), Int(101)] },
     HotQuery { name: "audit.list", table: "audit_log", index: PrimaryKey, sql: audit::LIST_SQL, sample_params: &[NullText, NullText, NullText, NullInt, NullInt, Int(50_000), Int(101)] },
+    HotQuery { name: "connections.by_id", table: "connections", index: PrimaryKey, sql: connections::BY_ID_SQL, sample_params: &[Text("conn-4242")] },
+    HotQuery { name: "connections.list_for_user", table: "connections", index: Named("connections_user_idx"), sql: connections::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242"), Int(500)] },
+    HotQuery { name: "connections.by_account", table: "connections", index: Named("connections_account_key"), sql: connections::BY_ACCOUNT_SQL, sample_params: &[Text("user-4243"), Text("provider-2"), Text("acct-4242")] },
+    HotQuery { name: "connections.due", table: "connections", index: Named("connections_expiry_idx"), sql: connections::DUE_SQL, sample_params: &[Int(NOW + 300_000), Int(100)] },
+    HotQuery { name: "connection_authorizations.take", table: "connection_authorizations", index: PrimaryKey, sql: connections::TAKE_AUTHORIZATION_SQL, sample_params: &[Text("state-4242")] },
     HotQuery { name: "audit.chain_head", table: "audit_log", index: PrimaryKeyOrder, sql: audit::CHAIN_HEAD_SQL, sample_params: &[] },
 ];
 

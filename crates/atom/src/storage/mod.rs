@@ -69,6 +69,7 @@ macro_rules! with_tx {
 pub mod api_keys;
 pub mod audit;
 mod availability;
+pub mod connections;
 pub mod encrypted;
 pub mod file_lock;
 pub mod hot;

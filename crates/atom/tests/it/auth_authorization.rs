@@ -21,6 +21,9 @@ const PUBLIC: &[(&str, &str)] = &[
     ("post", "/v1/auth/login"),
     ("post", "/v1/auth/refresh"),
     ("post", "/v1/auth/logout"),
+    // The provider's redirect back to us: a browser carries no bearer token; the single-use
+    // state it returns is the credential.
+    ("get", "/v1/connections/callback"),
 ];
 
 /// Operations for admins only.
@@ -178,7 +181,7 @@ async fn the_public_routes_answer_without_a_token() {
     let new_email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     // Each public operation with a well-formed request and no credential, and the status it
     // promises for one: a refusal or an error of any kind fails.
-    let requests: [(&str, &str, Option<Value>, u16); 9] = [
+    let requests: [(&str, &str, Option<Value>, u16); 10] = [
         ("get", "/health", None, 200),
         ("get", "/ready", None, 200),
         ("get", "/metrics", None, 200),
@@ -188,8 +191,11 @@ async fn the_public_routes_answer_without_a_token() {
         ("post", "/v1/auth/login", Some(json!({"email": user.email, "password": crate::common::PASSWORD})), 200),
         ("post", "/v1/auth/refresh", Some(json!({"refresh_token": user.refresh_token})), 200),
         ("post", "/v1/auth/logout", Some(json!({"refresh_token": other_session})), 204),
+        // A state never issued: refused as such, not as unauthenticated.
+        ("get", "/v1/connections/callback?code=c&state=never-issued", None, 400),
     ];
-    let sent: BTreeSet<(&str, &str)> = requests.iter().map(|(m, p, _, _)| (*m, *p)).collect();
+    let sent: BTreeSet<(&str, &str)> =
+        requests.iter().map(|(m, p, _, _)| (*m, p.split('?').next().unwrap_or(p))).collect();
     assert_eq!(sent, PUBLIC.iter().copied().collect(), "every public operation is called");
     for (method, path, body, expected) in requests {
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");

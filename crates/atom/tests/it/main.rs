@@ -5,6 +5,7 @@
 mod binary;
 mod common;
 mod identity_support;
+mod oauth_peer;
 mod proxy;
 
 mod audit_log;
@@ -19,6 +20,11 @@ mod backup;
 mod backup_integrity;
 mod cache;
 mod cli;
+mod connectors_access;
+mod connectors_flows;
+mod connectors_keys;
+mod connectors_nodes;
+mod connectors_refresh;
 mod db_faults;
 mod db_monitoring;
 mod edge;

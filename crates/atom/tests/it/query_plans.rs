@@ -28,6 +28,20 @@ const SQLITE_ROWS: i64 = 20_000;
 /// over 50 rarer actions, which are what an operator filters for).
 const SEEDS: &[(&str, &str)] = &[
     (
+        "connections",
+        "INSERT INTO connections (id, user_id, provider, auth_kind, account_id, label, status, scopes, params, \
+         credentials, expires_at, created_at, updated_at) \
+         SELECT 'conn-' || n, 'user-' || (1 + n % 20000), 'provider-' || (n % 40), 'oauth2', 'acct-' || n, 'label', \
+           'active', '', '{}', 'sealed', 1800000000000 + n * 1000, n, n FROM {series}",
+    ),
+    (
+        "connection_authorizations",
+        "INSERT INTO connection_authorizations (state_hash, user_id, provider, secrets, scopes, params, return_to, \
+         created_at, expires_at) \
+         SELECT 'state-' || n, 'user-' || (1 + n % 20000), 'provider-1', 'sealed', '', '{}', '', n, n + 600000 \
+         FROM {series}",
+    ),
+    (
         "users",
         "INSERT INTO users (id, email, password_hash, role, created_at, updated_at, password_changed_at) \
          SELECT 'user-' || n, 'user' || n || '@example.com', 'x', 'user', n, n, n FROM {series}",

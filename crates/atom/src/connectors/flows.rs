@@ -1,0 +1,348 @@
+//! Connecting: the authorization URL a user is sent to, and the callback the provider sends
+//! the browser back to (RFC 6749 §4.1 with PKCE, RFC 7636, and `iss`, RFC 9207).
+//!
+//! The `state` is 256 random bits, stored only as its SHA-256, bound to the user who started
+//! the flow, the provider, the PKCE verifier (encrypted, owner the user) and where to return;
+//! it lives [`AUTHORIZATION_TTL_MS`] and is deleted by the first callback that presents it,
+//! whatever that callback's outcome. The callback has no bearer token (it is a browser
+//! redirect): the user is the state's, never a guess, so a token lands only on the connection
+//! of the user who started the flow.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use zeroize::Zeroizing;
+
+use super::error::{ConnectError, ConnectorError, ErrorCode, scrub};
+use super::service::Connectors;
+use super::spec::{AuthSpec, OAuth2Spec};
+use super::vault::{Credentials, Obtained};
+use super::{apps, exchange, vault};
+use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::crypto::{Aad, from_base64, to_base64};
+use crate::error::{ApiError, FieldError};
+use crate::http::{Validate, has_unprintable};
+use crate::storage::connections::{self as sql, AuthorizationRow, ConnectionRow};
+use crate::storage::now_ms;
+use crate::wire::rfc3339;
+
+/// How long a started authorization may wait for its callback: 10 minutes.
+pub const AUTHORIZATION_TTL_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartAuthorization {
+    /// The provider's template name.
+    pub provider: String,
+    /// The template's connection parameters (a subdomain, a region), name to value.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Scopes beyond the template's defaults.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Where the callback sends the browser afterwards: one of `connectors.return_urls`
+    /// exactly; the first of them when absent.
+    #[serde(default)]
+    pub return_to: Option<String>,
+}
+
+impl Validate for StartAuthorization {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.params.len() > 20
+            || self.params.iter().any(|(k, v)| {
+                k.is_empty()
+                    || k.len() > 64
+                    || v.is_empty()
+                    || v.len() > 500
+                    || has_unprintable(k)
+                    || has_unprintable(v)
+            })
+        {
+            errors.push(FieldError::new("params", "at most 20 entries of printable names and values"));
+        }
+        if self.scopes.len() > 50
+            || self.scopes.iter().any(|s| {
+                s.is_empty()
+                    || s.len() > 200
+                    || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+            })
+        {
+            errors.push(FieldError::new("scopes", "at most 50 scopes, each without spaces or quotes"));
+        }
+        errors
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizationStarted {
+    /// Send the user's browser here.
+    pub authorization_url: String,
+    /// After this the authorization can no longer complete.
+    pub expires_at: String,
+}
+
+/// What the provider's redirect carries to the callback.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    /// The authorization server's issuer (RFC 9207).
+    pub iss: Option<String>,
+}
+
+/// What the callback did: where to send the browser (when the state named a place), and
+/// the connection or the error.
+#[derive(Debug)]
+pub struct CallbackOutcome {
+    pub return_to: Option<String>,
+    pub provider: Option<String>,
+    pub result: Result<ConnectionRow, ConnectorError>,
+}
+
+fn state_hash(state: &str) -> String {
+    format!("{:x}", Sha256::digest(state.as_bytes()))
+}
+
+fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn oauth2_spec(spec: &super::spec::ProviderSpec) -> Result<&OAuth2Spec, ConnectError> {
+    match &spec.auth {
+        AuthSpec::OAuth2(oauth) => Ok(oauth),
+        AuthSpec::Credential { .. } => Err(ConnectError::new(
+            ErrorCode::WrongAuthKind,
+            format!("{} is connected by submitting its credential, not by authorization", spec.name),
+        )),
+    }
+}
+
+/// What is secret in a pending authorization.
+#[derive(Serialize, Deserialize)]
+struct PendingSecrets {
+    pkce_verifier: Option<String>,
+}
+
+fn secrets_aad<'a>(state_hash: &'a str, user_id: &'a str) -> Aad<'a> {
+    Aad::new("connection_authorizations", "secrets", state_hash, user_id)
+}
+
+/// Starts an authorization for `user_id`: stores the pending state and returns the URL to
+/// send the browser to.
+pub async fn start(
+    connectors: &Connectors,
+    user_id: &str,
+    request: &StartAuthorization,
+) -> Result<AuthorizationStarted, ConnectorError> {
+    let provider = request.provider.as_str();
+    let spec = connectors.provider(provider)?;
+    let oauth = oauth2_spec(&spec)?;
+    let app = connectors.app(provider).await?;
+    let redirect_uri = connectors.callback_url()?;
+    let return_to = connectors.return_to(request.return_to.as_deref())?;
+
+    let state = Zeroizing::new(crate::identity::random_secret());
+    let hash = state_hash(&state);
+    let verifier = oauth.pkce.then(crate::identity::random_secret);
+    let mut scopes: Vec<String> = oauth.default_scopes.clone();
+    for scope in &request.scopes {
+        if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    let now = now_ms();
+    let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone() }).unwrap_or_default();
+    let sealed = connectors.keyring().encrypt(&secrets_aad(&hash, user_id), &secrets)?;
+    let row = AuthorizationRow {
+        state_hash: hash.clone(),
+        user_id: user_id.to_owned(),
+        provider: provider.to_owned(),
+        secrets: to_base64(&sealed),
+        scopes: scopes.join(" "),
+        params: serde_json::to_string(&request.params).unwrap_or_else(|_| "{}".to_owned()),
+        return_to: return_to.unwrap_or_default(),
+        created_at: now,
+        expires_at: now + AUTHORIZATION_TTL_MS,
+    };
+    let mut tx = connectors.db().begin().await?;
+    sql::insert_authorization(&mut tx, &row).await?;
+    tx.commit().await?;
+
+    let mut url = url::Url::parse(&oauth.authorization_url)
+        .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the template's authorization URL is not a URL"))?;
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &app.client.client_id)
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("state", &state);
+        if !scopes.is_empty() {
+            query.append_pair("scope", &scopes.join(&oauth.scope_separator));
+        }
+        if let Some(verifier) = &verifier {
+            query.append_pair("code_challenge", &pkce_challenge(verifier));
+            query.append_pair("code_challenge_method", "S256");
+        }
+        for (name, value) in &oauth.authorize_params {
+            query.append_pair(name, value);
+        }
+    }
+    Ok(AuthorizationStarted { authorization_url: url.into(), expires_at: rfc3339(row.expires_at) })
+}
+
+/// Completes an authorization from the provider's redirect. Every outcome that names a user
+/// is audited; the pending state is gone afterwards whatever happened.
+pub async fn callback(connectors: &Connectors, query: &CallbackQuery, context: &RequestContext) -> CallbackOutcome {
+    let Some(state) = query.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 512) else {
+        let e = ConnectError::new(ErrorCode::InvalidCallback, "the callback carries no state");
+        return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
+    };
+    let pending = match sql::take_authorization(connectors.db(), &state_hash(state)).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => {
+            let e = ConnectError::new(
+                ErrorCode::StateInvalid,
+                "this authorization is unknown or was already completed; start again",
+            );
+            return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
+        }
+        Err(e) => return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) },
+    };
+    let return_to = Some(pending.return_to.clone()).filter(|r| !r.is_empty());
+    let result = complete(connectors, query, &pending, context).await;
+    if let Err(e) = &result {
+        let code = match e {
+            ConnectorError::Connect(c) => c.code.as_str(),
+            ConnectorError::Api(_) => "internal",
+        };
+        let event =
+            AuditEvent::new(Actor::User(pending.user_id.clone()), "connection.failed", Outcome::Failure, context)
+                .details(serde_json::json!({ "provider": pending.provider, "error": code }));
+        if let Err(e) = audit::record_alone(connectors.db(), event).await {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "connection failure not audited");
+        }
+    }
+    CallbackOutcome { return_to, provider: Some(pending.provider.clone()), result }
+}
+
+async fn complete(
+    connectors: &Connectors,
+    query: &CallbackQuery,
+    pending: &AuthorizationRow,
+    context: &RequestContext,
+) -> Result<ConnectionRow, ConnectorError> {
+    let now = now_ms();
+    if pending.expires_at < now {
+        return Err(ConnectError::new(ErrorCode::StateExpired, "this authorization expired; start again").into());
+    }
+    let spec = connectors.provider(&pending.provider)?;
+    let oauth = oauth2_spec(&spec)?;
+    if let Some(issuer) = &oauth.issuer
+        && query.iss.as_deref() != Some(issuer.as_str())
+    {
+        return Err(ConnectError::new(
+            ErrorCode::IssuerMismatch,
+            "the response does not come from this provider's authorization server (iss)",
+        )
+        .into());
+    }
+    if let Some(error) = &query.error {
+        let code = if error == "access_denied" { ErrorCode::AccessDenied } else { ErrorCode::ProviderError };
+        let description = query.error_description.as_deref().unwrap_or("");
+        return Err(ConnectError::new(code, format!("{} {}", scrub(error), description).trim()).into());
+    }
+    let code = query
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 4096)
+        .ok_or_else(|| ConnectError::new(ErrorCode::InvalidCallback, "the callback carries no code"))?;
+    let stored = from_base64(&pending.secrets)?;
+    let plain = connectors.keyring().decrypt(&secrets_aad(&pending.state_hash, &pending.user_id), &stored)?;
+    let secrets: PendingSecrets =
+        serde_json::from_slice(&plain).map_err(|_| ApiError::internal("pending authorization secrets are not JSON"))?;
+    let app = connectors.app(&pending.provider).await?;
+    let redirect_uri = connectors.callback_url()?;
+    let tokens = exchange::exchange_code(
+        connectors.http(),
+        oauth,
+        &app.client,
+        code,
+        &redirect_uri,
+        secrets.pkce_verifier.as_deref(),
+    )
+    .await?;
+    let (account_id, label) = match exchange::identity(connectors.http(), oauth, &tokens.access_token).await? {
+        Some(found) => found,
+        None => ("default".to_owned(), spec.display_name.clone()),
+    };
+    let scopes: Vec<String> = tokens
+        .scope
+        .as_deref()
+        .unwrap_or(&pending.scopes)
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let params: serde_json::Value = serde_json::from_str(&pending.params).unwrap_or_else(|_| serde_json::json!({}));
+    let expires_at = tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000)));
+    let obtained = Obtained {
+        user_id: pending.user_id.clone(),
+        provider: pending.provider.clone(),
+        auth_kind: "oauth2",
+        account_id,
+        label,
+        scopes,
+        params,
+        credentials: Credentials {
+            access_token: Some(tokens.access_token.clone()),
+            refresh_token: tokens.refresh_token.clone(),
+            token_type: tokens.token_type.clone(),
+            fields: BTreeMap::new(),
+        },
+        expires_at,
+    };
+    let mut tx = connectors.db().begin().await?;
+    let (row, created) = vault::store(&mut tx, &connectors.keyring(), &obtained, now).await?;
+    let action = if created { "connection.created" } else { "connection.reauthorized" };
+    let event = AuditEvent::new(Actor::User(row.user_id.clone()), action, Outcome::Success, context)
+        .target(row.id.clone())
+        .details(serde_json::json!({ "provider": row.provider, "scopes": row.scopes }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Where the callback sends the browser: `return_to` with `connection_id` (and `provider`),
+/// or with `error` (a stable code).
+pub fn redirect_target(
+    return_to: &str,
+    provider: Option<&str>,
+    result: &Result<ConnectionRow, ConnectorError>,
+) -> String {
+    let Ok(mut url) = url::Url::parse(return_to) else { return return_to.to_owned() };
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(provider) = provider {
+            query.append_pair("provider", provider);
+        }
+        match result {
+            Ok(row) => query.append_pair("connection_id", &row.id),
+            Err(ConnectorError::Connect(e)) => query.append_pair("error", e.code.as_str()),
+            Err(ConnectorError::Api(_)) => query.append_pair("error", "internal"),
+        };
+    }
+    url.into()
+}
+
+/// The callback URL, for building `redirect_uri` in both legs of the flow.
+pub fn callback_url(public_url: Option<&str>) -> Option<String> {
+    apps::callback_url(public_url)
+}

@@ -1,0 +1,320 @@
+//! Keeping credentials alive: an access token is refreshed when it is asked for within
+//! `connectors.refresh_margin_secs` of its expiry, and by a background worker before then.
+//!
+//! Refresh is single-flight per connection, in two layers:
+//! - in this process, a lock per connection: callers queue behind the one refreshing;
+//! - across processes sharing the database, a lease on the connection's row
+//!   (`refresh_holder`, `refresh_lease_until`), taken by a conditional `UPDATE`; a process
+//!   that finds another's lease waits and re-reads.
+//!
+//! Every caller remembers the credentials it saw when it decided a refresh was due, and
+//! re-reads the row after each wait: when they changed meanwhile, another caller (here or in
+//! another process) stored new tokens, and those are used. So a thousand callers on an
+//! expired token make one request to the provider. The new access token and a rotated
+//! refresh token are stored in one statement, only while the lease is still this caller's
+//! (a holder whose lease ran out cannot overwrite newer tokens).
+//!
+//! `invalid_grant` marks the connection `needs_reauth`, audits it and tells its owner on the
+//! bus. A transient failure (timeout, 5xx, 429) is retried with back-off (`Retry-After`
+//! when the provider sends one), then recorded in `last_error`; the connection stays
+//! usable while its token is still valid.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::{ConnectError, ConnectorError, ErrorCode};
+use super::exchange;
+use super::service::Connectors;
+use super::spec::AuthSpec;
+use super::vault::{self, Credentials};
+use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
+use crate::bus::{Event, EventKind};
+use crate::error::ApiError;
+use crate::storage::connections::{self as sql, ConnectionRow};
+use crate::storage::now_ms;
+
+/// The longest back-off between two attempts, whatever `Retry-After` says.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a caller that waits on another process's lease re-reads the row.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// A usable access token, for the agent's calls.
+pub struct AccessToken {
+    pub token: String,
+    pub token_type: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
+impl Connectors {
+    /// Whether `row`'s access token is within the refresh margin of its expiry at `now`.
+    fn due(&self, row: &ConnectionRow, now: i64) -> bool {
+        row.expires_at.is_some_and(|expires| expires.saturating_sub(self.refresh_margin_ms()) <= now)
+    }
+
+    /// The user's connection's access token, refreshed first when it is due.
+    pub async fn access_token(&self, user_id: &str, id: &str) -> Result<AccessToken, ConnectorError> {
+        let row = vault::get_for_user(self.db(), user_id, id).await?.ok_or(ApiError::NotFound)?;
+        let row = self.fresh(row).await?;
+        let credentials = Credentials::open(&self.keyring(), &row)?;
+        let token = credentials.access_token.clone().ok_or_else(|| {
+            ConnectError::new(ErrorCode::WrongAuthKind, "this connection holds a credential, not an access token")
+        })?;
+        Ok(AccessToken { token, token_type: credentials.token_type.clone(), expires_at: row.expires_at })
+    }
+
+    /// The user's connection, refreshed when due; for the refresh route.
+    pub async fn refresh_for_user(&self, user_id: &str, id: &str) -> Result<ConnectionRow, ConnectorError> {
+        let row = vault::get_for_user(self.db(), user_id, id).await?.ok_or(ApiError::NotFound)?;
+        self.fresh(row).await
+    }
+
+    /// `row`, or its refreshed successor when its token is due.
+    async fn fresh(&self, row: ConnectionRow) -> Result<ConnectionRow, ConnectorError> {
+        if row.status == "needs_reauth" {
+            return Err(
+                ConnectError::new(ErrorCode::NeedsReauth, "the user must authorize this connection again").into()
+            );
+        }
+        if !self.due(&row, now_ms()) {
+            return Ok(row);
+        }
+        self.refresh(&row.id, &row.credentials).await
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut locks = self.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the map's own reference left: nobody waits on it.
+        if locks.get(id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(id);
+        }
+    }
+
+    /// Refreshes connection `id`, whose credentials were `seen` (stored form) when the
+    /// caller found them due; single-flight as the module says.
+    pub async fn refresh(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+        let lock = self.lock_for(id);
+        let result = {
+            let _held = lock.lock().await;
+            self.refresh_locked(id, seen).await
+        };
+        drop(lock);
+        self.forget_lock(id);
+        result
+    }
+
+    async fn refresh_locked(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+        let holder = uuid::Uuid::new_v4().to_string();
+        let lease_ms = i64::try_from(self.settings().http_timeout_secs).unwrap_or(60).saturating_mul(1000)
+            * i64::from(self.settings().refresh_attempts)
+            + 10_000;
+        let started = Instant::now();
+        let row = loop {
+            let row = sql::by_id(self.db(), id).await?.ok_or(ApiError::NotFound)?;
+            if row.credentials != seen || !self.due(&row, now_ms()) {
+                return Ok(row);
+            }
+            if row.status == "needs_reauth" {
+                return Err(
+                    ConnectError::new(ErrorCode::NeedsReauth, "the user must authorize this connection again").into()
+                );
+            }
+            let now = now_ms();
+            if sql::take_lease(self.db(), id, &holder, now, now + lease_ms).await? {
+                // Re-read under the lease: another process may have stored new tokens
+                // between this caller's read and its lease.
+                let row = sql::by_id(self.db(), id).await?.ok_or(ApiError::NotFound)?;
+                if row.credentials != seen {
+                    sql::release_lease(self.db(), id, &holder).await?;
+                    return Ok(row);
+                }
+                break row;
+            }
+            if started.elapsed() > Duration::from_millis(u64::try_from(lease_ms).unwrap_or(60_000)) {
+                return Err(ConnectError::new(
+                    ErrorCode::ProviderUnavailable,
+                    "another node's refresh of this connection did not finish",
+                )
+                .into());
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        };
+        let result = self.refresh_at_provider(&row, &holder).await;
+        if result.is_err() {
+            // A failure path that stored nothing still frees the lease.
+            let _ = sql::release_lease(self.db(), id, &holder).await;
+        }
+        result
+    }
+
+    /// Calls the provider with retries, stores the outcome; the lease is held.
+    async fn refresh_at_provider(&self, row: &ConnectionRow, holder: &str) -> Result<ConnectionRow, ConnectorError> {
+        let provider = row.provider.as_str();
+        let spec = self.provider(provider)?;
+        let AuthSpec::OAuth2(oauth) = &spec.auth else {
+            return Err(ConnectError::new(ErrorCode::WrongAuthKind, "this connection has nothing to refresh").into());
+        };
+        let mut credentials = Credentials::open(&self.keyring(), row)?;
+        let Some(refresh_token) = credentials.refresh_token.clone() else {
+            return self.mark_needs_reauth(row, &ConnectError::new(ErrorCode::InvalidGrant, "no refresh token")).await;
+        };
+        let app = self.app(provider).await?;
+        let started = Instant::now();
+        let attempts = self.settings().refresh_attempts.max(1);
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match exchange::refresh(self.http(), oauth, &app.client, &refresh_token).await {
+                Err(e) if e.code.is_transient() && attempt < attempts => {
+                    let backoff = e
+                        .retry_after_secs
+                        .map_or(Duration::from_millis(200 * 2u64.pow(attempt - 1)), Duration::from_secs)
+                        .min(MAX_BACKOFF);
+                    tracing::info!(provider, code = e.code.as_str(), attempt, ?backoff, "connector refresh: retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                other => break other,
+            }
+        };
+        metrics::histogram!("connector_refresh_duration_seconds", "provider" => provider.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        let tokens = match outcome {
+            Ok(tokens) => tokens,
+            Err(e) if e.code == ErrorCode::InvalidGrant => return self.mark_needs_reauth(row, &e).await,
+            Err(e) => {
+                let outcome = if e.code.is_transient() { "transient" } else { "error" };
+                metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => outcome)
+                    .increment(1);
+                tracing::warn!(provider, connection_id = %row.id, code = e.code.as_str(), "connector refresh failed");
+                let mut tx = self.db().begin().await?;
+                sql::record_failure(&mut tx, &row.id, "active", &e.stored(), now_ms()).await?;
+                tx.commit().await?;
+                // Still usable while its token is valid.
+                if row.expires_at.is_some_and(|expires| expires > now_ms()) {
+                    return sql::by_id(self.db(), &row.id).await?.ok_or(ApiError::NotFound.into());
+                }
+                return Err(e.into());
+            }
+        };
+        let now = now_ms();
+        credentials.access_token = Some(tokens.access_token.clone());
+        if let Some(rotated) = &tokens.refresh_token {
+            credentials.refresh_token = Some(rotated.clone());
+        }
+        if tokens.token_type.is_some() {
+            credentials.token_type.clone_from(&tokens.token_type);
+        }
+        let expires_at = tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000)));
+        let sealed = credentials.seal(&self.keyring(), &row.id, &row.user_id)?;
+        let mut tx = self.db().begin().await?;
+        let stored = sql::store_refreshed(&mut tx, &row.id, holder, &sealed, expires_at, now).await?;
+        tx.commit().await?;
+        if !stored {
+            // The lease ran out and another holder took over: its tokens stand. The ones
+            // just obtained are dropped (a provider that rotates has invalidated ours anyway).
+            tracing::warn!(provider, connection_id = %row.id, "connector refresh: lease lost; newer tokens kept");
+        }
+        metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => "success")
+            .increment(1);
+        sql::by_id(self.db(), &row.id).await?.ok_or(ApiError::NotFound.into())
+    }
+
+    /// `invalid_grant`: the connection needs its user again. Audited with the change; the
+    /// owner hears of it on the bus.
+    async fn mark_needs_reauth(
+        &self,
+        row: &ConnectionRow,
+        error: &ConnectError,
+    ) -> Result<ConnectionRow, ConnectorError> {
+        metrics::counter!("connector_refreshes_total", "provider" => row.provider.clone(), "outcome" => "invalid_grant")
+            .increment(1);
+        let mut tx = self.db().begin().await?;
+        sql::record_failure(&mut tx, &row.id, "needs_reauth", &error.stored(), now_ms()).await?;
+        let event = AuditEvent::new(
+            Actor::System,
+            "connection.needs_reauth",
+            Outcome::Failure,
+            &RequestContext::default(),
+        )
+        .target(row.id.clone())
+        .details(serde_json::json!({ "provider": row.provider, "user_id": row.user_id, "error": error.code.as_str() }));
+        audit::record(&mut tx, event).await?;
+        tx.commit().await?;
+        tracing::warn!(provider = %row.provider, connection_id = %row.id, "connection needs re-authorization");
+        self.bus()
+            .publish(Event {
+                user_id: row.user_id.clone(),
+                kind: EventKind::ConnectionNeedsReauth {
+                    connection_id: row.id.clone(),
+                    provider: row.provider.clone(),
+                },
+            })
+            .await;
+        Err(ConnectError::new(ErrorCode::NeedsReauth, "the provider refused the refresh token; authorize again").into())
+    }
+
+    /// One pass of the background refresher: every active connection due within the margin.
+    /// How many were refreshed (or found refreshed by another node).
+    pub async fn refresh_due(&self) -> Result<usize, ConnectorError> {
+        let before = now_ms().saturating_add(self.refresh_margin_ms());
+        let mut done = 0;
+        for id in sql::due_for_refresh(self.db(), before, 100).await? {
+            let Some(row) = sql::by_id(self.db(), &id).await? else { continue };
+            match self.refresh(&row.id, &row.credentials).await {
+                Ok(_) => done += 1,
+                Err(e) => tracing::debug!(connection_id = %id, error = %e, "background refresh did not succeed"),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Sets the `connector_connections{status}` gauge.
+    pub async fn record_status_gauges(&self) -> Result<(), sqlx::Error> {
+        let counts = sql::count_by_status(self.db()).await?;
+        for status in ["active", "needs_reauth"] {
+            let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("connector_connections", "status" => status).set(n as f64);
+        }
+        Ok(())
+    }
+}
+
+/// The background refresher: every `connectors.refresh_interval_secs`, refreshes what is due,
+/// updates the status gauges and purges expired pending authorizations. Ends when `stop`
+/// resolves.
+pub fn spawn_worker(connectors: Arc<Connectors>) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = connectors.settings().refresh_interval_secs;
+    if interval == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        // The first pass one interval after start, not at once: start-up stays quiet, and a
+        // node restarted in a loop does not sweep the table on every start.
+        let period = Duration::from_secs(interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = connectors.refresh_due().await {
+                tracing::warn!(error = %e, "background refresh pass failed");
+            }
+            if let Err(e) = connectors.record_status_gauges().await {
+                tracing::debug!(error = %e, "connection gauges not updated");
+            }
+            if let Err(e) = sql::purge_expired_authorizations(connectors.db(), now_ms()).await {
+                tracing::debug!(error = %e, "expired authorizations not purged");
+            }
+        }
+    }))
+}
