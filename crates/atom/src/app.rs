@@ -190,6 +190,7 @@ impl Application {
             let _ = stopped.await;
         }));
         let backups = BackupSchedule::start(&state.db, &config);
+        let retention = crate::conversations::retention::start(&state.db, config.conversations.retention_days);
         http::metrics_access::log_exposure(&config);
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|listener| {
@@ -229,6 +230,9 @@ impl Application {
         if let Some(backups) = backups {
             backups.stop(grace).await;
         }
+        if let Some(retention) = retention {
+            retention.abort();
+        }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
@@ -249,6 +253,7 @@ fn all_routes(
     // Behind authentication, with identity's own protected routes.
     let protected = Router::new()
         .merge(crate::audit::router())
+        .merge(crate::conversations::routes::router())
         .route("/status", axum::routing::get(http::status))
         .merge(protected_routes);
     let routes =

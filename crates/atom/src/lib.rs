@@ -37,6 +37,7 @@ pub mod bus;
 pub mod cache;
 pub mod commands;
 pub mod config;
+pub mod conversations;
 pub mod crypto;
 pub mod edge;
 pub mod error;

@@ -22,6 +22,9 @@ use crate::identity;
         identity::routes::admin::admin_enable, identity::routes::admin::admin_invite,
         identity::routes::api_keys::create, identity::routes::api_keys::list, identity::routes::api_keys::revoke,
         crate::audit::routes::list,
+        crate::conversations::routes::create, crate::conversations::routes::list, crate::conversations::routes::read,
+        crate::conversations::routes::add_member, crate::conversations::routes::remove_member,
+        crate::conversations::routes::messages, crate::conversations::routes::send,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -29,6 +32,7 @@ use crate::identity;
         (name = "operations", description = "Health, readiness, status and metrics"),
         (name = "identity", description = "Accounts, sessions and API keys"),
         (name = "admin", description = "Administration (admin role)"),
+        (name = "conversations", description = "Conversations, members and messages (members only)"),
     )
 )]
 pub struct ApiDoc;

@@ -67,6 +67,7 @@ pub struct Realtime {
     io: SocketIo,
     /// The task that closes sockets whose credentials ended.
     revocations: tokio::task::AbortHandle,
+    conversations: Arc<crate::conversations::socket::Hub>,
 }
 
 impl Realtime {
@@ -74,6 +75,7 @@ impl Realtime {
     /// node behind a load balancer) and waits, at most `within`, until they are closed.
     pub async fn close(&self, within: Duration) {
         self.revocations.abort();
+        self.conversations.stop();
         if tokio::time::timeout(within, self.io.close()).await.is_err() {
             tracing::warn!(?within, "shutdown: socket.io connections did not all close in time");
         }
@@ -85,6 +87,7 @@ impl Realtime {
 struct Context {
     app: AppState,
     caps: Arc<ConnectionCaps>,
+    conversations: Arc<crate::conversations::socket::Hub>,
 }
 
 /// The Socket.io route at [`PATH`], and the handle that closes its connections at shutdown.
@@ -99,22 +102,24 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
     // A long poll lasts until the next ping at most; it must end before the request timeout.
     let ping_interval = Duration::from_secs(config.http.request_timeout_secs.saturating_sub(5).clamp(1, 25));
     let max_message = config.http.body_limit_bytes;
+    let conversations = crate::conversations::socket::Hub::new(&state.db, &state.bus, &config.conversations);
     let (service, io) = SocketIo::builder()
         .ping_interval(ping_interval)
         .connect_timeout(connect_timeout)
         .max_payload(u64::try_from(max_message).unwrap_or(u64::MAX))
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
-        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps) })
+        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps), conversations: Arc::clone(&conversations) })
         .build_svc();
     // socketioxide keeps the handshake's parts for the connection's life: the peer address
     // (the server's `ConnectInfo` extension) goes with them, for `admit`.
+    conversations.bind(&io);
     io.ns("/", on_connect.with(admit));
     let gate =
         handshake::Gate { edge: Arc::clone(&state.edge), caps, retry_after_secs: config.realtime.connect_timeout_secs };
     let service = tower::Layer::layer(&axum::middleware::from_fn_with_state(gate, handshake::count_pending), service);
     let revocations = revocation::start(io.clone(), &state.bus);
-    (Router::new().route_service(PATH, service), Realtime { io, revocations })
+    (Router::new().route_service(PATH, service), Realtime { io, revocations, conversations })
 }
 
 /// The `auth` payload of a connect packet.
@@ -182,9 +187,14 @@ async fn admit(
     };
     let slot = context.caps.try_open(address, &principal.user_id).map_err(|over| refuse(Refusal::OverCap(over)))?;
     let room = user_room(&principal.user_id);
+    socket.join(room);
+    if let Err(e) = context.conversations.attach(&socket, &principal).await {
+        tracing::error!(target: "atom::realtime", error = %crate::error::ErrorChain(&e), "could not set a socket's conversations up");
+        slot.release();
+        return Err(refuse(Refusal::Unavailable));
+    }
     socket.extensions.insert(principal);
     socket.extensions.insert(Arc::new(slot));
-    socket.join(room);
     socket.on("whoami", whoami);
     socket.on_disconnect(on_disconnect);
     Ok(())
@@ -224,6 +234,9 @@ async fn on_connect(socket: SocketRef, Extension(principal): Extension<Principal
 async fn on_disconnect(socket: SocketRef, reason: DisconnectReason) {
     if let Some(slot) = socket.extensions.get::<Arc<ConnectionSlot>>() {
         slot.release();
+    }
+    if let Some(conversations) = socket.extensions.get::<Arc<crate::conversations::socket::Hub>>() {
+        conversations.detach(&socket);
     }
     tracing::info!(target: "atom::realtime", sid = %socket.id, %reason, "socket.io disconnected");
 }

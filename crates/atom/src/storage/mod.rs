@@ -67,6 +67,7 @@ macro_rules! with_tx {
 }
 
 pub mod api_keys;
+pub mod conversations;
 pub mod audit;
 mod availability;
 pub mod encrypted;

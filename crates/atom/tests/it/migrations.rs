@@ -244,6 +244,19 @@ async fn every_earlier_schema_upgrades_to_the_latest_keeping_its_data() {
                 execute(&db, insert).await;
             }
         }
+        // The conversations release's tables (0004), one row each.
+        if had_users && table_exists(&db, "conversations").await {
+            for insert in [
+                "INSERT INTO conversations (id, title, owner_id, last_seq, created_at, updated_at) \
+                 VALUES ('old-conv', 'old', 'old-user', 1, 1, 1)",
+                "INSERT INTO conversation_members (conversation_id, user_id, ack_seq, joined_at) \
+                 VALUES ('old-conv', 'old-user', 1, 1)",
+                "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, created_at) \
+                 VALUES ('old-msg', 'old-conv', 1, 'old-user', 'old-cmid', 'hello', 1)",
+            ] {
+                execute(&db, insert).await;
+            }
+        }
         // Every data table of this release holds rows, so that the upgrade is seen keeping
         // each one's data: a release that adds a table makes this fail until its seed is added
         // above. (The foundation release holds only the instance row, checked by its id.)
