@@ -6,6 +6,7 @@ mod binary;
 mod common;
 mod identity_support;
 mod proxy;
+mod socket_peer;
 
 mod audit_log;
 mod auth_accounts;
@@ -19,6 +20,8 @@ mod backup;
 mod backup_integrity;
 mod cache;
 mod cli;
+mod conversations;
+mod conversations_socket;
 mod db_faults;
 mod db_monitoring;
 mod edge;
