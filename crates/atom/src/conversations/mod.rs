@@ -379,6 +379,11 @@ pub async fn send(
         return Err(ConversationError::Invalid(errors));
     }
     membership(db, conversation_id, sender).await?;
+    // Senders of one conversation take turns here before they take a pooled connection:
+    // waiting on the row lock instead would hold a connection each, and a burst into one
+    // conversation would exhaust the pool for everyone. The row lock still orders senders
+    // on different nodes.
+    let _turn = send_turn(conversation_id).lock().await;
     let now = now_ms();
     let mut tx = db.begin().await?;
     // The number first: it takes the lock that serialises this conversation's senders, after
@@ -410,6 +415,16 @@ pub async fn send(
     bus.publish(Event { user_id: sender.to_owned(), kind: EventKind::MessageStored { message: message.clone() } })
         .await;
     Ok(Sent { message, created: true })
+}
+
+/// The turn of a conversation's senders on this node: one of a fixed set of locks, by hash
+/// of the conversation id (two conversations may share one, which only costs a wait).
+fn send_turn(conversation_id: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    static TURNS: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(|| (0..256).map(|_| tokio::sync::Mutex::new(())).collect());
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(conversation_id);
+    &TURNS[(hash % TURNS.len() as u64) as usize]
 }
 
 /// A page of messages for a member, ascending by seq: after `after` (default 0), or, with

@@ -231,3 +231,40 @@ async fn concurrent_rest_senders_get_gapless_unique_seqs() {
     assert_eq!(seqs, (1..=100).collect::<Vec<i64>>());
     assert_eq!(stored(&app, &conversation).await, 100);
 }
+
+/// The database alone keeps seqs gapless: transactions that take the next seq and insert,
+/// concurrently and without the node's turn-taking (as senders on different nodes do).
+#[tokio::test]
+async fn the_database_serialises_senders_of_one_conversation_without_the_nodes_turns() {
+    use atom::storage::conversations::{MessageRow, insert_message, next_seq};
+    let app = TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "8"), ("DATABASE_ACQUIRE_TIMEOUT_SECS", "30")], axum::Router::new()).await;
+    let a = app.user("user").await;
+    let conversation = create_conversation(&app, &a, &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (db, conversation, sender) = (app.state.db.clone(), conversation.clone(), a.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db.begin().await.expect("begin");
+            let seq = next_seq(&mut tx, &conversation, 1).await.expect("next").expect("exists");
+            tokio::task::yield_now().await;
+            let row = MessageRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                conversation_id: conversation,
+                seq,
+                sender_id: sender,
+                client_msg_id: format!("raw-{i}"),
+                body: "x".to_owned(),
+                created_at: 1,
+            };
+            insert_message(&mut tx, &row).await.expect("insert");
+            tx.commit().await.expect("commit");
+            seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.expect("task"));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
+}
