@@ -18,9 +18,10 @@ CREATE TABLE conversation_members (
     user_id TEXT NOT NULL REFERENCES users (id),
     ack_seq BIGINT NOT NULL DEFAULT 0,
     joined_at BIGINT NOT NULL,
-    PRIMARY KEY (conversation_id, user_id)
+    -- A user's conversations, in id order, for listing them and for every membership check.
+    PRIMARY KEY (user_id, conversation_id)
 );
-CREATE INDEX conversation_members_user_idx ON conversation_members (user_id, conversation_id);
+CREATE INDEX conversation_members_conversation_idx ON conversation_members (conversation_id);
 
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,

@@ -19,9 +19,20 @@ mod validate;
 const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// Sections of the configuration file; `ATOM_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] =
-    &["database", "redis", "cache", "http", "log", "shutdown", "auth", "rate_limit", "backup", "realtime", "metrics",
-      "conversations"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "redis",
+    "cache",
+    "http",
+    "log",
+    "shutdown",
+    "auth",
+    "rate_limit",
+    "backup",
+    "realtime",
+    "metrics",
+    "conversations",
+];
 
 /// A configuration value that stops start-up. Its message names the key.
 #[derive(Debug, thiserror::Error)]

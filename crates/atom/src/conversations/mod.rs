@@ -120,9 +120,7 @@ impl ConversationError {
 impl From<ConversationError> for ApiError {
     fn from(err: ConversationError) -> Self {
         match err {
-            ConversationError::Forbidden => {
-                Self::Forbidden("Only members of the conversation may do this.".to_owned())
-            }
+            ConversationError::Forbidden => Self::Forbidden("Only members of the conversation may do this.".to_owned()),
             ConversationError::Invalid(errors) => Self::Validation(errors),
             ConversationError::NotFound => Self::NotFound,
             ConversationError::Storage(e) => Self::from(e),
@@ -269,9 +267,15 @@ pub async fn all_of(db: &Db, user_id: &str) -> Result<Vec<MembershipRow>, sqlx::
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
     /// The conversation was created with these members.
-    Created { member_ids: Vec<String> },
-    MemberAdded { user_id: String },
-    MemberRemoved { user_id: String },
+    Created {
+        member_ids: Vec<String>,
+    },
+    MemberAdded {
+        user_id: String,
+    },
+    MemberRemoved {
+        user_id: String,
+    },
 }
 
 /// Adds `user_id` to the conversation (a member or an admin may). A new member's delivery

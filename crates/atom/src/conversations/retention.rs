@@ -24,7 +24,9 @@ pub fn start(db: &Db, retention_days: u32) -> Option<tokio::task::AbortHandle> {
                 match sweep(&db, now_ms() - keep_ms).await {
                     Ok(0) => {}
                     Ok(deleted) => tracing::info!(deleted, "conversations: messages past retention deleted"),
-                    Err(e) => tracing::warn!(error = %crate::error::ErrorChain(&e), "conversations: retention sweep failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %crate::error::ErrorChain(&e), "conversations: retention sweep failed")
+                    }
                 }
             }
         })

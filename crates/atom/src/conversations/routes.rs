@@ -136,15 +136,9 @@ pub async fn add_member(
     Path(id): Path<String>,
     Json(body): Json<AddMember>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
-    let added = super::add_member(
-        &state.db,
-        &state.bus,
-        &state.config.conversations,
-        actor(&principal),
-        &id,
-        &body.user_id,
-    )
-    .await?;
+    let added =
+        super::add_member(&state.db, &state.bus, &state.config.conversations, actor(&principal), &id, &body.user_id)
+            .await?;
     let view = super::get(&state.db, &id, &body.user_id).await?;
     Ok((if added { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))
 }

@@ -168,8 +168,7 @@ async fn message_send<A: Adapter>(socket: SocketRef<A>, TryData(data): TryData<V
         Err(refused) => return answer(&socket, ack, "message:send", &refused),
     };
     let send = SendMessage { client_msg_id: input.client_msg_id, body: input.body };
-    let result =
-        super::send(&hub.db, &hub.bus, &hub.limits, &principal.user_id, &input.conversation_id, &send).await;
+    let result = super::send(&hub.db, &hub.bus, &hub.limits, &principal.user_id, &input.conversation_id, &send).await;
     let reply = match result {
         Ok(sent) => json!({ "ok": true, "message": sent.message, "duplicate": !sent.created }),
         Err(e) => conversation_refusal(&e),

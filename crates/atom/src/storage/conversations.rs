@@ -42,7 +42,8 @@ pub struct MessageRow {
 
 macro_rules! membership_columns {
     () => {
-        "c.id, c.title, c.owner_id, c.last_seq, c.created_at, c.updated_at, m.ack_seq"
+        "conversations.id, conversations.title, conversations.owner_id, conversations.last_seq, \
+         conversations.created_at, conversations.updated_at, conversation_members.ack_seq"
     };
 }
 
@@ -56,16 +57,17 @@ macro_rules! message_columns {
 pub const MEMBERSHIP_SQL: &str = concat!(
     "SELECT ",
     membership_columns!(),
-    " FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
-     WHERE m.conversation_id = $1 AND m.user_id = $2"
+    " FROM conversation_members JOIN conversations ON conversations.id = conversation_members.conversation_id \
+     WHERE conversation_members.conversation_id = $1 AND conversation_members.user_id = $2"
 );
 /// Hot: `GET /v1/conversations` and every `sync`, a page of one user's conversations by id
 /// after the cursor `$2` (the first page starts after `''`).
 pub const LIST_FOR_USER_SQL: &str = concat!(
     "SELECT ",
     membership_columns!(),
-    " FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
-     WHERE m.user_id = $1 AND m.conversation_id > $2 ORDER BY m.conversation_id LIMIT $3"
+    " FROM conversation_members JOIN conversations ON conversations.id = conversation_members.conversation_id \
+     WHERE conversation_members.user_id = $1 AND conversation_members.conversation_id > $2 \
+     ORDER BY conversation_members.conversation_id LIMIT $3"
 );
 /// Hot: reading pages, replays and live gap fills, by `(conversation_id, seq)`, ascending.
 pub const RANGE_SQL: &str = concat!(
@@ -125,7 +127,7 @@ pub async fn insert_member(
     with_tx!(tx, "conversation_members.insert", |conn| {
         sqlx::query(
             "INSERT INTO conversation_members (conversation_id, user_id, ack_seq, joined_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (conversation_id, user_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, conversation_id) DO NOTHING",
         )
         .bind(conversation_id)
         .bind(user_id)

@@ -67,9 +67,9 @@ macro_rules! with_tx {
 }
 
 pub mod api_keys;
-pub mod conversations;
 pub mod audit;
 mod availability;
+pub mod conversations;
 pub mod encrypted;
 pub mod file_lock;
 pub mod hot;

@@ -19,7 +19,13 @@ pub(crate) async fn create_conversation(app: &TestApp, owner: &TestUser, members
 }
 
 /// Sends over REST and returns the stored message.
-pub(crate) async fn send(app: &TestApp, sender: &TestUser, conversation: &str, client_msg_id: &str, body: &str) -> Value {
+pub(crate) async fn send(
+    app: &TestApp,
+    sender: &TestUser,
+    conversation: &str,
+    client_msg_id: &str,
+    body: &str,
+) -> Value {
     let path = format!("/v1/conversations/{conversation}/messages");
     let response =
         post(app, Some(&sender.access_token), &path, &json!({ "client_msg_id": client_msg_id, "body": body })).await;
@@ -49,10 +55,14 @@ async fn members_create_list_read_send_and_page_through_messages_by_seq() {
     let mut members = vec![a.id.clone(), b.id.clone()];
     members.sort();
     assert_eq!(view["member_ids"], json!(members));
-    assert_eq!((view["last_seq"].as_i64(), view["ack_seq"].as_i64(), view["unread"].as_i64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (view["last_seq"].as_i64(), view["ack_seq"].as_i64(), view["unread"].as_i64()),
+        (Some(0), Some(0), Some(0))
+    );
 
     for i in 1..=5 {
-        let message = send(&app, if i % 2 == 0 { &b } else { &a }, &conversation, &format!("c{i}"), &format!("hello {i}")).await;
+        let message =
+            send(&app, if i % 2 == 0 { &b } else { &a }, &conversation, &format!("c{i}"), &format!("hello {i}")).await;
         assert_eq!(message["seq"], i, "{message}");
         assert_eq!(message["conversation_id"], json!(conversation));
         assert_eq!(message["body"], json!(format!("hello {i}")));
@@ -99,7 +109,9 @@ async fn the_conversation_list_is_paginated_by_cursor() {
     let mut path = "/v1/conversations?limit=2".to_owned();
     loop {
         let page = get_json(&app, &a, &path).await;
-        seen.extend(page["conversations"].as_array().expect("list").iter().map(|c| c["id"].as_str().expect("id").to_owned()));
+        seen.extend(
+            page["conversations"].as_array().expect("list").iter().map(|c| c["id"].as_str().expect("id").to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/v1/conversations?limit=2&cursor={cursor}"),
             None => break,
@@ -119,7 +131,8 @@ async fn a_non_member_cannot_read_send_or_add_and_nothing_is_stored() {
         assert_problem(app.get_as(&c.access_token, &path).await, 403).await;
     }
     let path = format!("/v1/conversations/{conversation}/messages");
-    let response = post(&app, Some(&c.access_token), &path, &json!({ "client_msg_id": "x", "body": "intrusion" })).await;
+    let response =
+        post(&app, Some(&c.access_token), &path, &json!({ "client_msg_id": "x", "body": "intrusion" })).await;
     assert_problem(response, 403).await;
     let path = format!("/v1/conversations/{conversation}/members");
     assert_problem(post(&app, Some(&c.access_token), &path, &json!({ "user_id": c.id })).await, 403).await;
@@ -128,7 +141,11 @@ async fn a_non_member_cannot_read_send_or_add_and_nothing_is_stored() {
     assert_problem(app.get_as(&c.access_token, missing).await, 403).await;
 
     assert_eq!(stored(&app, &conversation).await, 1);
-    let members = fetch_strings(&app, &format!("SELECT user_id FROM conversation_members WHERE conversation_id = '{conversation}'")).await;
+    let members = fetch_strings(
+        &app,
+        &format!("SELECT user_id FROM conversation_members WHERE conversation_id = '{conversation}'"),
+    )
+    .await;
     assert_eq!(members.len(), 2, "{members:?}");
     let list = get_json(&app, &c, "/v1/conversations").await;
     assert_eq!(list["conversations"], json!([]));
@@ -137,7 +154,8 @@ async fn a_non_member_cannot_read_send_or_add_and_nothing_is_stored() {
 #[tokio::test]
 async fn members_add_others_a_member_leaves_and_only_the_owner_or_an_admin_removes_others() {
     let app = TestApp::spawn().await;
-    let (owner, b, c, d) = (app.user("user").await, app.user("user").await, app.user("user").await, app.user("user").await);
+    let (owner, b, c, d) =
+        (app.user("user").await, app.user("user").await, app.user("user").await, app.user("user").await);
     let admin = app.user("admin").await;
     let conversation = create_conversation(&app, &owner, &[&b]).await;
     send(&app, &owner, &conversation, "m1", "before c joined").await;
@@ -146,7 +164,11 @@ async fn members_add_others_a_member_leaves_and_only_the_owner_or_an_admin_remov
     let response = post(&app, Some(&b.access_token), &members, &json!({ "user_id": c.id })).await;
     assert_eq!(response.status(), 201, "a member adds another user");
     let view: Value = response.json().await.expect("json");
-    assert_eq!((view["ack_seq"].as_i64(), view["unread"].as_i64()), (Some(1), Some(0)), "a new member starts at the latest message: {view}");
+    assert_eq!(
+        (view["ack_seq"].as_i64(), view["unread"].as_i64()),
+        (Some(1), Some(0)),
+        "a new member starts at the latest message: {view}"
+    );
     let again = post(&app, Some(&b.access_token), &members, &json!({ "user_id": c.id })).await;
     assert_eq!(again.status(), 200, "already a member");
 
@@ -155,8 +177,16 @@ async fn members_add_others_a_member_leaves_and_only_the_owner_or_an_admin_remov
     assert_problem(app.get_as(&c.access_token, &format!("/v1/conversations/{conversation}")).await, 403).await;
 
     assert_eq!(post(&app, Some(&owner.access_token), &members, &json!({ "user_id": d.id })).await.status(), 201);
-    assert_eq!(delete_as(&app, &owner.access_token, &format!("{members}/{}", d.id)).await.status(), 204, "the owner removes d");
-    assert_eq!(delete_as(&app, &admin.access_token, &format!("{members}/{}", b.id)).await.status(), 204, "an admin removes b");
+    assert_eq!(
+        delete_as(&app, &owner.access_token, &format!("{members}/{}", d.id)).await.status(),
+        204,
+        "the owner removes d"
+    );
+    assert_eq!(
+        delete_as(&app, &admin.access_token, &format!("{members}/{}", b.id)).await.status(),
+        204,
+        "an admin removes b"
+    );
     assert_problem(delete_as(&app, &owner.access_token, &format!("{members}/{}", b.id)).await, 404).await;
     let view = get_json(&app, &owner, &format!("/v1/conversations/{conversation}")).await;
     assert_eq!(view["member_ids"], json!([owner.id]));
@@ -164,7 +194,11 @@ async fn members_add_others_a_member_leaves_and_only_the_owner_or_an_admin_remov
 
 #[tokio::test]
 async fn malformed_oversized_and_hostile_input_gets_a_precise_problem_and_stores_nothing() {
-    let app = TestApp::spawn_with(&[("CONVERSATIONS_MAX_BODY_BYTES", "100"), ("CONVERSATIONS_MAX_MEMBERS", "3")], axum::Router::new()).await;
+    let app = TestApp::spawn_with(
+        &[("CONVERSATIONS_MAX_BODY_BYTES", "100"), ("CONVERSATIONS_MAX_MEMBERS", "3")],
+        axum::Router::new(),
+    )
+    .await;
     let (a, b, c, d) = (app.user("user").await, app.user("user").await, app.user("user").await, app.user("user").await);
     let conversation = create_conversation(&app, &a, &[&b, &c]).await;
     let path = format!("/v1/conversations/{conversation}/messages");
@@ -179,9 +213,17 @@ async fn malformed_oversized_and_hostile_input_gets_a_precise_problem_and_stores
     ];
     for (body, field) in cases {
         let problem = assert_problem(post(&app, token, &path, &body).await, 422).await;
-        assert!(problem["errors"].as_array().expect("errors").iter().any(|e| e["field"] == field), "{field}: {problem}");
+        assert!(
+            problem["errors"].as_array().expect("errors").iter().any(|e| e["field"] == field),
+            "{field}: {problem}"
+        );
     }
-    for body in [json!({ "client_msg_id": "x" }), json!({ "client_msg_id": 1, "body": "hi" }), json!({ "client_msg_id": "x", "body": "hi", "extra": 1 }), json!([1])] {
+    for body in [
+        json!({ "client_msg_id": "x" }),
+        json!({ "client_msg_id": 1, "body": "hi" }),
+        json!({ "client_msg_id": "x", "body": "hi", "extra": 1 }),
+        json!([1]),
+    ] {
         let response = post(&app, token, &path, &body).await;
         let status = response.status().as_u16();
         assert!(status == 400 || status == 422, "{body}: {status}");
@@ -215,9 +257,19 @@ async fn concurrent_rest_senders_get_gapless_unique_seqs() {
     let mut tasks = Vec::new();
     for (u, user) in users.iter().enumerate() {
         for i in 0..10 {
-            let (client, url, token) = (app.client.clone(), app.url(&format!("/v1/conversations/{conversation}/messages")), user.access_token.clone());
+            let (client, url, token) = (
+                app.client.clone(),
+                app.url(&format!("/v1/conversations/{conversation}/messages")),
+                user.access_token.clone(),
+            );
             tasks.push(tokio::spawn(async move {
-                let response = client.post(url).bearer_auth(token).json(&json!({ "client_msg_id": format!("{u}-{i}"), "body": "x" })).send().await.expect("sent");
+                let response = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({ "client_msg_id": format!("{u}-{i}"), "body": "x" }))
+                    .send()
+                    .await
+                    .expect("sent");
                 assert_eq!(response.status(), 201);
                 response.json::<Value>().await.expect("json")["seq"].as_i64().expect("seq")
             }));
@@ -237,7 +289,11 @@ async fn concurrent_rest_senders_get_gapless_unique_seqs() {
 #[tokio::test]
 async fn the_database_serialises_senders_of_one_conversation_without_the_nodes_turns() {
     use atom::storage::conversations::{MessageRow, insert_message, next_seq};
-    let app = TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "8"), ("DATABASE_ACQUIRE_TIMEOUT_SECS", "30")], axum::Router::new()).await;
+    let app = TestApp::spawn_with(
+        &[("DATABASE_POOL_SIZE", "8"), ("DATABASE_ACQUIRE_TIMEOUT_SECS", "30")],
+        axum::Router::new(),
+    )
+    .await;
     let a = app.user("user").await;
     let conversation = create_conversation(&app, &a, &[]).await;
     let mut tasks = Vec::new();

@@ -41,10 +41,20 @@ fn open<'a>(app_url: &'a str, transport: &'a str, user: &'a TestUser) -> Open<'a
 
 /// Stores a message through the domain, as a worker on this node would.
 pub(crate) async fn store(app: &TestApp, sender: &TestUser, conversation: &str, client_msg_id: &str) -> i64 {
-    let input = atom::conversations::SendMessage { client_msg_id: client_msg_id.to_owned(), body: format!("body of {client_msg_id}") };
-    let sent = atom::conversations::send(&app.state.db, &app.state.bus, &app.state.config.conversations, &sender.id, conversation, &input)
-        .await
-        .expect("stored");
+    let input = atom::conversations::SendMessage {
+        client_msg_id: client_msg_id.to_owned(),
+        body: format!("body of {client_msg_id}"),
+    };
+    let sent = atom::conversations::send(
+        &app.state.db,
+        &app.state.bus,
+        &app.state.config.conversations,
+        &sender.id,
+        conversation,
+        &input,
+    )
+    .await
+    .expect("stored");
     sent.message.seq
 }
 
@@ -67,7 +77,13 @@ pub(crate) async fn receive_until(peer: &mut SocketPeer, id: &str, conversation:
 
 /// Sends a sentinel and asserts that the next `message:new` of `id` is exactly it: nothing
 /// was delivered twice or late before it.
-pub(crate) async fn assert_nothing_more(peer: &mut SocketPeer, id: &str, app: &TestApp, sender: &TestUser, conversation: &str) {
+pub(crate) async fn assert_nothing_more(
+    peer: &mut SocketPeer,
+    id: &str,
+    app: &TestApp,
+    sender: &TestUser,
+    conversation: &str,
+) {
     let seq = store(app, sender, conversation, &format!("sentinel-{}", uuid::Uuid::new_v4())).await;
     let message = next_message(peer, id).await;
     assert_eq!(message["seq"], seq, "{id}: the next message after the expected ones is the sentinel: {message}");
@@ -97,10 +113,15 @@ async fn two_users_chat_over_both_transports() {
         assert_eq!(sync(&mut peer, &ia, json!({})).await, json!({ conversation.clone(): 0 }));
         sync(&mut peer, &ib, json!({})).await;
 
-        let ack = peer.call(&ia, "message:send", json!({ "conversation_id": conversation, "client_msg_id": "1", "body": "hi b" })).await;
+        let ack = peer
+            .call(&ia, "message:send", json!({ "conversation_id": conversation, "client_msg_id": "1", "body": "hi b" }))
+            .await;
         assert_eq!(ack["ok"], true, "{ack}");
         let sent = &ack["message"];
-        assert_eq!((sent["seq"].as_i64(), sent["sender_id"].as_str(), sent["body"].as_str()), (Some(1), Some(a.id.as_str()), Some("hi b")));
+        assert_eq!(
+            (sent["seq"].as_i64(), sent["sender_id"].as_str(), sent["body"].as_str()),
+            (Some(1), Some(a.id.as_str()), Some("hi b"))
+        );
         for field in ["id", "conversation_id", "client_msg_id", "created_at"] {
             assert!(sent[field].is_string(), "{field}: {sent}");
         }
@@ -108,14 +129,17 @@ async fn two_users_chat_over_both_transports() {
         assert_eq!(&received, sent, "b receives the message as stored");
         assert_eq!(&next_message(&mut peer, &ia).await, sent, "a's own socket gets it too (its other devices do)");
 
-        let ack = peer.call(&ib, "message:send", json!({ "conversation_id": conversation, "client_msg_id": "1", "body": "hi a" })).await;
+        let ack = peer
+            .call(&ib, "message:send", json!({ "conversation_id": conversation, "client_msg_id": "1", "body": "hi a" }))
+            .await;
         assert_eq!(ack["message"]["seq"], 2, "{ack}");
         assert_eq!(next_message(&mut peer, &ia).await["body"], "hi a");
         assert_eq!(next_message(&mut peer, &ib).await["seq"], 2);
 
         let ack = peer.call(&ib, "messages:ack", json!({ "conversation_id": conversation, "seq": 2 })).await;
         assert_eq!(ack, json!({ "ok": true, "ack_seq": 2 }));
-        let view: Value = app.get_as(&b.access_token, &format!("/v1/conversations/{conversation}")).await.json().await.expect("json");
+        let view: Value =
+            app.get_as(&b.access_token, &format!("/v1/conversations/{conversation}")).await.json().await.expect("json");
         assert_eq!((view["ack_seq"].as_i64(), view["unread"].as_i64()), (Some(2), Some(0)));
         peer.close(&ia).await;
         peer.close(&ib).await;
@@ -177,7 +201,10 @@ async fn messages_sent_while_offline_arrive_on_connect_and_a_new_device_gets_wha
         let mut by_conversation: HashMap<String, Vec<i64>> = HashMap::new();
         for _ in 0..8 {
             let message = next_message(&mut peer, &id).await;
-            by_conversation.entry(message["conversation_id"].as_str().expect("id").to_owned()).or_default().push(message["seq"].as_i64().expect("seq"));
+            by_conversation
+                .entry(message["conversation_id"].as_str().expect("id").to_owned())
+                .or_default()
+                .push(message["seq"].as_i64().expect("seq"));
         }
         assert_eq!(by_conversation[&first], range(1, 5));
         assert_eq!(by_conversation[&second], range(1, 3));
@@ -247,8 +274,20 @@ async fn live_messages_arriving_during_a_replay_leave_no_gap_and_no_duplicate() 
             let transport = transport.to_owned();
             tokio::spawn(async move {
                 for i in 1..=100 {
-                    let input = atom::conversations::SendMessage { client_msg_id: format!("new-{transport}-{i}"), body: "live".to_owned() };
-                    atom::conversations::send(&state.db, &state.bus, &state.config.conversations, &a_id, &conversation, &input).await.expect("stored");
+                    let input = atom::conversations::SendMessage {
+                        client_msg_id: format!("new-{transport}-{i}"),
+                        body: "live".to_owned(),
+                    };
+                    atom::conversations::send(
+                        &state.db,
+                        &state.bus,
+                        &state.config.conversations,
+                        &a_id,
+                        &conversation,
+                        &input,
+                    )
+                    .await
+                    .expect("stored");
                     tokio::task::yield_now().await;
                 }
             })
@@ -317,7 +356,8 @@ async fn twenty_clients_sending_concurrently_into_one_conversation_get_gapless_s
     for round in 0..PER_CLIENT {
         for i in 0..users.len() {
             let tag = format!("{i}-{round}");
-            let ack = peer.next_where(&format!("u{i}"), "send ack", |e| e["event"] == "ack" && e["tag"] == json!(tag)).await;
+            let ack =
+                peer.next_where(&format!("u{i}"), "send ack", |e| e["event"] == "ack" && e["tag"] == json!(tag)).await;
             assert_eq!(ack["ack"]["ok"], true, "{ack}");
             seqs.push(ack["ack"]["message"]["seq"].as_i64().expect("seq"));
         }
@@ -326,7 +366,11 @@ async fn twenty_clients_sending_concurrently_into_one_conversation_get_gapless_s
     let total = (users.len() * PER_CLIENT) as i64;
     assert_eq!(seqs, range(1, total), "gapless and unique");
     assert_eq!(stored(&app, &conversation).await as i64, total);
-    assert_eq!(receive_until(&mut listener, "listener", &conversation, total).await, range(1, total), "delivered in order");
+    assert_eq!(
+        receive_until(&mut listener, "listener", &conversation, total).await,
+        range(1, total),
+        "delivered in order"
+    );
 }
 
 #[tokio::test]
@@ -345,10 +389,26 @@ async fn malformed_payloads_and_unknown_events_get_error_acks_and_nothing_breaks
             ("message:send", vec![], "invalid_payload"),
             ("message:send", vec![json!("a string")], "invalid_payload"),
             ("message:send", vec![json!({ "conversation_id": conversation })], "invalid_payload"),
-            ("message:send", vec![json!({ "conversation_id": conversation, "client_msg_id": 5, "body": "x" })], "invalid_payload"),
-            ("message:send", vec![json!({ "conversation_id": conversation, "client_msg_id": "x", "body": "x", "more": true })], "invalid_payload"),
-            ("message:send", vec![json!({ "conversation_id": conversation, "client_msg_id": "x", "body": "b".repeat(101) })], "invalid"),
-            ("message:send", vec![json!({ "conversation_id": conversation, "client_msg_id": "", "body": "x" })], "invalid"),
+            (
+                "message:send",
+                vec![json!({ "conversation_id": conversation, "client_msg_id": 5, "body": "x" })],
+                "invalid_payload",
+            ),
+            (
+                "message:send",
+                vec![json!({ "conversation_id": conversation, "client_msg_id": "x", "body": "x", "more": true })],
+                "invalid_payload",
+            ),
+            (
+                "message:send",
+                vec![json!({ "conversation_id": conversation, "client_msg_id": "x", "body": "b".repeat(101) })],
+                "invalid",
+            ),
+            (
+                "message:send",
+                vec![json!({ "conversation_id": conversation, "client_msg_id": "", "body": "x" })],
+                "invalid",
+            ),
             ("sync", vec![json!({ "positions": { conversation.clone(): "five" } })], "invalid_payload"),
             ("sync", vec![json!({ "positions": { conversation.clone(): -1 } })], "invalid"),
             ("sync", vec![json!([1, 2])], "invalid_payload"),
@@ -365,7 +425,13 @@ async fn malformed_payloads_and_unknown_events_get_error_acks_and_nothing_breaks
             assert!(outcome["ack"]["error"]["message"].is_string(), "{outcome}");
         }
         assert_eq!(stored(&app, &conversation).await, before, "nothing half stored");
-        let ack = peer.call(&id, "message:send", json!({ "conversation_id": conversation, "client_msg_id": transport, "body": "still fine" })).await;
+        let ack = peer
+            .call(
+                &id,
+                "message:send",
+                json!({ "conversation_id": conversation, "client_msg_id": transport, "body": "still fine" }),
+            )
+            .await;
         assert_eq!(ack["ok"], true, "the connection still works: {ack}");
         peer.close(&id).await;
     }
@@ -397,7 +463,11 @@ async fn typing_reaches_the_other_members_and_presence_does_not_flap() {
     peer.connected("b3", open(&url, "websocket", &b)).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(peer.call("b3", "typing", json!({ "conversation_id": conversation })).await["ok"], true);
-    let next = peer.next_where("a", "presence or typing", |e| e["event"] == "server_event" && (e["name"] == "presence" || e["name"] == "typing")).await;
+    let next = peer
+        .next_where("a", "presence or typing", |e| {
+            e["event"] == "server_event" && (e["name"] == "presence" || e["name"] == "typing")
+        })
+        .await;
     assert_eq!(next["name"], "typing", "no presence change was announced: {next}");
     // Then b goes for longer than the grace period.
     peer.close("b3").await;
@@ -427,7 +497,10 @@ async fn membership_changes_join_and_leave_live_sockets() {
     let members = format!("/v1/conversations/{conversation}/members");
     assert_eq!(post(&app, Some(&b.access_token), &members, &json!({ "user_id": c.id })).await.status(), 201);
     let update = peer.server_event("c", "conversation:updated").await;
-    assert_eq!(update, json!({ "conversation_id": conversation, "change": { "type": "member_added", "user_id": c.id } }));
+    assert_eq!(
+        update,
+        json!({ "conversation_id": conversation, "change": { "type": "member_added", "user_id": c.id } })
+    );
     assert_eq!(peer.server_event("a", "conversation:updated").await, update);
     store(&app, &a, &conversation, "after-c").await;
     assert_eq!(next_message(&mut peer, "c").await["seq"], 2, "c gets what is sent after it joined, not the history");
@@ -439,7 +512,9 @@ async fn membership_changes_join_and_leave_live_sockets() {
     assert_eq!(update["change"], json!({ "type": "member_removed", "user_id": c.id }));
     store(&app, &a, &conversation, "after-c-left").await;
     assert_eq!(next_message(&mut peer, "a").await["seq"], 3);
-    let ack = peer.call("c", "message:send", json!({ "conversation_id": conversation, "client_msg_id": "x", "body": "x" })).await;
+    let ack = peer
+        .call("c", "message:send", json!({ "conversation_id": conversation, "client_msg_id": "x", "body": "x" }))
+        .await;
     assert_eq!(ack["error"]["code"], "forbidden");
     let leaked = peer.drain_server_events("c", "message:new", Duration::from_millis(200)).await;
     assert!(leaked.is_empty(), "{leaked:?}");
@@ -447,7 +522,10 @@ async fn membership_changes_join_and_leave_live_sockets() {
     // A conversation created while connected is joined at once.
     let new = create_conversation(&app, &b, &[&c]).await;
     let update = peer.server_event("c", "conversation:updated").await;
-    assert_eq!((update["conversation_id"].as_str(), update["change"]["type"].as_str()), (Some(new.as_str()), Some("created")));
+    assert_eq!(
+        (update["conversation_id"].as_str(), update["change"]["type"].as_str()),
+        (Some(new.as_str()), Some("created"))
+    );
     store(&app, &b, &new, "hello-c").await;
     let message = next_message(&mut peer, "c").await;
     assert_eq!((message["conversation_id"].as_str(), message["seq"].as_i64()), (Some(new.as_str()), Some(1)));

@@ -173,9 +173,11 @@ const PINNED_CHECKSUMS: &[(&str, i64, &str)] = &[
     ("postgres", 1, "5e779e8fecddf9af"),
     ("postgres", 2, "e558dfa420191772"),
     ("postgres", 3, "0d5547df60a22a1a"),
+    ("postgres", 4, "89e507093a1bdf8b"),
     ("sqlite", 1, "754de4a8703e9f20"),
     ("sqlite", 2, "7d08d8e449b2a35b"),
     ("sqlite", 3, "0d5547df60a22a1a"),
+    ("sqlite", 4, "89e507093a1bdf8b"),
 ];
 
 async fn migrator_of(dialect: &str) -> sqlx::migrate::Migrator {
