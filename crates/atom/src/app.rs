@@ -76,6 +76,8 @@ pub struct Application {
     db_lock: Option<DatabaseFileLock>,
     /// `metrics.listen`'s listener, which serves only `/metrics`.
     metrics_listener: Option<TcpListener>,
+    /// Socket.io's route and this node's Socket.io server.
+    realtime: (Router<AppState>, crate::realtime::Realtime),
 }
 
 impl Application {
@@ -130,7 +132,16 @@ impl Application {
             started_at: Instant::now(),
             instance_id,
         });
-        Ok(Self { listener, state, routes: Router::new(), protected_routes: Router::new(), db_lock, metrics_listener })
+        let realtime = crate::realtime::start(&state).await.map_err(StartError::Redis)?;
+        Ok(Self {
+            listener,
+            state,
+            routes: Router::new(),
+            protected_routes: Router::new(),
+            db_lock,
+            metrics_listener,
+            realtime,
+        })
     }
 
     /// The address actually bound (the real port when `listen` asked for port 0).
@@ -163,14 +174,15 @@ impl Application {
     /// router's routes, but its `Debug` names every path template: a test compares them with
     /// the OpenAPI document, so that a route without an annotation cannot go unnoticed.
     pub fn routes(&self) -> Router<AppState> {
-        all_routes(&self.state, self.routes.clone(), self.protected_routes.clone()).0
+        all_routes(&self.state, &self.realtime, self.routes.clone(), self.protected_routes.clone())
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see [`crate::shutdown`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Self { listener, state, routes, protected_routes, db_lock, metrics_listener } = self;
+        let Self { listener, state, routes, protected_routes, db_lock, metrics_listener, realtime } = self;
         let config = Arc::clone(&state.config);
-        let (routes, realtime) = all_routes(&state, routes, protected_routes);
+        let routes = all_routes(&state, &realtime, routes, protected_routes);
+        let realtime = realtime.1;
         let app = http::with_middleware(routes, &state);
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
@@ -242,23 +254,25 @@ impl Application {
     }
 }
 
-/// The operational routes, identity's (the protected ones, with the audit log, `/status` and
-/// `protected_routes`, behind authentication), Socket.io's, and the embedder's `routes`.
+/// The operational routes, identity's (the protected ones, with the audit log, `/status`,
+/// realtime's admin routes and `protected_routes`, behind authentication), Socket.io's, and
+/// the embedder's `routes`.
 fn all_routes(
     state: &AppState,
+    (realtime_routes, realtime): &(Router<AppState>, crate::realtime::Realtime),
     routes: Router<AppState>,
     protected_routes: Router<AppState>,
-) -> (Router<AppState>, crate::realtime::Realtime) {
-    let (realtime_routes, realtime) = crate::realtime::router(state);
+) -> Router<AppState> {
     // Behind authentication, with identity's own protected routes.
     let protected = Router::new()
         .merge(crate::audit::router())
         .merge(crate::conversations::routes::router())
         .route("/status", axum::routing::get(http::status))
-        .merge(protected_routes);
-    let routes =
-        http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes).merge(routes);
-    (routes, realtime)
+        .merge(crate::realtime::routes::router())
+        .merge(protected_routes)
+        // `/status` and the connection routes act on this node's Socket.io server.
+        .layer(axum::Extension(realtime.clone()));
+    http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes.clone()).merge(routes)
 }
 
 /// The master keyring: `master_key` (ATOM_MASTER_KEY), else `master_key_file`, else the key

@@ -18,7 +18,8 @@
 //! - [`backup`]: consistent snapshots, their verification, verified restores, scheduled backups.
 //! - [`commands`]: the operator commands behind the CLI (migrate, admin, keys, audit, backup).
 //! - [`realtime`]: Socket.io at `/socket.io/`: authenticated connections, per-address and
-//!   per-user connection caps.
+//!   per-user connection caps, rooms across nodes (socketioxide-redis), per-socket event
+//!   budgets, connections ended with their credential, the admin's view of live connections.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
 //!   metrics and slow-query log of every named query, the registry of hot queries, and the
 //!   gate that fails requests fast while PostgreSQL is down.

@@ -221,6 +221,14 @@ pub struct RealtimeConfig {
     /// How long a client has, after its Engine.IO handshake, to send the Socket.io CONNECT;
     /// also how long a pending handshake counts against its address.
     pub connect_timeout_secs: u64,
+    /// Events one socket may send per second, sustained.
+    pub events_per_second: u32,
+    /// Events one socket may send at once.
+    pub event_burst: u32,
+    /// Refused events (over the rate, unknown) per minute before the socket is disconnected.
+    pub refused_events_per_minute: u32,
+    /// Bound on a cross-node query and on one Redis command of the Socket.io adapter.
+    pub adapter_timeout_ms: u64,
 }
 
 /// Conversations and their messages (see [`crate::conversations`]).

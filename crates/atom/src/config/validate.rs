@@ -183,6 +183,18 @@ impl Config {
                 "retention_days must be at most 36500, presence_grace_ms at most 600000",
             ));
         }
+        for (key, value) in [
+            ("realtime.events_per_second", self.realtime.events_per_second),
+            ("realtime.event_burst", self.realtime.event_burst),
+            ("realtime.refused_events_per_minute", self.realtime.refused_events_per_minute),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if !(100..=60_000).contains(&self.realtime.adapter_timeout_ms) {
+            return Err(ConfigError::new("realtime.adapter_timeout_ms", "must be between 100 and 60000"));
+        }
         if let Some(token) = &self.metrics.token
             && (token.expose_secret().len() < 16 || !token.expose_secret().chars().all(|c| c.is_ascii_graphic()))
         {

@@ -15,8 +15,8 @@
 //!
 //! Error codes: `invalid_payload` (not the event's shape), `invalid` (a field fails
 //! validation; `errors` lists them), `forbidden` (not a member, or no such conversation;
-//! nothing is stored), `unavailable` (the database cannot be reached), `internal`, and
-//! `unknown_event` for an event this server does not handle.
+//! nothing is stored), `unavailable` (the database cannot be reached), `internal`; realtime's
+//! event budget adds `rate_limited` and `unknown_event` ([`crate::realtime::events`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 
 use super::delivery::{self, Deliverer, SocketDelivery, SyncError, conversation_room};
 use super::presence::Presence;
@@ -36,6 +36,7 @@ use crate::bus::Bus;
 use crate::config::ConversationsConfig;
 use crate::error::database_unreachable;
 use crate::identity::Principal;
+use crate::realtime::events;
 use crate::storage::Db;
 
 /// The most conversations a `sync` may name.
@@ -49,7 +50,6 @@ pub struct Hub<A: Adapter = LocalAdapter> {
     bus: Bus,
     limits: ConversationsConfig,
     presence: Arc<Presence>,
-    delivery: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl<A: Adapter> std::fmt::Debug for Hub<A> {
@@ -66,23 +66,15 @@ impl<A: Adapter> Hub<A> {
             bus: bus.clone(),
             limits: limits.clone(),
             presence: Arc::new(Presence::new(Duration::from_millis(limits.presence_grace_ms))),
-            delivery: OnceLock::new(),
         })
     }
 
-    /// Binds the server and starts this node's delivery of bus events to its sockets.
-    pub fn bind(&self, io: &SocketIo<A>) {
-        if self.io.set(io.clone()).is_ok() {
-            let deliverer = Deliverer { db: self.db.clone(), replay_batch: self.limits.replay_batch };
-            let _ = self.delivery.set(delivery::start(io.clone(), &self.bus, deliverer));
-        }
-    }
-
-    /// Stops delivering (at shutdown).
-    pub fn stop(&self) {
-        if let Some(delivery) = self.delivery.get() {
-            delivery.abort();
-        }
+    /// Binds the server and starts this node's delivery of bus events to its sockets: the
+    /// returned task runs until aborted (at shutdown).
+    pub fn bind(&self, io: &SocketIo<A>) -> tokio::task::AbortHandle {
+        let _ = self.io.set(io.clone());
+        let deliverer = Deliverer { db: self.db.clone(), replay_batch: self.limits.replay_batch };
+        delivery::start(io.clone(), &self.bus, deliverer)
     }
 
     /// Sets up an admitted socket of `principal`: its rooms, its delivery, its handlers.
@@ -91,11 +83,11 @@ impl<A: Adapter> Hub<A> {
         socket.join(conversations.iter().map(|c| conversation_room(&c.id)).collect::<Vec<_>>());
         socket.extensions.insert(Arc::new(SocketDelivery::new(&principal.user_id)));
         socket.extensions.insert(Arc::clone(self));
-        socket.on("message:send", message_send::<A>);
-        socket.on("sync", sync::<A>);
-        socket.on("messages:ack", messages_ack::<A>);
-        socket.on("typing", typing::<A>);
-        socket.on_fallback(unknown_event::<A>);
+        // Behind realtime's event budget and metrics, which also answer unknown events.
+        events::on(socket, "message:send", message_send::<A>);
+        events::on(socket, "sync", sync::<A>);
+        events::on(socket, "messages:ack", messages_ack::<A>);
+        events::on(socket, "typing", typing::<A>);
         if let Some(io) = self.io.get() {
             self.presence.opened(io, &self.db, &principal.user_id);
         }
@@ -248,10 +240,4 @@ async fn typing<A: Adapter>(socket: SocketRef<A>, TryData(data): TryData<Value>,
         metrics::counter!("realtime_events_out_total", "event" => "typing").increment(1);
     }
     answer(&socket, ack, "typing", &json!({ "ok": true }));
-}
-
-async fn unknown_event<A: Adapter>(socket: SocketRef<A>, Event(name): Event, ack: AckSender<A>) {
-    tracing::debug!(target: "atom::realtime", sid = %socket.id, "socket.io: unknown event");
-    let message = if name.len() <= 64 { format!("no such event: {name:?}") } else { "no such event".to_owned() };
-    answer(&socket, ack, "unknown", &refusal("unknown_event", message));
 }

@@ -54,6 +54,8 @@ pub struct StatusResponse {
     pub backends: Backends,
     pub database: DatabaseStatus,
     pub limits: Limits,
+    /// This node's Socket.io server.
+    pub realtime: crate::realtime::RealtimeStatus,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,7 +162,11 @@ async fn timed(timeout: Duration, check: impl Future<Output = Result<(), String>
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<StatusResponse>, ApiError> {
+pub async fn status(
+    State(state): State<AppState>,
+    axum::Extension(realtime): axum::Extension<crate::realtime::Realtime>,
+    principal: Principal,
+) -> Result<Json<StatusResponse>, ApiError> {
     principal.require_admin()?;
     let config = &state.config;
     // Bounded like a readiness check: the operator's view must answer while the database
@@ -197,6 +203,7 @@ pub async fn status(State(state): State<AppState>, principal: Principal) -> Resu
             database_acquire_timeout_secs: config.database.acquire_timeout_secs,
             shutdown_grace_secs: config.shutdown.grace_secs,
         },
+        realtime: realtime.status().await,
     }))
 }
 

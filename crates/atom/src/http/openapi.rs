@@ -25,6 +25,8 @@ use crate::identity;
         crate::conversations::routes::create, crate::conversations::routes::list, crate::conversations::routes::read,
         crate::conversations::routes::add_member, crate::conversations::routes::remove_member,
         crate::conversations::routes::messages, crate::conversations::routes::send,
+        crate::realtime::routes::admin_list_connections, crate::realtime::routes::admin_disconnect_all,
+        crate::realtime::routes::admin_disconnect_one,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),

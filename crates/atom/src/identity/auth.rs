@@ -38,12 +38,12 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// An access JWT, with its verified claims (its `jti`, `exp` and scopes).
-    AccessToken {
-        claims: std::sync::Arc<super::tokens::AccessClaims>,
-    },
+    AccessToken { claims: std::sync::Arc<super::tokens::AccessClaims> },
     ApiKey {
         key_id: String,
         scopes: Vec<String>,
+        /// When the key stops being accepted (Unix ms), if it has an expiry.
+        expires_at: Option<i64>,
     },
 }
 

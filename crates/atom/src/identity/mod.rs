@@ -367,7 +367,11 @@ fn principal_of(claims: Arc<tokens::AccessClaims>, role: Role) -> Principal {
 
 fn key_principal(key: api_keys::StoredKey, status: UserStatus) -> Principal {
     let scopes = key.scopes.split_whitespace().map(str::to_owned).collect();
-    Principal { user_id: key.user_id, role: status.role, credential: Credential::ApiKey { key_id: key.id, scopes } }
+    Principal {
+        user_id: key.user_id,
+        role: status.role,
+        credential: Credential::ApiKey { key_id: key.id, scopes, expires_at: key.expires_at },
+    }
 }
 
 /// Seconds since the Unix epoch.

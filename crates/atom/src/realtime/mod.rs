@@ -1,5 +1,4 @@
-//! Real-time: Socket.io at `/socket.io/` (socketioxide), the ground that conversation rooms
-//! and messages will stand on.
+//! Real-time: Socket.io at `/socket.io/` (socketioxide), on one node or several.
 //!
 //! A client connects to the default namespace with `auth: { token }`, an access JWT or an
 //! API key, checked by the same [`verify_credential`] as every HTTP request (a disabled
@@ -16,17 +15,28 @@
 //!   message and nothing else, so the client is not told.
 //! - `unavailable`: the credential could not be checked (database or cache down).
 //!
-//! Invariants: an admitted socket has its [`Principal`] and its [`ConnectionSlot`] in its
-//! extensions and its event handlers registered before the client learns it is connected
-//! (socketioxide runs the connect handler in a task of its own, after answering, so
-//! handlers registered there could miss the client's first event). The slot is released
-//! exactly once when the socket goes, whatever the reason (see [`caps`]).
+//! The handlers are generic over socketioxide's [`Adapter`]: [`start`] picks
+//! socketioxide-redis's ([`adapter`]) when `redis.url` is set, so rooms, disconnects and
+//! socket queries span every node, and the local adapter otherwise; [`Realtime`] is the
+//! node's server whatever its adapter. Conversation handlers plug in the same way: generic
+//! over `A: Adapter`, registered from [`admit`] through [`events::on`].
+//!
+//! Invariants: an admitted socket has its [`Principal`], its [`ConnectionSlot`], its event
+//! budget ([`events`]) and its expiry timer ([`expiry`]) in its extensions and its event
+//! handlers registered before the client learns it is connected (socketioxide runs the
+//! connect handler in a task of its own, after answering, so handlers registered there could
+//! miss the client's first event). The slot is released exactly once when the socket goes,
+//! whatever the reason (see [`caps`]), and the expiry timer is cancelled with it.
+//!
+//! The server ends a connection itself when its credential expires ([`expiry`]) or is
+//! revoked ([`revocation`]), when it floods ([`events`]), or on an admin's request
+//! ([`routes`]): [`close_socket`] sends [`CLOSING_EVENT`] with the reason's code, then a
+//! Socket.io disconnect, which socket.io-client does not retry by itself. At shutdown
+//! [`Realtime::close`] closes the transports instead, which the client retries (elsewhere,
+//! behind a load balancer).
 //!
 //! The caps count this node's connections, in process: with several nodes behind a load
-//! balancer a client can hold up to that many times as many. A token is checked when the
-//! connection opens; one that expires later does not end the connection, but one that is
-//! revoked does, on every node ([`revocation`]: a disabled account, a revoked API key, a
-//! logout, a password change).
+//! balancer a client can hold up to that many times as many.
 //!
 //! Before any of that, a client opens an Engine.IO session (the handshake) and has
 //! `realtime.connect_timeout_secs` to send its CONNECT; pending handshakes count against their
@@ -37,48 +47,202 @@
 //! holds one request open per long poll, so the ping interval is kept below
 //! `http.request_timeout_secs`, and its messages are limited to `http.body_limit_bytes`.
 
+pub mod adapter;
 pub mod caps;
+pub mod connections;
+pub mod events;
+mod expiry;
 mod handshake;
 mod revocation;
+pub mod routes;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use serde::Serialize;
 use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
+use utoipa::ToSchema;
 
+use crate::conversations::socket::Hub;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::identity::auth::verify_credential;
 use crate::state::AppState;
+use adapter::{PubSub, RedisAdapter};
 pub use caps::{Cap, ConnectionCaps, ConnectionSlot, OverCap};
+pub use connections::{AdapterFailed, Connection};
+pub use events::{error_ack, on};
 pub use revocation::user_room;
 
 /// Where Socket.io is served.
 pub const PATH: &str = "/socket.io/";
 
-/// The Socket.io server of this node, for shutting it down.
+/// The event the server sends just before it closes a connection, `{code, message}`.
+pub const CLOSING_EVENT: &str = "session:closing";
+
+/// Why the server closes a connection: the `code` of [`CLOSING_EVENT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The credential expired: refresh it, then reconnect.
+    TokenExpired,
+    /// The credential was revoked (logout, password change, disabled account, revoked key).
+    CredentialRevoked,
+    /// Too many refused events.
+    RateLimited,
+    /// An admin closed the connection.
+    ByAdmin,
+}
+
+impl Closing {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::TokenExpired => "token_expired",
+            Self::CredentialRevoked => "credential_revoked",
+            Self::RateLimited => "rate_limited",
+            Self::ByAdmin => "disconnected_by_admin",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::TokenExpired => "The access token expired: refresh it and reconnect.",
+            Self::CredentialRevoked => "The credential of this connection was revoked.",
+            Self::RateLimited => "Too many refused events.",
+            Self::ByAdmin => "An administrator closed this connection.",
+        }
+    }
+
+    /// The payload of [`CLOSING_EVENT`].
+    pub fn payload(self) -> serde_json::Value {
+        serde_json::json!({ "code": self.code(), "message": self.message() })
+    }
+}
+
+/// Sends [`CLOSING_EVENT`] to a socket of this node, then disconnects it (socket.io-client
+/// sees `io server disconnect` and does not reconnect on its own).
+pub(crate) fn close_socket<A: Adapter>(socket: SocketRef<A>, closing: Closing) {
+    metrics::counter!("realtime_events_out_total", "event" => CLOSING_EVENT).increment(1);
+    let _ = socket.emit(CLOSING_EVENT, &closing.payload());
+    let sid = socket.id;
+    if let Err(e) = socket.disconnect() {
+        tracing::debug!(target: "atom::realtime", %sid, error = %e, "socket already closing");
+    }
+}
+
+/// The Socket.io server of this node, by adapter: what shutdown, the admin routes and
+/// `/status` act on. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Realtime {
-    io: SocketIo,
-    /// The task that closes sockets whose credentials ended.
-    revocations: tokio::task::AbortHandle,
-    conversations: Arc<crate::conversations::socket::Hub>,
+pub enum Realtime {
+    /// In process: rooms and queries reach this node's sockets.
+    Local(Arc<Node<LocalAdapter>>),
+    /// socketioxide-redis: rooms and queries reach every node's.
+    Redis(Arc<Node<RedisAdapter>>),
+}
+
+/// One node's Socket.io server over adapter `A`, and the tasks that serve it.
+pub struct Node<A: Adapter> {
+    io: SocketIo<A>,
+    pubsub: Option<PubSub>,
+    /// The revocation listener and the gauge sampler, stopped at shutdown.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl<A: Adapter> std::fmt::Debug for Node<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("io", &self.io).field("pubsub", &self.pubsub).finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` with `$node` bound to the node, whatever its adapter.
+macro_rules! with_node {
+    ($realtime:expr, $node:ident => $body:expr) => {
+        match $realtime {
+            Realtime::Local($node) => $body,
+            Realtime::Redis($node) => $body,
+        }
+    };
+}
+
+/// The real-time section of `/status`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RealtimeStatus {
+    /// This node's Socket.io server id (the `node_id` of a connection).
+    pub node_id: String,
+    /// `local` or `redis`.
+    pub adapter: &'static str,
+    /// Sockets connected to this node.
+    pub sockets: usize,
+    /// Rooms on this node.
+    pub rooms: usize,
+    /// With the Redis adapter, whether its last command reached Redis; null without.
+    pub redis_reachable: Option<bool>,
 }
 
 impl Realtime {
     /// Closes every connection (clients see their transport close and reconnect, to another
     /// node behind a load balancer) and waits, at most `within`, until they are closed.
     pub async fn close(&self, within: Duration) {
-        self.revocations.abort();
-        self.conversations.stop();
-        if tokio::time::timeout(within, self.io.close()).await.is_err() {
-            tracing::warn!(?within, "shutdown: socket.io connections did not all close in time");
+        with_node!(self, node => {
+            for task in &node.tasks {
+                task.abort();
+            }
+            if tokio::time::timeout(within, node.io.close()).await.is_err() {
+                tracing::warn!(?within, "shutdown: socket.io connections did not all close in time");
+            }
+        })
+    }
+
+    /// This node's id among the Socket.io servers.
+    pub fn node_id(&self) -> String {
+        with_node!(self, node => node.io.config().server_id.to_string())
+    }
+
+    /// Whether a cross-node query reaches every node: always without Redis, and with it while
+    /// Redis answers.
+    pub fn reaches_every_node(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            Self::Redis(node) => node.pubsub.as_ref().is_some_and(PubSub::reachable),
         }
+    }
+
+    /// The live connections of `user_id` on every node.
+    pub async fn connections(&self, user_id: &str) -> Result<Vec<Connection>, AdapterFailed> {
+        with_node!(self, node => connections::list(&node.io, user_id).await)
+    }
+
+    /// Sends [`CLOSING_EVENT`] to `connection`, wherever it is, and disconnects it.
+    pub async fn disconnect(&self, connection: &Connection) -> Result<(), AdapterFailed> {
+        with_node!(self, node => connections::disconnect(&node.io, connection).await)
+    }
+
+    /// Sends `event` with `data` to every socket in `room`, on every node.
+    pub async fn emit_to<T: Serialize + ?Sized>(
+        &self,
+        room: String,
+        event: &'static str,
+        data: &T,
+    ) -> Result<(), AdapterFailed> {
+        metrics::counter!("realtime_events_out_total", "event" => event).increment(1);
+        with_node!(self, node => node.io.to(room).emit(event, data).await.map_err(|e| AdapterFailed(e.to_string())))
+    }
+
+    pub async fn status(&self) -> RealtimeStatus {
+        let (adapter, sockets, rooms) = with_node!(self, node => {
+            let rooms = node.io.local().rooms().await.map_or(0, |r| r.len());
+            (if node.pubsub.is_some() { "redis" } else { "local" }, node.io.sockets().len(), rooms)
+        });
+        let redis_reachable = match self {
+            Self::Local(_) => None,
+            Self::Redis(_) => Some(self.reaches_every_node()),
+        };
+        RealtimeStatus { node_id: self.node_id(), adapter, sockets, rooms, redis_reachable }
     }
 }
 
@@ -87,11 +251,12 @@ impl Realtime {
 struct Context {
     app: AppState,
     caps: Arc<ConnectionCaps>,
-    conversations: Arc<crate::conversations::socket::Hub>,
+    limits: events::EventLimits,
 }
 
-/// The Socket.io route at [`PATH`], and the handle that closes its connections at shutdown.
-pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
+/// The Socket.io route at [`PATH`], and the handle of this node's server: over
+/// socketioxide-redis's adapter when `redis.url` is set, else the local one.
+pub async fn start(state: &AppState) -> Result<(Router<AppState>, Realtime), redis::RedisError> {
     let config = &state.config;
     let connect_timeout = Duration::from_secs(config.realtime.connect_timeout_secs);
     let caps = ConnectionCaps::new(
@@ -102,24 +267,83 @@ pub fn router(state: &AppState) -> (Router<AppState>, Realtime) {
     // A long poll lasts until the next ping at most; it must end before the request timeout.
     let ping_interval = Duration::from_secs(config.http.request_timeout_secs.saturating_sub(5).clamp(1, 25));
     let max_message = config.http.body_limit_bytes;
-    let conversations = crate::conversations::socket::Hub::new(&state.db, &state.bus, &config.conversations);
-    let (service, io) = SocketIo::builder()
+    let limits = events::EventLimits::new(
+        config.realtime.events_per_second,
+        config.realtime.event_burst,
+        config.realtime.refused_events_per_minute,
+    );
+    let builder = SocketIo::builder()
         .ping_interval(ping_interval)
         .connect_timeout(connect_timeout)
         .max_payload(u64::try_from(max_message).unwrap_or(u64::MAX))
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
-        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps), conversations: Arc::clone(&conversations) })
-        .build_svc();
-    // socketioxide keeps the handshake's parts for the connection's life: the peer address
-    // (the server's `ConnectInfo` extension) goes with them, for `admit`.
-    conversations.bind(&io);
-    io.ns("/", on_connect.with(admit));
-    let gate =
-        handshake::Gate { edge: Arc::clone(&state.edge), caps, retry_after_secs: config.realtime.connect_timeout_secs };
-    let service = tower::Layer::layer(&axum::middleware::from_fn_with_state(gate, handshake::count_pending), service);
-    let revocations = revocation::start(io.clone(), &state.bus);
-    (Router::new().route_service(PATH, service), Realtime { io, revocations, conversations })
+        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps), limits });
+    match &config.redis.url {
+        None => {
+            let conversations = Hub::<LocalAdapter>::new(&state.db, &state.bus, &config.conversations);
+            let (service, io) = builder.with_state(Arc::clone(&conversations)).build_svc();
+            let delivery = conversations.bind(&io);
+            // socketioxide keeps the handshake's parts for the connection's life: the peer
+            // address (the server's `ConnectInfo` extension) goes with them, for `admit`.
+            io.ns("/", on_connect.with(admit));
+            let routes = Router::new().route_service(PATH, service);
+            let (routes, node) = serve(state, caps, routes, io, None, delivery);
+            Ok((routes, Realtime::Local(node)))
+        }
+        Some(url) => {
+            let timeout = Duration::from_millis(config.realtime.adapter_timeout_ms);
+            let pubsub = PubSub::new(url, timeout)?;
+            let adapter_state = pubsub.clone().adapter_state(&config.redis.key_prefix);
+            let conversations = Hub::<RedisAdapter>::new(&state.db, &state.bus, &config.conversations);
+            let (service, io) =
+                builder.with_adapter::<RedisAdapter>(adapter_state).with_state(Arc::clone(&conversations)).build_svc();
+            let delivery = conversations.bind(&io);
+            // Our driver never fails a subscription (it retries in the background), so this
+            // registers the namespace at once, whether Redis answers or not.
+            if let Err(e) = io.ns("/", on_connect.with(admit)).await {
+                tracing::error!(target: "atom::realtime", error = %e, "socket.io: the default namespace was not added");
+            }
+            let routes = Router::new().route_service(PATH, service);
+            let (routes, node) = serve(state, caps, routes, io, Some(pubsub), delivery);
+            Ok((routes, Realtime::Redis(node)))
+        }
+    }
+}
+
+/// `route` behind the count of pending handshakes, and the node with its tasks started.
+fn serve<A: Adapter>(
+    state: &AppState,
+    caps: Arc<ConnectionCaps>,
+    route: Router<AppState>,
+    io: SocketIo<A>,
+    pubsub: Option<PubSub>,
+    conversations: tokio::task::AbortHandle,
+) -> (Router<AppState>, Arc<Node<A>>) {
+    let gate = handshake::Gate {
+        edge: Arc::clone(&state.edge),
+        caps,
+        retry_after_secs: state.config.realtime.connect_timeout_secs,
+    };
+    let route = route.route_layer(axum::middleware::from_fn_with_state(gate, handshake::count_pending));
+    let tasks = vec![revocation::start(io.clone(), &state.bus), sample_gauges(io.clone()), conversations];
+    (route, Arc::new(Node { io, pubsub, tasks }))
+}
+
+/// Sets `realtime_sockets` and `realtime_rooms` (this node's) every few seconds: counting
+/// rooms walks every socket, too much to do on each connect.
+fn sample_gauges<A: Adapter>(io: SocketIo<A>) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics::gauge!("realtime_sockets").set(io.sockets().len() as f64);
+            if let Ok(rooms) = io.local().rooms().await {
+                metrics::gauge!("realtime_rooms").set(rooms.len() as f64);
+            }
+        }
+    })
+    .abort_handle()
 }
 
 /// The `auth` payload of a connect packet.
@@ -160,9 +384,11 @@ impl std::fmt::Display for Refusal {
 }
 
 /// The connect middleware: authenticates, applies the caps, and sets the socket up.
-async fn admit(
-    socket: SocketRef,
+async fn admit<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
     State(context): State<Context>,
+    State(conversations): State<Arc<Hub<A>>>,
     TryData(auth): TryData<ConnectAuth>,
 ) -> Result<(), Refusal> {
     let parts = socket.req_parts();
@@ -186,17 +412,22 @@ async fn admit(
         Err(refusal) => return Err(refuse(refusal)),
     };
     let slot = context.caps.try_open(address, &principal.user_id).map_err(|over| refuse(Refusal::OverCap(over)))?;
-    let room = user_room(&principal.user_id);
-    socket.join(room);
-    if let Err(e) = context.conversations.attach(&socket, &principal).await {
+    socket.extensions.insert(Arc::new(slot));
+    socket.extensions.insert(context.limits.budget());
+    socket.join(user_room(&principal.user_id));
+    connections::join(&socket, &io.config().server_id.to_string());
+    expiry::arm(&socket, &principal);
+    if let Err(e) = conversations.attach(&socket, &principal).await {
         tracing::error!(target: "atom::realtime", error = %crate::error::ErrorChain(&e), "could not set a socket's conversations up");
-        slot.release();
+        if let Some(slot) = socket.extensions.get::<Arc<ConnectionSlot>>() {
+            slot.release();
+        }
         return Err(refuse(Refusal::Unavailable));
     }
     socket.extensions.insert(principal);
-    socket.extensions.insert(Arc::new(slot));
-    socket.on("whoami", whoami);
-    socket.on_disconnect(on_disconnect);
+    events::on(&socket, "whoami", whoami::<A>);
+    events::on_unknown(&socket);
+    socket.on_disconnect(on_disconnect::<A>);
     Ok(())
 }
 
@@ -221,7 +452,7 @@ async fn authenticate(state: &AppState, token: Option<String>, address: Option<I
 }
 
 /// Runs once the client has been told it is connected.
-async fn on_connect(socket: SocketRef, Extension(principal): Extension<Principal>) {
+async fn on_connect<A: Adapter>(socket: SocketRef<A>, Extension(principal): Extension<Principal>) {
     tracing::info!(
         target: "atom::realtime",
         sid = %socket.id,
@@ -231,18 +462,21 @@ async fn on_connect(socket: SocketRef, Extension(principal): Extension<Principal
     );
 }
 
-async fn on_disconnect(socket: SocketRef, reason: DisconnectReason) {
+async fn on_disconnect<A: Adapter>(socket: SocketRef<A>, reason: DisconnectReason) {
     if let Some(slot) = socket.extensions.get::<Arc<ConnectionSlot>>() {
         slot.release();
     }
-    if let Some(conversations) = socket.extensions.get::<Arc<crate::conversations::socket::Hub>>() {
+    if let Some(timer) = socket.extensions.get::<expiry::ExpiryTimer>() {
+        timer.cancel();
+    }
+    if let Some(conversations) = socket.extensions.get::<Arc<Hub<A>>>() {
         conversations.detach(&socket);
     }
     tracing::info!(target: "atom::realtime", sid = %socket.id, %reason, "socket.io disconnected");
 }
 
 /// `whoami`: acknowledges with the connection's user id and role.
-async fn whoami(socket: SocketRef, ack: AckSender) {
+async fn whoami<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>) {
     let Some(principal) = socket.extensions.get::<Principal>() else { return };
     let answer = serde_json::json!({ "user_id": principal.user_id, "role": principal.role });
     if let Err(e) = ack.send(&answer) {

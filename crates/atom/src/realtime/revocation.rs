@@ -9,9 +9,11 @@
 //! - `session_revoked` (logout): the sockets opened with an access token of that session;
 //! - `api_key_revoked`: the sockets opened with that key.
 //!
-//! The server sends a Socket.io disconnect, so the client sees `disconnect` with the reason
-//! `io server disconnect` and, by socket.io-client's rules, does not reconnect on its own:
-//! it must get a valid credential first.
+//! The server sends `session:closing` with code `credential_revoked`, then a Socket.io
+//! disconnect, so the client sees `disconnect` with the reason `io server disconnect` and, by
+//! socket.io-client's rules, does not reconnect on its own: it must get a valid credential
+//! first. Each node closes its own sockets (the event reaches every node through the bus), so
+//! this works the same over either Socket.io adapter.
 //!
 //! A connection whose credential is checked just before a revocation commits and which joins
 //! its room just after this node handled the event stays open until it closes: the window is
@@ -19,6 +21,7 @@
 //! second check on every connect.
 
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::bus::{Bus, Event, EventKind};
@@ -30,7 +33,7 @@ pub fn user_room(user_id: &str) -> String {
 }
 
 /// Starts closing this node's sockets as the bus reports ended credentials; runs until aborted.
-pub(super) fn start(io: SocketIo, bus: &Bus) -> tokio::task::AbortHandle {
+pub(super) fn start<A: Adapter>(io: SocketIo<A>, bus: &Bus) -> tokio::task::AbortHandle {
     let mut events = bus.subscribe();
     tokio::spawn(async move {
         loop {
@@ -47,23 +50,21 @@ pub(super) fn start(io: SocketIo, bus: &Bus) -> tokio::task::AbortHandle {
     .abort_handle()
 }
 
-fn close_ended(io: &SocketIo, event: &Event) {
-    for socket in io.to(user_room(&event.user_id)).sockets() {
+fn close_ended<A: Adapter>(io: &SocketIo<A>, event: &Event) {
+    // This node's sockets only: every node handles the event for its own.
+    for socket in io.local().to(user_room(&event.user_id)).sockets() {
         let Some(principal) = socket.extensions.get::<Principal>() else { continue };
         if !ends(&event.kind, &principal) {
             continue;
         }
-        let sid = socket.id;
-        match socket.disconnect() {
-            Ok(()) => tracing::info!(
-                target: "atom::realtime",
-                %sid,
-                user_id = %event.user_id,
-                reason = ?event.kind,
-                "socket.io connection closed: its credential ended"
-            ),
-            Err(e) => tracing::warn!(target: "atom::realtime", %sid, error = %e, "could not close a revoked socket"),
-        }
+        tracing::info!(
+            target: "atom::realtime",
+            sid = %socket.id,
+            user_id = %event.user_id,
+            reason = ?event.kind,
+            "socket.io connection closed: its credential ended"
+        );
+        super::close_socket(socket, super::Closing::CredentialRevoked);
     }
 }
 

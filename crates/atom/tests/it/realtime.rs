@@ -52,7 +52,7 @@ impl Peer {
         Self { child, stdin, stdout, pending: VecDeque::new() }
     }
 
-    async fn send(&mut self, command: Value) {
+    pub(crate) async fn send(&mut self, command: Value) {
         let line = format!("{command}\n");
         self.stdin.write_all(line.as_bytes()).await.expect("command sent to the peer");
         self.stdin.flush().await.expect("flushed");

@@ -1,6 +1,7 @@
 //! Open Socket.io connections end with their credentials, on every node: a disabled account,
 //! a revoked API key, a logout and a password change close the sockets that used them (the
-//! real socket.io-client sees `disconnect` with `io server disconnect`), and leave the others
+//! real socket.io-client sees `session:closing` with `credential_revoked`, then `disconnect`
+//! with `io server disconnect`), and leave the others
 //! open; a node cut from Redis still closes its own, and subscribes again when Redis is back.
 
 use axum::Router;
@@ -10,8 +11,15 @@ use crate::common::{PASSWORD, TcpProxy, TestApp, TestUser, redis_url, socket_add
 use crate::identity_support::{create_api_key, delete_as, post};
 use crate::realtime::{Peer, TRANSPORTS, assert_refused, auth, spawn};
 
-/// Waits for the server to close `id`.
+/// Waits for the server to close `id`, after telling it why (`session:closing`).
 async fn closed_by_server(peer: &mut Peer, id: &str) {
+    let closing = peer.next(id).await;
+    assert_eq!(
+        (&closing["event"], &closing["name"]),
+        (&json!("server_event"), &json!("session:closing")),
+        "{id}: {closing}"
+    );
+    assert_eq!(closing["data"]["code"], "credential_revoked", "{id}: {closing}");
     let event = peer.next(id).await;
     assert_eq!(event["event"], "disconnect", "{id}: {event}");
     assert_eq!(event["reason"], "io server disconnect", "{id}: closed by the server, not to be retried: {event}");
