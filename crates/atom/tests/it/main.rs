@@ -21,6 +21,7 @@ mod backup_integrity;
 mod cache;
 mod cli;
 mod conversations;
+mod conversations_nodes;
 mod conversations_socket;
 mod db_faults;
 mod db_monitoring;
