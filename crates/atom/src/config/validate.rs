@@ -153,11 +153,8 @@ impl Config {
             return Err(ConfigError::new("realtime.connect_timeout_secs", "must be between 1 and 300"));
         }
         let c = &self.conversations;
-        if c.max_body_bytes == 0 || c.max_body_bytes >= self.http.body_limit_bytes {
-            return Err(ConfigError::new(
-                "conversations.max_body_bytes",
-                "must be at least 1 and below http.body_limit_bytes",
-            ));
+        if c.max_body_bytes == 0 {
+            return Err(ConfigError::new("conversations.max_body_bytes", "must be at least 1"));
         }
         if c.max_client_msg_id_bytes == 0 || c.max_title_bytes == 0 {
             return Err(ConfigError::new(
