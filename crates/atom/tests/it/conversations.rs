@@ -324,3 +324,26 @@ async fn the_database_serialises_senders_of_one_conversation_without_the_nodes_t
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
 }
+
+#[tokio::test]
+async fn retention_deletes_messages_past_their_age_and_reading_resumes_at_the_oldest_kept() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.user("user").await, app.user("user").await);
+    let conversation = create_conversation(&app, &a, &[&b]).await;
+    for i in 1..=3 {
+        send(&app, &a, &conversation, &format!("m{i}"), "x").await;
+    }
+    crate::identity_support::execute(
+        &app,
+        &format!("UPDATE messages SET created_at = 1 WHERE conversation_id = '{conversation}' AND seq < 3"),
+    )
+    .await;
+    let deleted = atom::conversations::retention::sweep(&app.state.db, 1_000).await.expect("sweep");
+    assert_eq!(deleted, 2);
+    let page = get_json(&app, &b, &format!("/v1/conversations/{conversation}/messages")).await;
+    let seqs: Vec<i64> =
+        page["messages"].as_array().expect("messages").iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, vec![3]);
+    // Numbering goes on from the conversation's last seq, not from what is kept.
+    assert_eq!(send(&app, &a, &conversation, "m4", "x").await["seq"], 4);
+}
