@@ -221,6 +221,7 @@ impl Application {
         }));
         let backups = BackupSchedule::start(&state.db, &config);
         let refresher = crate::connectors::refresh::spawn_worker(Arc::clone(&state.connectors));
+        let retention = crate::conversations::retention::start(&state.db, config.conversations.retention_days);
         http::metrics_access::log_exposure(&config);
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|listener| {
@@ -263,6 +264,9 @@ impl Application {
         if let Some(refresher) = refresher {
             refresher.abort();
         }
+        if let Some(retention) = retention {
+            retention.abort();
+        }
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
@@ -286,6 +290,7 @@ fn all_routes(
         .merge(crate::audit::router())
         .merge(crate::connectors::connection_routes::protected_router())
         .merge(crate::connectors::routes::router())
+        .merge(crate::conversations::routes::router())
         .route("/status", axum::routing::get(http::status))
         .merge(crate::realtime::routes::router())
         .merge(protected_routes)

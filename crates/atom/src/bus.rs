@@ -57,6 +57,15 @@ pub enum EventKind {
     ApiKeyRevoked { key_id: String },
     /// A connection's provider refused its refresh token: the user must authorize again.
     ConnectionNeedsReauth { connection_id: String, provider: String },
+    /// A notification for the user's live connections, delivered to them as the Socket.io
+    /// event `notification` `{type, data}` (e.g. a connection needing re-authorisation, a
+    /// webhook received). `data` holds ids, never secrets: it travels through Redis.
+    Notification { notification_type: String, data: serde_json::Value },
+    /// A message was stored (`user_id` is its sender): every node delivers it to its own
+    /// sockets in the conversation's room, in order ([`crate::conversations::delivery`]).
+    MessageStored { message: crate::conversations::Message },
+    /// A conversation's membership changed (`user_id` is the member added or removed).
+    ConversationChanged { conversation_id: String, change: crate::conversations::Change },
 }
 
 /// An event on the wire: the event and the bus that published it.

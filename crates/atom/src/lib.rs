@@ -22,12 +22,16 @@
 //! - [`realtime`]: Socket.io at `/socket.io/`: authenticated connections, per-address and
 //!   per-user connection caps, rooms across nodes (socketioxide-redis), per-socket event
 //!   budgets, connections ended with their credential, the admin's view of live connections.
+//! - [`conversations`]: conversations, members and messages numbered gaplessly per
+//!   conversation; the REST routes and the Socket.io events (send, sync, ack, typing), each
+//!   socket's in-order delivery, presence, retention.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
 //!   metrics and slow-query log of every named query, the registry of hot queries, and the
 //!   gate that fails requests fast while PostgreSQL is down.
 //! - [`cache`]: cache-aside for hot reads, in process or shared through Redis; the Redis
 //!   connection and the circuit breaker every hot-path Redis call goes through.
-//! - [`bus`]: events addressed to a user (credentials revoked), delivered to the subscribers
+//! - [`bus`]: events addressed to a user (credentials revoked, messages stored, membership
+//!   changes, notifications), delivered to the subscribers
 //!   of every node: in process, or through Redis pub/sub.
 //! - [`telemetry`]: logging, the panic hook and the Prometheus recorder.
 //! - [`shutdown`]: the signals that start a graceful shutdown.
@@ -41,6 +45,7 @@ pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod connectors;
+pub mod conversations;
 pub mod crypto;
 pub mod edge;
 pub mod error;

@@ -32,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "realtime",
     "metrics",
     "connectors",
+    "conversations",
 ];
 
 /// A configuration value that stops start-up. Its message names the key.
@@ -70,6 +71,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub realtime: RealtimeConfig,
     pub metrics: MetricsConfig,
+    pub conversations: ConversationsConfig,
     #[serde(default)]
     pub connectors: ConnectorsConfig,
 }
@@ -269,6 +271,30 @@ pub struct RealtimeConfig {
     pub refused_events_per_minute: u32,
     /// Bound on a cross-node query and on one Redis command of the Socket.io adapter.
     pub adapter_timeout_ms: u64,
+}
+
+/// Conversations and their messages (see [`crate::conversations`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationsConfig {
+    /// The largest message body, in bytes of UTF-8.
+    pub max_body_bytes: usize,
+    /// The largest `client_msg_id`, in bytes.
+    pub max_client_msg_id_bytes: usize,
+    /// The largest title, in bytes.
+    pub max_title_bytes: usize,
+    /// Members per conversation, the owner included.
+    pub max_members: u32,
+    /// Messages per page of `GET …/messages` when `limit` is not given, and the most it may ask.
+    pub page_size: u32,
+    pub max_page_size: u32,
+    /// Messages read from the database per query of a replay.
+    pub replay_batch: u32,
+    /// Messages older than this many days are deleted (0: kept for ever).
+    pub retention_days: u32,
+    /// A user whose last connection closed is announced offline only after this long, so
+    /// that a reconnect within it sends no offline/online pair.
+    pub presence_grace_ms: u64,
 }
 
 /// Who may read `GET /metrics` (see [`crate::http::metrics_access`]).

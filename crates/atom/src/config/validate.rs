@@ -153,6 +153,34 @@ impl Config {
         if !(1..=300).contains(&self.realtime.connect_timeout_secs) {
             return Err(ConfigError::new("realtime.connect_timeout_secs", "must be between 1 and 300"));
         }
+        let c = &self.conversations;
+        if c.max_body_bytes == 0 {
+            return Err(ConfigError::new("conversations.max_body_bytes", "must be at least 1"));
+        }
+        if c.max_client_msg_id_bytes == 0 || c.max_title_bytes == 0 {
+            return Err(ConfigError::new(
+                "conversations",
+                "max_client_msg_id_bytes and max_title_bytes must be at least 1",
+            ));
+        }
+        if !(2..=100_000).contains(&c.max_members) {
+            return Err(ConfigError::new("conversations.max_members", "must be between 2 and 100000"));
+        }
+        if c.max_page_size == 0 || c.max_page_size > 10_000 || !(1..=c.max_page_size).contains(&c.page_size) {
+            return Err(ConfigError::new(
+                "conversations.page_size",
+                "must be between 1 and max_page_size (at most 10000)",
+            ));
+        }
+        if !(1..=10_000).contains(&c.replay_batch) {
+            return Err(ConfigError::new("conversations.replay_batch", "must be between 1 and 10000"));
+        }
+        if c.retention_days > 36_500 || c.presence_grace_ms > 600_000 {
+            return Err(ConfigError::new(
+                "conversations",
+                "retention_days must be at most 36500, presence_grace_ms at most 600000",
+            ));
+        }
         for (key, value) in [
             ("realtime.events_per_second", self.realtime.events_per_second),
             ("realtime.event_burst", self.realtime.event_burst),

@@ -22,6 +22,9 @@ use crate::identity;
         identity::routes::admin::admin_enable, identity::routes::admin::admin_invite,
         identity::routes::api_keys::create, identity::routes::api_keys::list, identity::routes::api_keys::revoke,
         crate::audit::routes::list,
+        crate::conversations::routes::create, crate::conversations::routes::list, crate::conversations::routes::read,
+        crate::conversations::routes::add_member, crate::conversations::routes::remove_member,
+        crate::conversations::routes::messages, crate::conversations::routes::send,
         crate::realtime::routes::admin_list_connections, crate::realtime::routes::admin_disconnect_all,
         crate::realtime::routes::admin_disconnect_one,
         crate::connectors::connection_routes::set_app, crate::connectors::connection_routes::get_app, crate::connectors::connection_routes::delete_app,
@@ -36,6 +39,7 @@ use crate::identity;
         (name = "identity", description = "Accounts, sessions and API keys"),
         (name = "admin", description = "Administration (admin role)"),
         (name = "connectors", description = "The provider catalog, connections to outside services and the instance's OAuth apps"),
+        (name = "conversations", description = "Conversations, members and messages (members only)"),
     )
 )]
 pub struct ApiDoc;

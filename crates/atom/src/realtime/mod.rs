@@ -69,6 +69,7 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use utoipa::ToSchema;
 
+use crate::conversations::socket::Hub;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::identity::auth::verify_credential;
@@ -280,25 +281,31 @@ pub async fn start(state: &AppState) -> Result<(Router<AppState>, Realtime), red
         .with_state(Context { app: state.clone(), caps: Arc::clone(&caps), limits });
     match &config.redis.url {
         None => {
-            let (service, io) = builder.build_svc();
+            let conversations = Hub::<LocalAdapter>::new(&state.db, &state.bus, &config.conversations);
+            let (service, io) = builder.with_state(Arc::clone(&conversations)).build_svc();
+            let delivery = conversations.bind(&io);
             // socketioxide keeps the handshake's parts for the connection's life: the peer
             // address (the server's `ConnectInfo` extension) goes with them, for `admit`.
             io.ns("/", on_connect.with(admit));
-            let (routes, node) = serve(state, caps, Router::new().route_service(PATH, service), io, None);
+            let routes = Router::new().route_service(PATH, service);
+            let (routes, node) = serve(state, caps, routes, io, None, delivery);
             Ok((routes, Realtime::Local(node)))
         }
         Some(url) => {
             let timeout = Duration::from_millis(config.realtime.adapter_timeout_ms);
             let pubsub = PubSub::new(url, timeout)?;
             let adapter_state = pubsub.clone().adapter_state(&config.redis.key_prefix);
-            let (service, io) = builder.with_adapter::<RedisAdapter>(adapter_state).build_svc();
+            let conversations = Hub::<RedisAdapter>::new(&state.db, &state.bus, &config.conversations);
+            let (service, io) =
+                builder.with_adapter::<RedisAdapter>(adapter_state).with_state(Arc::clone(&conversations)).build_svc();
+            let delivery = conversations.bind(&io);
             // Our driver never fails a subscription (it retries in the background), so this
             // registers the namespace at once, whether Redis answers or not.
             if let Err(e) = io.ns("/", on_connect.with(admit)).await {
                 tracing::error!(target: "atom::realtime", error = %e, "socket.io: the default namespace was not added");
             }
             let routes = Router::new().route_service(PATH, service);
-            let (routes, node) = serve(state, caps, routes, io, Some(pubsub));
+            let (routes, node) = serve(state, caps, routes, io, Some(pubsub), delivery);
             Ok((routes, Realtime::Redis(node)))
         }
     }
@@ -311,6 +318,7 @@ fn serve<A: Adapter>(
     route: Router<AppState>,
     io: SocketIo<A>,
     pubsub: Option<PubSub>,
+    conversations: tokio::task::AbortHandle,
 ) -> (Router<AppState>, Arc<Node<A>>) {
     let gate = handshake::Gate {
         edge: Arc::clone(&state.edge),
@@ -318,7 +326,7 @@ fn serve<A: Adapter>(
         retry_after_secs: state.config.realtime.connect_timeout_secs,
     };
     let route = route.route_layer(axum::middleware::from_fn_with_state(gate, handshake::count_pending));
-    let tasks = vec![revocation::start(io.clone(), &state.bus), sample_gauges(io.clone())];
+    let tasks = vec![revocation::start(io.clone(), &state.bus), sample_gauges(io.clone()), conversations];
     (route, Arc::new(Node { io, pubsub, tasks }))
 }
 
@@ -380,6 +388,7 @@ async fn admit<A: Adapter>(
     socket: SocketRef<A>,
     io: SocketIo<A>,
     State(context): State<Context>,
+    State(conversations): State<Arc<Hub<A>>>,
     TryData(auth): TryData<ConnectAuth>,
 ) -> Result<(), Refusal> {
     let parts = socket.req_parts();
@@ -408,6 +417,13 @@ async fn admit<A: Adapter>(
     socket.join(user_room(&principal.user_id));
     connections::join(&socket, &io.config().server_id.to_string());
     expiry::arm(&socket, &principal);
+    if let Err(e) = conversations.attach(&socket, &principal).await {
+        tracing::error!(target: "atom::realtime", error = %crate::error::ErrorChain(&e), "could not set a socket's conversations up");
+        if let Some(slot) = socket.extensions.get::<Arc<ConnectionSlot>>() {
+            slot.release();
+        }
+        return Err(refuse(Refusal::Unavailable));
+    }
     socket.extensions.insert(principal);
     events::on(&socket, "whoami", whoami::<A>);
     events::on_unknown(&socket);
@@ -452,6 +468,9 @@ async fn on_disconnect<A: Adapter>(socket: SocketRef<A>, reason: DisconnectReaso
     }
     if let Some(timer) = socket.extensions.get::<expiry::ExpiryTimer>() {
         timer.cancel();
+    }
+    if let Some(conversations) = socket.extensions.get::<Arc<Hub<A>>>() {
+        conversations.detach(&socket);
     }
     tracing::info!(target: "atom::realtime", sid = %socket.id, %reason, "socket.io disconnected");
 }

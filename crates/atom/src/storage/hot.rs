@@ -10,7 +10,7 @@
 //!
 //! Invariant: `sql` is the very `const` the storage function runs, never a copy.
 
-use super::{api_keys, audit, connections, sessions, users};
+use super::{api_keys, audit, connections, conversations, sessions, users};
 
 /// The index a hot query must be served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,13 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "connections.by_account", table: "connections", index: Named("connections_account_key"), sql: connections::BY_ACCOUNT_SQL, sample_params: &[Text("user-4243"), Text("provider-2"), Text("acct-4242")] },
     HotQuery { name: "connections.due", table: "connections", index: Named("connections_expiry_idx"), sql: connections::DUE_SQL, sample_params: &[Int(NOW + 300_000), Int(100)] },
     HotQuery { name: "connection_authorizations.take", table: "connection_authorizations", index: PrimaryKey, sql: connections::TAKE_AUTHORIZATION_SQL, sample_params: &[Text("state-4242")] },
+    HotQuery { name: "conversation_members.membership", table: "conversation_members", index: PrimaryKey, sql: conversations::MEMBERSHIP_SQL, sample_params: &[Text("conv-85"), Text("user-4242")] },
+    HotQuery { name: "conversations.list_for_user", table: "conversation_members", index: PrimaryKey, sql: conversations::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242"), Text(""), Int(51)] },
+    HotQuery { name: "conversations.next_seq", table: "conversations", index: PrimaryKey, sql: conversations::NEXT_SEQ_SQL, sample_params: &[Text("conv-4242"), Int(NOW)] },
+    HotQuery { name: "conversation_members.ack", table: "conversation_members", index: PrimaryKey, sql: conversations::ACK_SQL, sample_params: &[Text("conv-85"), Text("user-4242"), Int(3)] },
+    HotQuery { name: "messages.range", table: "messages", index: Named("messages_conversation_seq_key"), sql: conversations::RANGE_SQL, sample_params: &[Text("conv-42"), Int(10), Int(i64::MAX), Int(501)] },
+    HotQuery { name: "messages.before", table: "messages", index: Named("messages_conversation_seq_key"), sql: conversations::BEFORE_SQL, sample_params: &[Text("conv-42"), Int(50), Int(51)] },
+    HotQuery { name: "messages.by_client_id", table: "messages", index: Named("messages_client_msg_id_key"), sql: conversations::BY_CLIENT_ID_SQL, sample_params: &[Text("conv-42"), Text("user-42"), Text("cmid-4242")] },
     HotQuery { name: "audit.chain_head", table: "audit_log", index: PrimaryKeyOrder, sql: audit::CHAIN_HEAD_SQL, sample_params: &[] },
 ];
 

@@ -70,6 +70,7 @@ pub mod api_keys;
 pub mod audit;
 mod availability;
 pub mod connections;
+pub mod conversations;
 pub mod encrypted;
 pub mod file_lock;
 pub mod hot;

@@ -61,6 +61,26 @@ pub async fn seed(app: &TestApp) -> Seeded {
         .await
         .expect("sent");
     assert_eq!(failed.status(), 401);
+    let conversation = app
+        .client
+        .post(app.url("/v1/conversations"))
+        .bearer_auth(&user.access_token)
+        .json(&json!({ "member_ids": [admin.id] }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(conversation.status(), 201);
+    let conversation: Value = conversation.json().await.expect("json");
+    let id = conversation["id"].as_str().expect("id");
+    let message = app
+        .client
+        .post(app.url(&format!("/v1/conversations/{id}/messages")))
+        .bearer_auth(&user.access_token)
+        .json(&json!({ "client_msg_id": "seed", "body": "kept by the backup" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(message.status(), 201);
     let (code, _, stderr) = run_atom(&app.db.pairs(), &["keys", "rotate-signing"]).await;
     assert_eq!(code, 0, "{stderr}");
     app.state.identity.reload_keys().await;

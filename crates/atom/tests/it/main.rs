@@ -7,6 +7,7 @@ mod common;
 mod identity_support;
 mod oauth_peer;
 mod proxy;
+mod socket_peer;
 
 mod audit_log;
 mod auth_accounts;
@@ -25,6 +26,9 @@ mod connectors_flows;
 mod connectors_keys;
 mod connectors_nodes;
 mod connectors_refresh;
+mod conversations;
+mod conversations_nodes;
+mod conversations_socket;
 mod db_faults;
 mod db_monitoring;
 mod edge;

@@ -173,10 +173,12 @@ const PINNED_CHECKSUMS: &[(&str, i64, &str)] = &[
     ("postgres", 1, "5e779e8fecddf9af"),
     ("postgres", 2, "e558dfa420191772"),
     ("postgres", 3, "0d5547df60a22a1a"),
+    ("postgres", 4, "89e507093a1bdf8b"),
     ("postgres", 5, "d261a728ecc59087"),
     ("sqlite", 1, "754de4a8703e9f20"),
     ("sqlite", 2, "7d08d8e449b2a35b"),
     ("sqlite", 3, "0d5547df60a22a1a"),
+    ("sqlite", 4, "89e507093a1bdf8b"),
     ("sqlite", 5, "d261a728ecc59087"),
 ];
 
@@ -246,6 +248,19 @@ async fn every_earlier_schema_upgrades_to_the_latest_keeping_its_data() {
                 "INSERT INTO login_throttle (throttle_key, failures, window_started_at) VALUES ('old', 1, 1)",
                 "INSERT INTO audit_log (id, at, actor_type, action, outcome, details, prev_hash, hash) \
                  VALUES ('old-audit', 1, 'system', 'test.seed', 'success', '{}', 'p', 'h')",
+            ] {
+                execute(&db, insert).await;
+            }
+        }
+        // The conversations release's tables (0004), one row each.
+        if had_users && table_exists(&db, "conversations").await {
+            for insert in [
+                "INSERT INTO conversations (id, title, owner_id, last_seq, created_at, updated_at) \
+                 VALUES ('old-conv', 'old', 'old-user', 1, 1, 1)",
+                "INSERT INTO conversation_members (conversation_id, user_id, ack_seq, joined_at) \
+                 VALUES ('old-conv', 'old-user', 1, 1)",
+                "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, created_at) \
+                 VALUES ('old-msg', 'old-conv', 1, 'old-user', 'old-cmid', 'hello', 1)",
             ] {
                 execute(&db, insert).await;
             }

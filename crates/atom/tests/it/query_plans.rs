@@ -23,7 +23,8 @@ const SQLITE_ROWS: i64 = 20_000;
 
 /// One statement per hot table, over `{series}` (a row `n` for 1..=rows), in SQL both engines
 /// accept. The rows match the sample values of `HOT_QUERIES` (`user-4242`, `pfx-4242`, …)
-/// and spread like real data: up to 5 API keys per user, 20 audit rows per actor, and
+/// and spread like real data: up to 5 API keys per user, 20 audit rows per actor,
+/// 50 members per conversation, 1,000 messages in each of 100 conversations, and
 /// audit actions as skewed as in a live log (60 % logins, 30 % refreshes, the rest spread
 /// over 50 rarer actions, which are what an operator filters for).
 const SEEDS: &[(&str, &str)] = &[
@@ -66,6 +67,22 @@ const SEEDS: &[(&str, &str)] = &[
              ELSE 'action-' || (n / 10 % 50) END, \
            'success', '{}', 'h', 'h' FROM {series}",
     ),
+    (
+        "conversations",
+        "INSERT INTO conversations (id, title, owner_id, last_seq, created_at, updated_at) \
+         SELECT 'conv-' || n, 't', 'user-' || n, 1000, n, n FROM {series}",
+    ),
+    (
+        "conversation_members",
+        "INSERT INTO conversation_members (conversation_id, user_id, ack_seq, joined_at) \
+         SELECT 'conv-' || (1 + n / 50), 'user-' || n, 0, n FROM {series}",
+    ),
+    (
+        "messages",
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, created_at) \
+         SELECT 'msg-' || n, 'conv-' || (1 + n % 100), n / 100, 'user-' || (1 + n % 1000), 'cmid-' || n, 'x', n \
+         FROM {series}",
+    ),
 ];
 
 fn seed_sql(table: &str, series: &str, rows: i64) -> String {
@@ -79,7 +96,7 @@ fn seed_sql(table: &str, series: &str, rows: i64) -> String {
 fn hot_tables() -> Vec<&'static str> {
     let mut tables: Vec<&str> = HOT_QUERIES.iter().map(|q| q.table).collect();
     // Parents first, for the foreign keys.
-    tables.sort_by_key(|t| (*t != "users", *t));
+    tables.sort_by_key(|t| (*t != "users", *t != "conversations", *t));
     tables.dedup();
     tables
 }
