@@ -296,7 +296,10 @@ fn all_routes(
         .merge(protected_routes)
         // `/status` and the connection routes act on this node's Socket.io server.
         .layer(axum::Extension(realtime.clone()));
-    http::router().merge(crate::identity::routes::router(state, protected)).merge(realtime_routes.clone()).merge(routes)
+    http::router()
+        .merge(crate::identity::routes::router(state, protected))
+        .merge(realtime_routes.clone())
+        .merge(routes)
         .merge(crate::connectors::connection_routes::public_router())
 }
 

@@ -55,8 +55,6 @@ pub enum EventKind {
     SessionRevoked { session_id: String },
     /// One API key was revoked.
     ApiKeyRevoked { key_id: String },
-    /// A connection's provider refused its refresh token: the user must authorize again.
-    ConnectionNeedsReauth { connection_id: String, provider: String },
     /// A notification for the user's live connections, delivered to them as the Socket.io
     /// event `notification` `{type, data}` (e.g. a connection needing re-authorisation, a
     /// webhook received). `data` holds ids, never secrets: it travels through Redis.

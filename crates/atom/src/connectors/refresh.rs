@@ -37,6 +37,8 @@ use crate::storage::now_ms;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a caller that waits on another process's lease re-reads the row.
 const LEASE_POLL: Duration = Duration::from_millis(50);
+/// The `type` of the notification an owner's sockets get when a connection needs them.
+pub const NEEDS_REAUTH: &str = "connection.needs_reauth";
 
 /// A usable access token, for the agent's calls.
 pub struct AccessToken {
@@ -254,9 +256,10 @@ impl Connectors {
         self.bus()
             .publish(Event {
                 user_id: row.user_id.clone(),
-                kind: EventKind::ConnectionNeedsReauth {
-                    connection_id: row.id.clone(),
-                    provider: row.provider.clone(),
+                // Delivered to the owner's sockets as `notification`.
+                kind: EventKind::Notification {
+                    notification_type: NEEDS_REAUTH.to_owned(),
+                    data: serde_json::json!({ "connection_id": row.id, "provider": row.provider }),
                 },
             })
             .await;

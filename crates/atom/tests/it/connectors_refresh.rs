@@ -136,7 +136,7 @@ async fn invalid_grant_on_refresh_marks_needs_reauth_audits_and_tells_the_owner(
     let event = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         loop {
             let event = events.recv().await.expect("bus open");
-            if matches!(event.kind, EventKind::ConnectionNeedsReauth { .. }) {
+            if matches!(event.kind, EventKind::Notification { .. }) {
                 return event;
             }
         }
@@ -146,7 +146,10 @@ async fn invalid_grant_on_refresh_marks_needs_reauth_audits_and_tells_the_owner(
     assert_eq!(event.user_id, user.id);
     assert_eq!(
         event.kind,
-        EventKind::ConnectionNeedsReauth { connection_id: id.clone(), provider: "peer-basic".to_owned() }
+        EventKind::Notification {
+            notification_type: "connection.needs_reauth".to_owned(),
+            data: serde_json::json!({ "connection_id": id, "provider": "peer-basic" }),
+        }
     );
 
     let audit = audit_rows(&app).await;
