@@ -19,7 +19,7 @@ use super::error::{ConnectError, ConnectorError, ErrorCode, scrub};
 use super::service::Connectors;
 use super::spec::{AuthSpec, OAuth2Spec};
 use super::vault::{Credentials, Obtained};
-use super::{apps, exchange, vault};
+use super::{apps, endpoints, exchange, par, vault};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::crypto::{Aad, from_base64, to_base64};
 use crate::error::{ApiError, FieldError};
@@ -144,7 +144,9 @@ pub async fn start(
     let provider = request.provider.as_str();
     let spec = connectors.provider(provider)?;
     let oauth = oauth2_spec(&spec)?;
+    let values = endpoints::check_params(oauth, &request.params)?;
     let app = connectors.app(provider).await?;
+    let oauth = connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
     let return_to = connectors.return_to(request.return_to.as_deref())?;
 
@@ -157,6 +159,36 @@ pub async fn start(
             scopes.push(scope.clone());
         }
     }
+
+    // The authorization request's parameters, in the browser's URL or pushed (RFC 9126).
+    let mut pairs: Vec<(String, String)> = vec![
+        ("response_type".to_owned(), "code".to_owned()),
+        ("redirect_uri".to_owned(), redirect_uri.clone()),
+        ("state".to_owned(), state.to_string()),
+    ];
+    if !scopes.is_empty() {
+        pairs.push(("scope".to_owned(), scopes.join(&oauth.scope_separator)));
+    }
+    if let Some(verifier) = &verifier {
+        pairs.push(("code_challenge".to_owned(), pkce_challenge(verifier)));
+        pairs.push(("code_challenge_method".to_owned(), "S256".to_owned()));
+    }
+    for (name, value) in &oauth.authorize_params {
+        pairs.push((name.clone(), value.clone()));
+    }
+    let mut url = url::Url::parse(&oauth.authorization_url)
+        .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the template's authorization URL is not a URL"))?;
+    if oauth.par {
+        let request_uri = par::push(connectors.http(), &oauth, &app.client, pairs).await?;
+        url.query_pairs_mut().append_pair("client_id", &app.client.client_id).append_pair("request_uri", &request_uri);
+    } else {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("client_id", &app.client.client_id);
+        for (name, value) in &pairs {
+            query.append_pair(name, value);
+        }
+    }
+
     let now = now_ms();
     let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone() }).unwrap_or_default();
     let sealed = connectors.keyring().encrypt(&secrets_aad(&hash, user_id), &secrets)?;
@@ -166,7 +198,8 @@ pub async fn start(
         provider: provider.to_owned(),
         secrets: to_base64(&sealed),
         scopes: scopes.join(" "),
-        params: serde_json::to_string(&request.params).unwrap_or_else(|_| "{}".to_owned()),
+        // With the defaults applied: every later step fills the same URLs.
+        params: serde_json::to_string(values.plain()).unwrap_or_else(|_| "{}".to_owned()),
         return_to: return_to.unwrap_or_default(),
         created_at: now,
         expires_at: now + AUTHORIZATION_TTL_MS,
@@ -174,27 +207,6 @@ pub async fn start(
     let mut tx = connectors.db().begin().await?;
     sql::insert_authorization(&mut tx, &row).await?;
     tx.commit().await?;
-
-    let mut url = url::Url::parse(&oauth.authorization_url)
-        .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the template's authorization URL is not a URL"))?;
-    {
-        let mut query = url.query_pairs_mut();
-        query
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &app.client.client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("state", &state);
-        if !scopes.is_empty() {
-            query.append_pair("scope", &scopes.join(&oauth.scope_separator));
-        }
-        if let Some(verifier) = &verifier {
-            query.append_pair("code_challenge", &pkce_challenge(verifier));
-            query.append_pair("code_challenge_method", "S256");
-        }
-        for (name, value) in &oauth.authorize_params {
-            query.append_pair(name, value);
-        }
-    }
     Ok(AuthorizationStarted { authorization_url: url.into(), expires_at: rfc3339(row.expires_at) })
 }
 
@@ -268,7 +280,10 @@ async fn complete(
     let plain = connectors.keyring().decrypt(&secrets_aad(&pending.state_hash, &pending.user_id), &stored)?;
     let secrets: PendingSecrets =
         serde_json::from_slice(&plain).map_err(|_| ApiError::internal("pending authorization secrets are not JSON"))?;
+    let given: BTreeMap<String, String> = serde_json::from_str(&pending.params).unwrap_or_default();
+    let values = endpoints::check_params(oauth, &given)?;
     let app = connectors.app(&pending.provider).await?;
+    let oauth = &connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
     let tokens = exchange::exchange_code(
         connectors.http(),

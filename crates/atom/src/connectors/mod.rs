@@ -16,6 +16,9 @@
 //! The vault (flows, storage, refresh):
 //! - [`spec`]: what the flows read of a provider's template.
 //! - [`apps`]: the instance's own OAuth app per provider (configuration or admin API).
+//! - [`endpoints`]: one connection's endpoints: its parameters checked and filled in, the
+//!   issuer's metadata (RFC 8414 / OIDC discovery) fetched, cached and applied.
+//! - [`par`]: pushed authorization requests (RFC 9126).
 //! - [`flows`]: the OAuth 2.0 authorization URL and callback (PKCE, `iss`, single-use state).
 //! - [`exchange`]: the token endpoint, revocation and identity calls, each answer checked.
 //! - [`vault`]: connections and their encrypted credentials; what the API shows of them.
@@ -32,11 +35,13 @@ pub mod apps;
 pub mod catalog;
 pub mod connection_routes;
 pub mod disconnect;
+pub mod endpoints;
 pub mod error;
 pub mod exchange;
 pub mod flows;
 pub mod oauth1;
 pub mod oauth2;
+pub mod par;
 pub mod pattern;
 pub mod placeholders;
 pub mod refresh;

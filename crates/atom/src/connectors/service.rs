@@ -27,6 +27,8 @@ pub struct Connectors {
     public_url: Option<String>,
     /// One lock per connection being refreshed in this process (see [`super::refresh`]).
     pub(super) refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Authorization server metadata by issuer (see [`super::endpoints`]).
+    metadata: super::endpoints::MetadataCache,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -53,7 +55,12 @@ impl Connectors {
             settings: config.connectors.clone(),
             public_url: config.public_url.clone(),
             refreshing: std::sync::Mutex::default(),
+            metadata: std::sync::Mutex::default(),
         })
+    }
+
+    pub(super) fn metadata_cache(&self) -> &super::endpoints::MetadataCache {
+        &self.metadata
     }
 
     pub fn db(&self) -> &Db {
