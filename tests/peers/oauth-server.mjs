@@ -7,6 +7,12 @@
 //   access_ttl       access token lifetime in seconds (default 3600)
 //   first_access_ttl the lifetime of the code exchange's access token, when it should differ
 //                    (a token due for refresh at once, whose refreshed successor is not)
+//   require_par      true: every authorization request must be pushed first (RFC 9126,
+//                    `require_pushed_authorization_requests` in the metadata); default false
+//
+// Every endpoint is also served under /tenants/<tenant>/… (the tenant is recorded in
+// `tenant_log`, then the request is handled as without the prefix), for templates whose URLs
+// carry a per-connection parameter in their path.
 //
 // Clients (secrets fixed, since the tests configure them at Atom):
 //   basic-client     client_secret_basic, PKCE (S256) required
@@ -20,7 +26,9 @@
 //
 // Test-only endpoints, under /__test/:
 //   GET  /__test/stats   {"token_requests": n, "revocations": n, "userinfo_requests": n,
-//                         "token_log": [{grant_type, auth, code_verifier, at}]}
+//                         "par_requests": n, "discovery_requests": n,
+//                         "token_log": [{grant_type, auth, code_verifier, at}],
+//                         "tenant_log": [{tenant, path}]}
 //   POST /__test/fault   {"token": "html"|"slow"|"missing_access_token"|"server_error"|
 //                         "rate_limited"|"invalid_grant"|null, "revocation": "down"|null,
 //                         "count": n}  the next n token (or revocation) requests fail so
@@ -35,8 +43,18 @@ const config = JSON.parse(process.env.PEER_CONFIG || '{}');
 const redirectUri = config.redirect_uri || 'http://atom.test/v1/connections/callback';
 const accessTtl = Number(config.access_ttl || 3600);
 const firstAccessTtl = Number(config.first_access_ttl || accessTtl);
+const requirePar = config.require_par === true;
 
-const stats = { token_requests: 0, revocations: 0, userinfo_requests: 0, token_log: [], revocation_log: [] };
+const stats = {
+  token_requests: 0,
+  revocations: 0,
+  userinfo_requests: 0,
+  par_requests: 0,
+  discovery_requests: 0,
+  token_log: [],
+  revocation_log: [],
+  tenant_log: [],
+};
 let fault = { token: null, revocation: null, count: 0 };
 let tokenDelayMs = 0;
 
@@ -80,6 +98,7 @@ server.listen(0, '127.0.0.1', () => {
       devInteractions: { enabled: false },
       revocation: { enabled: true },
       userinfo: { enabled: true },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: requirePar },
     },
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: true,
@@ -110,7 +129,15 @@ server.listen(0, '127.0.0.1', () => {
 
   server.on('request', async (req, res) => {
     try {
-      const url = new URL(req.url, issuer);
+      let url = new URL(req.url, issuer);
+      const tenant = url.pathname.match(/^\/tenants\/([^/]+)(\/.*)$/);
+      if (tenant) {
+        stats.tenant_log.push({ tenant: decodeURIComponent(tenant[1]), path: tenant[2] });
+        req.url = `${tenant[2]}${url.search}`;
+        url = new URL(req.url, issuer);
+      }
+      if (url.pathname.startsWith('/.well-known/')) stats.discovery_requests += 1;
+      if (url.pathname === '/request' && req.method === 'POST') stats.par_requests += 1;
       if (url.pathname === '/__test/stats') return json(res, 200, stats);
       if (url.pathname === '/__test/fault' && req.method === 'POST') {
         fault = { token: null, revocation: null, count: 1, ...(await body(req)) };

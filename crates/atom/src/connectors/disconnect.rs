@@ -1,5 +1,6 @@
 //! Disconnecting: revoke at the provider (RFC 7009: the refresh token, which ends the grant,
-//! then the access token), then delete the local secrets. The local deletion never depends
+//! then the access token; or the provider's own call, as its template declares it), then
+//! delete the local secrets. The local deletion never depends
 //! on the provider: when revocation fails (unreachable, an error), the connection is deleted
 //! all the same and the failure is recorded in the audit row.
 
@@ -13,12 +14,14 @@ use crate::error::ApiError;
 use crate::storage::connections::{self as sql, ConnectionRow};
 
 impl Connectors {
-    /// Revokes `row`'s tokens at its provider; `None` when done (or nothing to revoke), the
-    /// error's code otherwise.
+    /// Revokes `row`'s tokens at its provider, as its template says (RFC 7009, or the
+    /// provider's own call); `None` when done (or nothing to revoke), the error otherwise.
     async fn revoke_at_provider(&self, row: &ConnectionRow) -> Option<ConnectError> {
         let Ok(spec) = self.provider(&row.provider) else { return None };
         let AuthSpec::OAuth2(oauth) = &spec.auth else { return None };
-        oauth.revocation_url.as_ref()?;
+        if oauth.revocation_url.is_none() && oauth.provider_revocation.is_none() && oauth.discovery_issuer.is_none() {
+            return None;
+        }
         let credentials = match Credentials::open(&self.keyring(), row) {
             Ok(c) => c,
             Err(_) => {
@@ -32,13 +35,36 @@ impl Connectors {
                 return Some(ConnectError::new(ErrorCode::NotConfigured, "the provider's app could not be read"));
             }
         };
+        let resolved = match super::endpoints::check_params(oauth, &super::endpoints::stored_params(&row.params)) {
+            Ok(values) => self.endpoints(oauth, &values, &app.client.client_id).await,
+            Err(e) => Err(e.into()),
+        };
+        let oauth = match resolved {
+            Ok(oauth) => oauth,
+            Err(ConnectorError::Connect(e)) => return Some(e),
+            Err(ConnectorError::Api(_)) => {
+                return Some(ConnectError::new(ErrorCode::NotConfigured, "the connection's parameters no longer fit"));
+            }
+        };
+        if let Some(revocation) = &oauth.provider_revocation {
+            return exchange::revoke_provider(
+                self.http(),
+                revocation,
+                &app.client,
+                credentials.access_token.as_deref(),
+                credentials.refresh_token.as_deref(),
+            )
+            .await
+            .err();
+        }
+        oauth.revocation_url.as_ref()?;
         let pairs = [
             (credentials.refresh_token.as_deref(), "refresh_token"),
             (credentials.access_token.as_deref(), "access_token"),
         ];
         for (token, hint) in pairs {
             let Some(token) = token else { continue };
-            if let Err(e) = exchange::revoke(self.http(), oauth, &app.client, token, hint).await {
+            if let Err(e) = exchange::revoke(self.http(), &oauth, &app.client, token, hint).await {
                 return Some(e);
             }
         }
@@ -76,15 +102,41 @@ impl Connectors {
         Ok(failure)
     }
 
-    /// Every connection of `user_id` revoked and deleted, for the deletion of the account.
-    /// How many.
-    pub async fn disconnect_all(&self, user_id: &str, context: &RequestContext) -> Result<usize, ConnectorError> {
+    /// For the deletion of an account: every connection of `user_id` revoked at its provider
+    /// (best effort: a failure is kept, never fatal). Nothing is deleted yet: the caller hands
+    /// the result to [`Connectors::delete_revoked`] inside the transaction that deletes the
+    /// account, so a failure there leaves the connections as they were.
+    pub async fn revoke_all(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(ConnectionRow, Option<ConnectError>)>, ConnectorError> {
         let rows = super::vault::list_for_user(self.db(), user_id).await?;
-        for row in &rows {
-            let failure = self.revoke_at_provider(row).await;
-            let mut tx = self.db().begin().await?;
-            sql::delete_connection(&mut tx, &row.id, user_id).await?;
-            let event = AuditEvent::new(Actor::System, "connection.deleted", Outcome::Success, context)
+        let mut revoked = Vec::with_capacity(rows.len());
+        for row in rows {
+            let failure = self.revoke_at_provider(&row).await;
+            if let Some(e) = &failure {
+                tracing::warn!(provider = %row.provider, connection_id = %row.id, code = e.code.as_str(),
+                    "revocation at the provider failed; the connection is deleted with its account");
+            }
+            revoked.push((row, failure));
+        }
+        Ok(revoked)
+    }
+
+    /// Deletes the connections [`Connectors::revoke_all`] revoked, with an audit row each
+    /// (`reason: account_deleted`, whether the provider revoked), in `tx`. The account's
+    /// deletion sweeps its pending authorizations.
+    pub async fn delete_revoked(
+        &self,
+        tx: &mut crate::storage::Tx,
+        user_id: &str,
+        revoked: &[(ConnectionRow, Option<ConnectError>)],
+        actor: &Actor,
+        context: &RequestContext,
+    ) -> Result<usize, ConnectorError> {
+        for (row, failure) in revoked {
+            sql::delete_connection(tx, &row.id, user_id).await?;
+            let event = AuditEvent::new(actor.clone(), "connection.deleted", Outcome::Success, context)
                 .target(row.id.clone())
                 .details(serde_json::json!({
                     "provider": row.provider,
@@ -92,9 +144,8 @@ impl Connectors {
                     "revoked": failure.is_none(),
                     "revocation_error": failure.as_ref().map(ConnectError::stored),
                 }));
-            audit::record(&mut tx, event).await?;
-            tx.commit().await?;
+            audit::record(tx, event).await?;
         }
-        Ok(rows.len())
+        Ok(revoked.len())
     }
 }

@@ -218,6 +218,76 @@ pub async fn revoke(
     }
 }
 
+/// Revokes a grant through the provider's own call, as its template declares it (GitHub's
+/// `DELETE /applications/{client_id}/grant` with HTTP Basic and `{"access_token": …}`,
+/// Dropbox's `POST /2/auth/token/revoke` with the token as a bearer, Google's
+/// `POST /revoke?token=…`). `revocation.url` is already filled. The token the template names
+/// is sent (the access token when the refresh token it prefers is not held); any 2xx is success.
+pub async fn revoke_provider(
+    client: &reqwest::Client,
+    revocation: &super::template::Revocation,
+    app: &ClientApp,
+    access_token: Option<&str>,
+    refresh_token: Option<&str>,
+) -> Result<(), ConnectError> {
+    use super::template::{ClientAuth, HttpMethod, TokenPlacement, WhichToken};
+    let token = match revocation.token {
+        WhichToken::Refresh => refresh_token.or(access_token),
+        WhichToken::Access => access_token,
+    };
+    let Some(token) = token else { return Ok(()) };
+    let mut url = url::Url::parse(&revocation.url)
+        .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the template's revocation URL is not a URL"))?;
+    let mut body: Vec<(String, String)> = Vec::new();
+    let mut bearer = None;
+    match revocation.token_in {
+        TokenPlacement::Form | TokenPlacement::Json => body.push((revocation.token_field.clone(), token.to_owned())),
+        TokenPlacement::Query => {
+            url.query_pairs_mut().append_pair(&revocation.token_field, token);
+        }
+        TokenPlacement::Bearer => bearer = Some(token),
+    }
+    let mut basic = false;
+    match revocation.client_auth {
+        ClientAuth::Basic => basic = true,
+        ClientAuth::Form | ClientAuth::Json => {
+            body.push(("client_id".to_owned(), app.client_id.clone()));
+            body.push(("client_secret".to_owned(), app.client_secret.expose_secret().to_owned()));
+        }
+        ClientAuth::None => {}
+    }
+    let method = match revocation.method {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+    };
+    let mut request = client.request(method, url);
+    if basic {
+        request = request.basic_auth(&app.client_id, Some(app.client_secret.expose_secret()));
+    }
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let json = revocation.token_in == TokenPlacement::Json || revocation.client_auth == ClientAuth::Json;
+    if json {
+        let map: serde_json::Map<String, Value> = body.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        request = request.json(&Value::Object(map));
+    } else if !body.is_empty() {
+        request = request.form(&body);
+    }
+    let response = request.send().await.map_err(|e| transport(&e, "revocation endpoint"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let code = match status.as_u16() {
+        429 => ErrorCode::RateLimited,
+        500.. => ErrorCode::ProviderUnavailable,
+        _ => ErrorCode::ProviderError,
+    };
+    Err(ConnectError::new(code, format!("revocation answered {status}")))
+}
+
 /// Who the token belongs to at the provider: (stable account id, label).
 pub async fn identity(
     client: &reqwest::Client,

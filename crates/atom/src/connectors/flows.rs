@@ -22,7 +22,7 @@ use super::identity::Account;
 use super::requests::ClientCredentials;
 use super::tokens::{self, CodeGrant, Exchanged};
 use super::vault::{Credentials, Obtained};
-use super::{apps, exchange, vault};
+use super::{apps, endpoints, exchange, par, vault};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::crypto::{Aad, from_base64, to_base64};
 use crate::error::{ApiError, FieldError};
@@ -160,18 +160,15 @@ pub async fn start(
     let provider = request.provider.as_str();
     let spec = connectors.provider(provider)?;
     let oauth = oauth2_spec(&spec)?;
-    // A catalog provider's connection parameters are checked now, before the user leaves.
-    let template = connectors.template(provider).ok();
-    if let Some(t) = &template {
-        super::placeholders::Values::from_params(t, &request.params).map_err(|errors| {
-            ApiError::Validation(
-                errors.into_iter().map(|e| FieldError::new(format!("params.{}", e.field), e.message)).collect(),
-            )
-        })?;
-    }
-    let scope_param =
-        template.as_ref().and_then(|t| t.oauth2.as_ref()).map_or("scope", |o| o.scope_param.as_str()).to_owned();
+    let values = endpoints::check_params(oauth, &request.params)?;
+    // Slack asks for user scopes under `user_scope`.
+    let scope_param = connectors
+        .template(provider)
+        .ok()
+        .and_then(|t| t.oauth2.as_ref().map(|o| o.scope_param.clone()))
+        .unwrap_or_else(|| "scope".to_owned());
     let app = connectors.app(provider).await?;
+    let oauth = connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
     let return_to = connectors.return_to(request.return_to.as_deref())?;
 
@@ -184,6 +181,36 @@ pub async fn start(
             scopes.push(scope.clone());
         }
     }
+
+    // The authorization request's parameters, in the browser's URL or pushed (RFC 9126).
+    let mut pairs: Vec<(String, String)> = vec![
+        ("response_type".to_owned(), "code".to_owned()),
+        ("redirect_uri".to_owned(), redirect_uri.clone()),
+        ("state".to_owned(), state.to_string()),
+    ];
+    if !scopes.is_empty() {
+        pairs.push((scope_param, scopes.join(&oauth.scope_separator)));
+    }
+    if let Some(verifier) = &verifier {
+        pairs.push(("code_challenge".to_owned(), pkce_challenge(verifier)));
+        pairs.push(("code_challenge_method".to_owned(), "S256".to_owned()));
+    }
+    for (name, value) in &oauth.authorize_params {
+        pairs.push((name.clone(), value.clone()));
+    }
+    let mut url = url::Url::parse(&oauth.authorization_url)
+        .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the template's authorization URL is not a URL"))?;
+    if oauth.par {
+        let request_uri = par::push(connectors.http(), &oauth, &app.client, pairs).await?;
+        url.query_pairs_mut().append_pair("client_id", &app.client.client_id).append_pair("request_uri", &request_uri);
+    } else {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("client_id", &app.client.client_id);
+        for (name, value) in &pairs {
+            query.append_pair(name, value);
+        }
+    }
+
     let now = now_ms();
     let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone(), request_token_secret: None }).unwrap_or_default();
     let sealed = connectors.keyring().encrypt(&secrets_aad(&hash, user_id), &secrets)?;
@@ -193,7 +220,8 @@ pub async fn start(
         provider: provider.to_owned(),
         secrets: to_base64(&sealed),
         scopes: scopes.join(" "),
-        params: serde_json::to_string(&request.params).unwrap_or_else(|_| "{}".to_owned()),
+        // With the defaults applied: every later step fills the same URLs.
+        params: serde_json::to_string(values.plain()).unwrap_or_else(|_| "{}".to_owned()),
         return_to: return_to.unwrap_or_default(),
         created_at: now,
         expires_at: now + AUTHORIZATION_TTL_MS,
@@ -201,27 +229,6 @@ pub async fn start(
     let mut tx = connectors.db().begin().await?;
     sql::insert_authorization(&mut tx, &row).await?;
     tx.commit().await?;
-
-    let mut url = url::Url::parse(&oauth.authorization_url)
-        .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the template's authorization URL is not a URL"))?;
-    {
-        let mut query = url.query_pairs_mut();
-        query
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &app.client.client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("state", &state);
-        if !scopes.is_empty() {
-            query.append_pair(&scope_param, &scopes.join(&oauth.scope_separator));
-        }
-        if let Some(verifier) = &verifier {
-            query.append_pair("code_challenge", &pkce_challenge(verifier));
-            query.append_pair("code_challenge_method", "S256");
-        }
-        for (name, value) in &oauth.authorize_params {
-            query.append_pair(name, value);
-        }
-    }
     Ok(AuthorizationStarted { authorization_url: url.into(), expires_at: rfc3339(row.expires_at) })
 }
 
@@ -309,9 +316,12 @@ async fn complete(
     let plain = connectors.keyring().decrypt(&secrets_aad(&pending.state_hash, &pending.user_id), &stored)?;
     let secrets: PendingSecrets =
         serde_json::from_slice(&plain).map_err(|_| ApiError::internal("pending authorization secrets are not JSON"))?;
+    let given: BTreeMap<String, String> = serde_json::from_str(&pending.params).unwrap_or_default();
+    let values = endpoints::check_params(oauth, &given)?;
     let app = connectors.app(&pending.provider).await?;
+    let oauth = &connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
-    let params: BTreeMap<String, String> = serde_json::from_str(&pending.params).unwrap_or_default();
+    let params = given;
     let exchanged = match connectors.template(&pending.provider) {
         // A catalog provider: its template says how to exchange and read the answer, which
         // values to keep, what to look up afterwards.
@@ -323,6 +333,8 @@ async fn complete(
                 pkce_verifier: secrets.pkce_verifier.as_deref(),
                 callback_query: &query.extra,
                 params: &params,
+                // Discovered from the issuer (RFC 8414), when the template names one.
+                token_endpoint: template.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str()),
             };
             tokens::exchange_code(connectors.http(), &template, &client, &grant).await?
         }

@@ -16,6 +16,9 @@
 //! The vault (flows, storage, refresh):
 //! - [`spec`]: what the flows read of a provider's template.
 //! - [`apps`]: the instance's own OAuth app per provider (configuration or admin API).
+//! - [`endpoints`]: one connection's endpoints: its parameters checked and filled in, the
+//!   issuer's metadata (RFC 8414 / OIDC discovery) fetched, cached and applied.
+//! - [`par`]: pushed authorization requests (RFC 9126).
 //! - [`flows`]: the OAuth 2.0 authorization URL and callback (PKCE, `iss`, single-use state).
 //! - [`oauth1_flow`]: the OAuth 1.0a three-legged flow (Trello), with the same state guarantees.
 //! - [`exchange`]: the token endpoint, revocation and identity calls, each answer checked.
@@ -39,6 +42,7 @@ pub mod apps;
 pub mod catalog;
 pub mod connection_routes;
 pub mod disconnect;
+pub mod endpoints;
 pub mod error;
 pub mod exchange;
 pub mod flows;
@@ -47,6 +51,7 @@ pub mod lookup;
 pub mod oauth1;
 pub mod oauth1_flow;
 pub mod oauth2;
+pub mod par;
 pub mod pattern;
 pub mod placeholders;
 pub mod refresh;

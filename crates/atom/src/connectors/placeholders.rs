@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::template::Template;
+use super::template::{Param, Template};
 
 /// The placeholder names in `template`, in order, or what is malformed.
 pub fn names(template: &str) -> Result<Vec<&str>, String> {
@@ -60,14 +60,20 @@ impl Values {
     /// The template's connection parameters from what the user gave: each checked by its
     /// pattern, defaults applied, unknown names refused.
     pub fn from_params(template: &Template, given: &BTreeMap<String, String>) -> Result<Self, Vec<ValueError>> {
+        Self::from_param_list(&template.params, given)
+    }
+
+    /// As [`Values::from_params`], for a template's parameter declarations alone (what the
+    /// flows keep of a template).
+    pub fn from_param_list(params: &[Param], given: &BTreeMap<String, String>) -> Result<Self, Vec<ValueError>> {
         let mut errors = Vec::new();
         for name in given.keys() {
-            if !template.params.iter().any(|p| &p.name == name) {
+            if !params.iter().any(|p| &p.name == name) {
                 errors.push(ValueError { field: name.clone(), message: "is not a parameter of this provider".into() });
             }
         }
         let mut values = Values::default();
-        for param in &template.params {
+        for param in params {
             match given.get(&param.name).or(param.default.as_ref()) {
                 Some(v) if param.pattern.is_match(v) => {
                     values.plain.insert(param.name.clone(), v.clone());
@@ -106,6 +112,12 @@ impl Values {
         }
         self.plain.insert(name.to_owned(), value.to_owned());
         Ok(())
+    }
+
+    /// The plain (non-secret) values by name: a connection's parameters with their defaults
+    /// applied, as stored with it.
+    pub fn plain(&self) -> &BTreeMap<String, String> {
+        &self.plain
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

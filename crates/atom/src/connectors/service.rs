@@ -30,6 +30,8 @@ pub struct Connectors {
     public_url: Option<String>,
     /// One lock per connection being refreshed in this process (see [`super::refresh`]).
     pub(super) refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Authorization server metadata by issuer (see [`super::endpoints`]).
+    metadata: super::endpoints::MetadataCache,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -57,6 +59,7 @@ impl Connectors {
             settings: config.connectors.clone(),
             public_url: config.public_url.clone(),
             refreshing: std::sync::Mutex::default(),
+            metadata: std::sync::Mutex::default(),
         })
     }
 
@@ -73,6 +76,10 @@ impl Connectors {
             .get(id)
             .cloned()
             .ok_or_else(|| ConnectError::new(ErrorCode::UnknownProvider, "no provider of this name in the catalog"))
+    }
+
+    pub(super) fn metadata_cache(&self) -> &super::endpoints::MetadataCache {
+        &self.metadata
     }
 
     pub fn db(&self) -> &Db {

@@ -60,11 +60,28 @@ pub enum TokenAuth {
     Post,
 }
 
+/// The endpoints may hold `{name}` placeholders of the template's connection parameters
+/// (`params`; `{client_id}` in a provider revocation URL): [`super::endpoints`] fills them
+/// for one connection, and discovery (`discovery_issuer`) may replace them, before any request.
 #[derive(Debug, Clone)]
 pub struct OAuth2Spec {
     pub authorization_url: String,
     pub token_url: String,
+    /// RFC 7009 revocation.
     pub revocation_url: Option<String>,
+    /// The provider's own revocation call (GitHub's `DELETE /applications/{client_id}/grant`,
+    /// Dropbox's bearer-authenticated `POST`), when it is not RFC 7009.
+    pub provider_revocation: Option<super::template::Revocation>,
+    /// Per-connection parameters, each checked by its pattern before it enters a URL.
+    pub params: Vec<super::template::Param>,
+    /// RFC 8414 / OpenID Connect discovery at this issuer supplies the endpoints (the
+    /// template's are the fallback when the metadata cannot be read).
+    pub discovery_issuer: Option<String>,
+    /// Pushed authorization requests (RFC 9126): the template says so, or the metadata says
+    /// `require_pushed_authorization_requests`.
+    pub par: bool,
+    /// The pushed authorization request endpoint, from the metadata.
+    pub par_url: Option<String>,
     /// Where the connection's label and provider account id come from (an OIDC userinfo
     /// endpoint or the service's own "me").
     pub identity_url: Option<String>,
@@ -87,30 +104,50 @@ pub struct OAuth2Spec {
 
 impl ProviderSpec {
     /// The flows' view of a catalog template. `None` for what these flows do not run yet:
-    /// OAuth 1.0a, the client credentials grant, and OAuth templates whose endpoints need
-    /// connection parameters or discovery (those keep their catalog entry and answer
-    /// `not_configured` when a user starts them).
+    /// OAuth 1.0a, the client credentials grant, and OAuth templates whose authorization or
+    /// token URL needs a value kept from the callback (those keep their catalog entry and
+    /// answer `not_configured` when a user starts them). URLs that name only connection
+    /// parameters are kept as templates and filled per connection.
     pub fn from_template(t: &super::Template) -> Option<Self> {
-        use super::template::{AuthMode, ClientAuth, RevocationStyle};
+        use super::template::{AuthMode, ClientAuth, CredentialPlacement, RevocationStyle};
         let auth = match t.auth_mode {
             AuthMode::Oauth2AuthorizationCode => {
                 let o = t.oauth2.as_ref()?;
-                let fixed = |url: &Option<String>| url.clone().filter(|u| !u.contains('{'));
-                let authorization_url = fixed(&o.authorization_url)?;
-                let token_url = fixed(&o.token_url)?;
-                let revocation_url = o
-                    .revocation
-                    .as_ref()
-                    .filter(|r| r.style == RevocationStyle::Rfc7009 && !r.url.contains('{'))
+                let param_names: Vec<&str> = t.params.iter().map(|p| p.name.as_str()).collect();
+                // Every placeholder is a connection parameter (or one of `extra`).
+                let fillable = |url: &str, extra: &[&str]| {
+                    super::placeholders::names(url)
+                        .is_ok_and(|names| names.iter().all(|n| param_names.contains(n) || extra.contains(n)))
+                };
+                let endpoint = |url: &Option<String>| match url {
+                    Some(u) if fillable(u, &[]) => Some(u.clone()),
+                    Some(_) => None,
+                    // Discovery supplies it.
+                    None if o.issuer.is_some() => Some(String::new()),
+                    None => None,
+                };
+                let authorization_url = endpoint(&o.authorization_url)?;
+                let token_url = endpoint(&o.token_url)?;
+                let revocation = o.revocation.as_ref().filter(|r| fillable(&r.url, &["client_id"]));
+                let revocation_url = revocation
+                    .filter(|r| r.style == RevocationStyle::Rfc7009 && fillable(&r.url, &[]))
                     .map(|r| r.url.clone());
-                let identity = t.identity.as_ref().filter(|i| !i.url.contains('{'));
-                let identity_url = identity.map(|i| {
-                    if i.url.starts_with("https://") || i.url.starts_with("http://") {
-                        i.url.clone()
-                    } else {
-                        format!("{}/{}", t.api.base_url.trim_end_matches('/'), i.url.trim_start_matches('/'))
-                    }
-                });
+                let provider_revocation = revocation.filter(|r| r.style == RevocationStyle::Provider).cloned();
+                // The identity call carries the token as a bearer: only for services called so.
+                let identity = t
+                    .identity
+                    .as_ref()
+                    .filter(|i| fillable(&i.url, &[]) && t.api.credential.placement == CredentialPlacement::Bearer);
+                let identity_url = identity
+                    .map(|i| {
+                        if i.url.starts_with("https://") || i.url.starts_with("http://") {
+                            i.url.clone()
+                        } else {
+                            format!("{}/{}", t.api.base_url.trim_end_matches('/'), i.url.trim_start_matches('/'))
+                        }
+                    })
+                    .filter(|u| fillable(u, &[]));
+                let identity = identity.filter(|_| identity_url.is_some());
                 let label_pointer = identity.map_or_else(|| "/id".to_owned(), |i| i.label.clone());
                 let account_id_pointer =
                     identity.and_then(|i| i.account_id.clone()).unwrap_or_else(|| label_pointer.clone());
@@ -118,7 +155,12 @@ impl ProviderSpec {
                     authorization_url,
                     token_url,
                     revocation_url,
-                    identity_url: identity_url.filter(|u| !u.contains('{')),
+                    provider_revocation,
+                    params: t.params.clone(),
+                    discovery_issuer: o.issuer.clone(),
+                    par: o.par,
+                    par_url: None,
+                    identity_url,
                     issuer: o.issuer.clone(),
                     default_scopes: o.scopes.clone(),
                     scope_separator: o.scope_separator.clone(),
@@ -129,7 +171,7 @@ impl ProviderSpec {
                     authorize_params: o
                         .authorization_params
                         .iter()
-                        .filter(|(_, v)| !v.contains('{'))
+                        .filter(|(_, v)| fillable(v, &[]))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     refreshable: !o.expiry.never,

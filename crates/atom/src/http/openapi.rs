@@ -18,6 +18,7 @@ use crate::identity;
         identity::routes::signing::jwks,
         identity::routes::accounts::register, identity::routes::signin::login, identity::routes::signin::refresh,
         identity::routes::signin::logout, identity::routes::accounts::me, identity::routes::accounts::change_password,
+        identity::routes::accounts::delete_me, identity::routes::admin::admin_delete_user,
         identity::routes::admin::admin_list_users, identity::routes::admin::admin_disable,
         identity::routes::admin::admin_enable, identity::routes::admin::admin_invite,
         identity::routes::api_keys::create, identity::routes::api_keys::list, identity::routes::api_keys::revoke,

@@ -29,7 +29,9 @@ pub const BY_ID_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE id
 pub const STATUS_BY_ID_SQL: &str = "SELECT role, disabled_at, tokens_valid_after FROM users WHERE id = $1";
 /// The admin listing. The cursor is always bound (`''` sorts first) rather than optional:
 /// `($1 IS NULL OR email > $1)` would keep a cached generic plan from using the index.
-pub const PAGE_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email > $1 ORDER BY email LIMIT $2");
+/// Deleted accounts (tombstones) are not listed.
+pub const PAGE_SQL: &str =
+    concat!("SELECT ", columns!(), " FROM users WHERE email > $1 AND deleted_at IS NULL ORDER BY email LIMIT $2");
 
 pub async fn insert(tx: &mut Tx, user: &UserRow) -> Result<(), sqlx::Error> {
     with_tx!(tx, "users.insert", |conn| {
@@ -84,6 +86,17 @@ pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
     with_pool!(db, "users.count", |conn| sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await)
 }
 
+/// Admin accounts that can still sign in.
+pub async fn count_active_admins(db: &Db) -> Result<i64, sqlx::Error> {
+    with_pool!(db, "users.count_active_admins", |conn| {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL AND deleted_at IS NULL",
+        )
+        .fetch_one(conn)
+        .await
+    })
+}
+
 pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) -> Result<u64, sqlx::Error> {
     with_tx!(tx, "users.set_password", |conn| {
         sqlx::query(
@@ -100,10 +113,13 @@ pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str, now: i64) 
 }
 
 /// Disables (`Some(now)`) or re-enables (`None`) an account; either way its access tokens
-/// issued before `now` are refused from then on.
+/// issued before `now` are refused from then on. A deleted account is not found.
 pub async fn set_disabled(tx: &mut Tx, id: &str, disabled_at: Option<i64>, now: i64) -> Result<u64, sqlx::Error> {
     with_tx!(tx, "users.set_disabled", |conn| {
-        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3, tokens_valid_after = $3 WHERE id = $1")
+        sqlx::query(
+            "UPDATE users SET disabled_at = $2, updated_at = $3, tokens_valid_after = $3 \
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
             .bind(id)
             .bind(disabled_at)
             .bind(now)
@@ -168,4 +184,53 @@ pub async fn set_invite_user(tx: &mut Tx, code_hash: &str, user_id: &str) -> Res
             .await
             .map(drop)
     })
+}
+
+/// The statements that erase an account's data, in order, each binding the user id as `$1`:
+/// its sessions, API keys and unused invites, its conversation memberships, then the
+/// conversations it owned that no member is left in (their messages cascade). Its messages in
+/// conversations others are still in stay, from the tombstone. Its connections are the vault's
+/// to revoke and delete, in the same transaction, before these run; the last statement sweeps
+/// its pending authorizations and any connection completed meanwhile.
+const ERASE_SQL: [(&str, &str); 7] = [
+    ("users.erase.sessions", "DELETE FROM refresh_tokens WHERE user_id = $1"),
+    ("users.erase.api_keys", "DELETE FROM api_keys WHERE user_id = $1"),
+    ("users.erase.invites", "DELETE FROM invites WHERE created_by = $1 AND used_at IS NULL"),
+    ("users.erase.memberships", "DELETE FROM conversation_members WHERE user_id = $1"),
+    (
+        "users.erase.conversations",
+        "DELETE FROM conversations WHERE owner_id = $1 AND NOT EXISTS \
+         (SELECT 1 FROM conversation_members m WHERE m.conversation_id = conversations.id)",
+    ),
+    ("users.erase.authorizations", "DELETE FROM connection_authorizations WHERE user_id = $1"),
+    ("users.erase.connections", "DELETE FROM connections WHERE user_id = $1"),
+];
+
+/// Erases account `id`'s data (see [`ERASE_SQL`]) and turns its row into a tombstone: no
+/// email (a placeholder unique to it), no usable password, disabled, `deleted_at` set, every
+/// access token issued before `now` refused. Rows erased; 0 when there is no such account or
+/// it was already deleted (then nothing is changed).
+pub async fn delete_account(tx: &mut Tx, id: &str, now: i64) -> Result<u64, sqlx::Error> {
+    let tombstoned = with_tx!(&mut *tx, "users.delete", |conn| {
+        sqlx::query(
+            "UPDATE users SET email = $2, password_hash = '!', disabled_at = $3, deleted_at = $3, \
+             updated_at = $3, tokens_valid_after = $3 WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(format!("deleted-{id}@deleted.invalid"))
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    if tombstoned == 0 {
+        return Ok(0);
+    }
+    let mut erased = 0;
+    for (name, statement) in ERASE_SQL {
+        erased += with_tx!(&mut *tx, name, |conn| {
+            sqlx::query(statement).bind(id).execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(1 + erased)
 }

@@ -11,6 +11,7 @@ mod proxy;
 mod socket_peer;
 
 mod audit_log;
+mod accounts_deletion;
 mod auth_accounts;
 mod auth_api_keys;
 mod auth_authorization;
@@ -23,6 +24,7 @@ mod backup_integrity;
 mod cache;
 mod cli;
 mod connectors_access;
+mod connectors_endpoints;
 mod connectors_flows;
 mod connectors_keys;
 mod connectors_nodes;

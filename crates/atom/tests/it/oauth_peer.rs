@@ -48,11 +48,16 @@ impl OAuthPeer {
     /// Starts the server; the code exchange's access token lives `first_access_ttl_secs`,
     /// refreshed ones `access_ttl_secs`.
     pub async fn start_with(first_access_ttl_secs: u64, access_ttl_secs: u64) -> Self {
-        let config = json!({
-            "redirect_uri": CALLBACK,
-            "access_ttl": access_ttl_secs,
-            "first_access_ttl": first_access_ttl_secs,
-        });
+        Self::start_options(json!({ "access_ttl": access_ttl_secs, "first_access_ttl": first_access_ttl_secs }))
+            .await
+    }
+
+    /// Starts the server with `options` (see `oauth-server.mjs`: `require_par`, the TTLs).
+    pub async fn start_options(options: Value) -> Self {
+        let mut config = json!({ "redirect_uri": CALLBACK, "access_ttl": 3600 });
+        if let (Some(config), Some(options)) = (config.as_object_mut(), options.as_object()) {
+            config.extend(options.clone());
+        }
         let mut child = tokio::process::Command::new("node")
             .arg("oauth-server.mjs")
             .current_dir(peers_dir())
@@ -106,6 +111,11 @@ impl OAuthPeer {
                 authorization_url: format!("{}/auth", self.issuer),
                 token_url: format!("{}/token", self.issuer),
                 revocation_url: Some(format!("{}/token/revocation", self.issuer)),
+                provider_revocation: None,
+                params: Vec::new(),
+                discovery_issuer: None,
+                par: false,
+                par_url: None,
                 identity_url: Some(format!("{}/me", self.issuer)),
                 issuer: Some(self.issuer.clone()),
                 default_scopes: vec!["openid".to_owned(), "offline_access".to_owned(), "email".to_owned()],
@@ -192,6 +202,20 @@ pub async fn spawn_app(peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp {
     let app = TestApp::spawn_on(db, &config, axum::Router::new()).await;
     set_apps(&app).await;
     app
+}
+
+/// Sets the app of provider `name` through the admin API.
+pub async fn set_app(app: &TestApp, name: &str, (id, secret): (&str, &str)) {
+    let admin = app.user("admin").await;
+    let response = app
+        .client
+        .put(app.url(&format!("/v1/admin/providers/{name}/app")))
+        .bearer_auth(&admin.access_token)
+        .json(&json!({ "client_id": id, "client_secret": secret }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "app set for {name}: {}", response.text().await.unwrap_or_default());
 }
 
 /// Sets the peer's two apps through the admin API.

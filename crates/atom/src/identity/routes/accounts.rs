@@ -1,4 +1,5 @@
-//! The caller's own account: registration, `/v1/me` and the password change.
+//! The caller's own account: registration, `/v1/me`, the password change and the account's
+//! deletion.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,6 +36,14 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccountRequest {
+    /// The account's current password, confirming the deletion.
+    pub password: String,
+}
+
+impl Validate for DeleteAccountRequest {}
 impl Validate for RegisterRequest {}
 impl Validate for ChangePasswordRequest {}
 
@@ -116,4 +125,37 @@ pub async fn change_password(
     tx.commit().await?;
     state.identity.credentials_revoked(&user.id, EventKind::SessionsRevoked).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/me", tag = "identity", security(("bearer" = [])),
+    request_body = DeleteAccountRequest,
+    responses((status = 200, body = super::admin::AccountDeleted,
+            description = "Deleted: every connection revoked at its provider, the account's data erased, its sessions and sockets ended"),
+        (status = 409, description = "The last admin"),
+        (status = 422, description = "Wrong password")))]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Json(body): Json<DeleteAccountRequest>,
+) -> Result<Json<super::admin::AccountDeleted>, ApiError> {
+    let user = sql::by_id(&state.db, &principal.user_id).await?.ok_or(ApiError::NotFound)?;
+    let ok = passwords::verify(Some(user.password_hash.clone()), SecretString::from(body.password))
+        .await
+        .map_err(ApiError::internal)?;
+    if !ok {
+        audit::record_alone(
+            &state.db,
+            AuditEvent::new(principal.actor(), "account.deleted", Outcome::Failure, &context).target(user.id.clone()),
+        )
+        .await?;
+        return Err(ApiError::Validation(vec![FieldError::new("password", "is not the current password")]));
+    }
+    if Role::parse(&user.role) == Role::Admin && sql::count_active_admins(&state.db).await? <= 1 {
+        return Err(ApiError::Conflict {
+            field: "role".to_owned(),
+            message: "the last admin cannot delete their account; make another admin first".to_owned(),
+        });
+    }
+    Ok(Json(super::admin::delete_account(&state, principal.actor(), &context, &user.id).await?))
 }

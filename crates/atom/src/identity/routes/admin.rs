@@ -1,5 +1,5 @@
-//! The admin's view of every account: the list, disabling and enabling an account, and
-//! invites. Every route needs the admin role (and from an API key its `admin` scope); every
+//! The admin's view of every account: the list, disabling, enabling and deleting an account,
+//! and invites. Every route needs the admin role (and from an API key its `admin` scope); every
 //! change is audited in its own transaction.
 
 use axum::extract::{Path, State};
@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::audit::{self, AuditEvent, Outcome, RequestContext};
+use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::bus::EventKind;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Json, Query, Validate};
@@ -96,6 +96,75 @@ pub async fn admin_enable(
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
     set_disabled(&state, &principal, &context, &id, false).await
+}
+
+/// What deleting an account did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountDeleted {
+    pub id: String,
+    /// The account's connections, deleted with it.
+    pub connections_deleted: usize,
+    /// Of those, the ones whose provider could not revoke the grant (recorded in the audit log).
+    pub connections_not_revoked: usize,
+}
+
+/// Deletes account `id` (the admin route and the user's own, once each checked who may):
+/// every connection revoked at its provider first (best effort), then in one transaction the
+/// connections deleted, the account's data erased and its row made a tombstone
+/// ([`sql::delete_account`]), audited; then its live sockets and cached status are dropped
+/// (the bus's `AccountDisabled`). A failure before the commit leaves everything stored as it was.
+pub(super) async fn delete_account(
+    state: &AppState,
+    actor: Actor,
+    context: &RequestContext,
+    id: &str,
+) -> Result<AccountDeleted, ApiError> {
+    let user = sql::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
+    let revoked = state.connectors.revoke_all(id).await.map_err(api_error)?;
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    state.connectors.delete_revoked(&mut tx, id, &revoked, &actor, context).await.map_err(api_error)?;
+    if sql::delete_account(&mut tx, id, now).await? == 0 {
+        return Err(ApiError::NotFound);
+    }
+    let not_revoked = revoked.iter().filter(|(_, failure)| failure.is_some()).count();
+    let event = AuditEvent::new(actor, "account.deleted", Outcome::Success, context)
+        .target(id.to_owned())
+        .details(serde_json::json!({
+            "role": user.role,
+            "connections_deleted": revoked.len(),
+            "connections_not_revoked": not_revoked,
+        }));
+    audit::record(&mut tx, event).await?;
+    tx.commit().await?;
+    state.identity.credentials_revoked(id, EventKind::AccountDisabled).await;
+    Ok(AccountDeleted { id: id.to_owned(), connections_deleted: revoked.len(), connections_not_revoked: not_revoked })
+}
+
+fn api_error(e: crate::connectors::ConnectorError) -> ApiError {
+    match e {
+        crate::connectors::ConnectorError::Api(e) => e,
+        crate::connectors::ConnectorError::Connect(e) => ApiError::internal(e),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = AccountDeleted, description = "Deleted: connections revoked, data erased"),
+        (status = 400, description = "An admin's own account"), (status = 403), (status = 404)))]
+pub async fn admin_delete_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Json<AccountDeleted>, ApiError> {
+    principal.require_admin()?;
+    if id == principal.user_id {
+        return Err(ApiError::BadRequest(
+            "An admin deletes their own account at DELETE /v1/me, with their password.".to_owned(),
+        ));
+    }
+    Ok(Json(delete_account(&state, principal.actor(), &context, &id).await?))
 }
 
 impl Validate for InviteRequest {}

@@ -25,11 +25,12 @@ pub fn router(state: &AppState, protected_extra: Router<AppState>) -> Router<App
         .route("/v1/auth/logout", post(signin::logout))
         .route("/.well-known/jwks.json", get(signing::jwks));
     let protected = Router::new()
-        .route("/v1/me", get(accounts::me))
+        .route("/v1/me", get(accounts::me).delete(accounts::delete_me))
         .route("/v1/me/password", post(accounts::change_password))
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route("/v1/admin/users", get(admin::admin_list_users))
+        .route("/v1/admin/users/{id}", delete(admin::admin_delete_user))
         .route("/v1/admin/users/{id}/disable", post(admin::admin_disable))
         .route("/v1/admin/users/{id}/enable", post(admin::admin_enable))
         .route("/v1/admin/invites", post(admin::admin_invite))
