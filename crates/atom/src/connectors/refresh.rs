@@ -171,7 +171,7 @@ impl Connectors {
             return self.mark_needs_reauth(row, &ConnectError::new(ErrorCode::InvalidGrant, "no refresh token")).await;
         };
         let app = self.app(provider).await?;
-        let values = super::endpoints::check_params(oauth, &super::endpoints::stored_params(&row.params))?;
+        let values = super::endpoints::check_params(oauth, &super::endpoints::stored_params(oauth, &row.params))?;
         let oauth = &self.endpoints(oauth, &values, &app.client.client_id).await?;
         let started = Instant::now();
         let attempts = self.settings().refresh_attempts.max(1);

@@ -35,6 +35,8 @@ const PROVIDERS: &[&str] = &["slack", "notion", "salesforce", "quickbooks", "git
 const SLACK_USER_TOKEN: &str = "xoxp-1111-2222-3333-abcdefabcdef";
 const NOTION_TOKEN: &str = "secret_notionAccessToken0123456789";
 const SALESFORCE_TOKEN: &str = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog";
+const SALESFORCE_REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJ";
+const SALESFORCE_REFRESHED: &str = "00Dxx0000001gPL!AR8AQRefreshed0123456789";
 const QUICKBOOKS_TOKEN: &str = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2In0.quickbooks";
 const GITHUB_TOKEN: &str = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
 const MAILCHIMP_TOKEN: &str = "5c6ccc561059aa386da9d112215bae55";
@@ -208,6 +210,24 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             }
             ok(json!({ "object": "user", "id": "b0b0b0b0-0000-4000-8000-000000000001", "type": "bot", "name": "Atom at Acme Notes" }))
         }
+        "/salesforce/services/oauth2/token" if seen.form().get("grant_type").map(String::as_str) == Some("refresh_token") => {
+            let form = seen.form();
+            let valid = form.get("refresh_token").map(String::as_str) == Some(SALESFORCE_REFRESH)
+                && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+                && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+                && seen.header("authorization").is_none()
+                && seen.content_type() == Some("application/x-www-form-urlencoded");
+            if !valid {
+                q.record.violation(format!("salesforce: a refresh request Salesforce refuses: {:?}", form.keys().collect::<Vec<_>>()));
+                return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
+            }
+            // No refresh token in the answer: the old one stays valid.
+            ok(json!({
+                "access_token": SALESFORCE_REFRESHED, "signature": "uXkYvmZ4QyKu+2aK6cOMt9ZHBHpAGkrZrU0eF0YQx6s=",
+                "scope": "refresh_token api", "instance_url": "https://acme.my.salesforce.com",
+                "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS", "token_type": "Bearer", "issued_at": "1278448932702"
+            }))
+        }
         "/salesforce/services/oauth2/token" => {
             if let Err(refusal) = check_token(&q, &seen, "salesforce", ClientAuth::Form, true) {
                 return refusal;
@@ -215,7 +235,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             let instance =
                 if q.mode("salesforce").as_deref() == Some("bad_instance") { "https://evil.example.com" } else { "https://acme.my.salesforce.com" };
             ok(json!({
-                "access_token": SALESFORCE_TOKEN, "refresh_token": "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJ",
+                "access_token": SALESFORCE_TOKEN, "refresh_token": SALESFORCE_REFRESH,
                 "signature": "CMJ4l+CCaPQiKjoOEwEig9H4wqhpuLSk4J2urAe+fVg=", "scope": "refresh_token api",
                 "instance_url": instance, "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS",
                 "token_type": "Bearer", "issued_at": "1278448832702"
@@ -393,6 +413,8 @@ async fn setup() -> Setup {
     let dir = dir.display().to_string();
     let mut config = oauth_peer::app_config();
     config.push(("CONNECTORS_PROVIDERS_DIR", dir.as_str()));
+    // Salesforce's two-hour tokens are due at once, so the refresh route refreshes them.
+    config.push(("CONNECTORS_REFRESH_MARGIN_SECS", "10800"));
     let app = TestApp::spawn_on(db, &config, Router::new()).await;
     let admin = app.user("admin").await;
     for provider in PROVIDERS {
@@ -532,6 +554,23 @@ async fn salesforces_instance_url_and_quickbooks_realm_id_are_kept_and_shown() {
     assert_eq!(view["params"]["domain"], "login", "the parameter's default");
     assert!(view["expires_at"].is_string(), "no expires_in: the template's default lifetime applies");
     assert!(credentials(&s, &id).await.refresh_token.is_some());
+
+    // A refresh reads the connection's parameters apart from its kept values, and keeps
+    // both, and the refresh token Salesforce does not send again.
+    let response = s
+        .app
+        .client
+        .post(s.app.url(&format!("/v1/connections/{id}/refresh")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let refreshed: Value = response.json().await.expect("json");
+    assert_eq!(refreshed["params"]["instance_url"], "https://acme.my.salesforce.com");
+    let c = credentials(&s, &id).await;
+    assert_eq!(c.access_token.as_deref(), Some(SALESFORCE_REFRESHED));
+    assert_eq!(c.refresh_token.as_deref(), Some(SALESFORCE_REFRESH));
 
     // An instance URL that is not Salesforce's is refused by the kept value's pattern.
     s.quirks.modes.lock().expect("lock").insert("salesforce".into(), "bad_instance".into());
