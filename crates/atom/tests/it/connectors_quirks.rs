@@ -114,9 +114,13 @@ fn check_token(
     }
     match (pkce, get("code_verifier")) {
         (true, Some(verifier)) => {
-            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+            let challenge =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
             let expected = q.challenges.lock().expect("lock").get(provider).cloned();
-            if !(43..=128).contains(&verifier.len()) || !unreserved(verifier) || expected.as_deref() != Some(challenge.as_str()) {
+            if !(43..=128).contains(&verifier.len())
+                || !unreserved(verifier)
+                || expected.as_deref() != Some(challenge.as_str())
+            {
                 problems.push("a code_verifier that does not match the S256 challenge".into());
             }
         }
@@ -189,7 +193,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if !bearer_is(&q, &seen, "slack", "Bearer", SLACK_USER_TOKEN) {
                 return ok(json!({ "ok": false, "error": "invalid_auth" }));
             }
-            ok(json!({ "ok": true, "url": "https://softball.slack.com/", "team": "Slack Softball Team", "user": "grace", "team_id": "T9TK3CUKW", "user_id": "U1234567890" }))
+            ok(
+                json!({ "ok": true, "url": "https://softball.slack.com/", "team": "Slack Softball Team", "user": "grace", "team_id": "T9TK3CUKW", "user_id": "U1234567890" }),
+            )
         }
         "/notion/v1/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "notion", ClientAuth::Basic, false) {
@@ -208,9 +214,13 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if !bearer_is(&q, &seen, "notion", "Bearer", NOTION_TOKEN) {
                 return unauthorized();
             }
-            ok(json!({ "object": "user", "id": "b0b0b0b0-0000-4000-8000-000000000001", "type": "bot", "name": "Atom at Acme Notes" }))
+            ok(
+                json!({ "object": "user", "id": "b0b0b0b0-0000-4000-8000-000000000001", "type": "bot", "name": "Atom at Acme Notes" }),
+            )
         }
-        "/salesforce/services/oauth2/token" if seen.form().get("grant_type").map(String::as_str) == Some("refresh_token") => {
+        "/salesforce/services/oauth2/token"
+            if seen.form().get("grant_type").map(String::as_str) == Some("refresh_token") =>
+        {
             let form = seen.form();
             let valid = form.get("refresh_token").map(String::as_str) == Some(SALESFORCE_REFRESH)
                 && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
@@ -218,7 +228,10 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 && seen.header("authorization").is_none()
                 && seen.content_type() == Some("application/x-www-form-urlencoded");
             if !valid {
-                q.record.violation(format!("salesforce: a refresh request Salesforce refuses: {:?}", form.keys().collect::<Vec<_>>()));
+                q.record.violation(format!(
+                    "salesforce: a refresh request Salesforce refuses: {:?}",
+                    form.keys().collect::<Vec<_>>()
+                ));
                 return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
             }
             // No refresh token in the answer: the old one stays valid.
@@ -232,8 +245,11 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if let Err(refusal) = check_token(&q, &seen, "salesforce", ClientAuth::Form, true) {
                 return refusal;
             }
-            let instance =
-                if q.mode("salesforce").as_deref() == Some("bad_instance") { "https://evil.example.com" } else { "https://acme.my.salesforce.com" };
+            let instance = if q.mode("salesforce").as_deref() == Some("bad_instance") {
+                "https://evil.example.com"
+            } else {
+                "https://acme.my.salesforce.com"
+            };
             ok(json!({
                 "access_token": SALESFORCE_TOKEN, "refresh_token": SALESFORCE_REFRESH,
                 "signature": "CMJ4l+CCaPQiKjoOEwEig9H4wqhpuLSk4J2urAe+fVg=", "scope": "refresh_token api",
@@ -288,7 +304,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if q.mode("mailchimp").as_deref() == Some("metadata_down") {
                 return (StatusCode::SERVICE_UNAVAILABLE, "<html>down</html>").into_response();
             }
-            ok(json!({ "dc": "us6", "role": "owner", "accountname": "Acme", "user_id": 123, "login_url": "https://login.mailchimp.com", "api_endpoint": "https://us6.api.mailchimp.com" }))
+            ok(
+                json!({ "dc": "us6", "role": "owner", "accountname": "Acme", "user_id": 123, "login_url": "https://login.mailchimp.com", "api_endpoint": "https://us6.api.mailchimp.com" }),
+            )
         }
         "/mailchimp/mc/us6/3.0/" => {
             if !bearer_is(&q, &seen, "mailchimp", "OAuth", MAILCHIMP_TOKEN) {
@@ -300,7 +318,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if let Err(refusal) = check_token(&q, &seen, "jira", ClientAuth::Json, false) {
                 return refusal;
             }
-            ok(json!({ "access_token": JIRA_TOKEN, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-0123", "token_type": "Bearer" }))
+            ok(
+                json!({ "access_token": JIRA_TOKEN, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-0123", "token_type": "Bearer" }),
+            )
         }
         "/atlassian/oauth/token/accessible-resources" => {
             if !bearer_is(&q, &seen, "jira", "Bearer", JIRA_TOKEN) {
@@ -309,7 +329,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if q.mode("jira").as_deref() == Some("no_sites") {
                 return ok(json!([]));
             }
-            ok(json!([{ "id": CLOUD_ID, "url": "https://acme.atlassian.net", "name": "acme", "scopes": ["read:jira-work"], "avatarUrl": "https://site-admin-avatar-cdn.prod.public.atl-paas.net/avatars/240/flag.png" }]))
+            ok(
+                json!([{ "id": CLOUD_ID, "url": "https://acme.atlassian.net", "name": "acme", "scopes": ["read:jira-work"], "avatarUrl": "https://site-admin-avatar-cdn.prod.public.atl-paas.net/avatars/240/flag.png" }]),
+            )
         }
         "/atlassian/me" => {
             if !bearer_is(&q, &seen, "jira", "Bearer", JIRA_TOKEN) {
@@ -348,7 +370,8 @@ fn templates(base: &str) -> Vec<(&'static str, String)> {
     // Salesforce's identity endpoint lives at the instance URL (a real salesforce.com host,
     // as its pattern demands), so the test leaves it out; the label is then the service's name.
     let salesforce = drop_table(
-        &include_str!("../../../../providers/salesforce.toml").replace("https://{domain}.salesforce.com", &s("/salesforce")),
+        &include_str!("../../../../providers/salesforce.toml")
+            .replace("https://{domain}.salesforce.com", &s("/salesforce")),
         "[identity]",
     );
     let quickbooks = include_str!("../../../../providers/quickbooks.toml")
@@ -387,7 +410,8 @@ fn templates(base: &str) -> Vec<(&'static str, String)> {
     ];
     for (id, text) in &all {
         for line in text.lines().filter(|l| l.contains("https://") && !l.trim_start().starts_with('#')) {
-            let moved = ["docs", "  \"", "pattern", "example", "description", "label"].iter().any(|p| line.starts_with(p));
+            let moved =
+                ["docs", "  \"", "pattern", "example", "description", "label"].iter().any(|p| line.starts_with(p));
             assert!(moved, "{id}: a URL left unmoved: {line}");
         }
     }
