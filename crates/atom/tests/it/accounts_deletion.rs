@@ -100,7 +100,7 @@ async fn a_user_deletes_their_account_and_every_connection_is_revoked_at_the_pro
     assert!(kept.is_some(), "the shared conversation stays");
     drop(tx);
     let members = atom::storage::conversations::member_ids(&app.state.db, &shared_id).await.expect("query");
-    assert_eq!(members, [friend.id.clone()], "the user is no longer a member");
+    assert_eq!(members, std::slice::from_ref(&friend.id), "the user is no longer a member");
     let view: Value =
         app.get_as(&friend.access_token, &format!("/v1/conversations/{shared_id}")).await.json().await.expect("json");
     let text = view.to_string();

@@ -81,7 +81,7 @@ fn check_token(
     provider: &str,
     auth: ClientAuth,
     pkce: bool,
-) -> Result<BTreeMap<String, String>, Response> {
+) -> Result<BTreeMap<String, String>, Box<Response>> {
     let mut problems = Vec::new();
     if seen.method != Method::POST {
         problems.push(format!("token request by {}", seen.method));
@@ -152,7 +152,7 @@ fn check_token(
     for p in &problems {
         q.record.violation(format!("{provider}: {p}"));
     }
-    Err((StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_request" }))).into_response())
+    Err(Box::new((StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_request" }))).into_response()))
 }
 
 fn bearer_is(q: &Quirks, seen: &Seen, provider: &str, scheme: &str, token: &str) -> bool {
@@ -173,7 +173,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
     match seen.path.as_str() {
         "/slack/api/oauth.v2.access" => {
             if let Err(refusal) = check_token(&q, &seen, "slack", ClientAuth::Basic, false) {
-                return refusal;
+                return *refusal;
             }
             if q.mode("slack").as_deref() == Some("error") {
                 // Slack answers its errors with a 200.
@@ -199,7 +199,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/notion/v1/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "notion", ClientAuth::Basic, false) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({
                 "access_token": NOTION_TOKEN, "token_type": "bearer", "bot_id": "b0b0b0b0-0000-4000-8000-000000000001",
@@ -243,7 +243,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/salesforce/services/oauth2/token" => {
             if let Err(refusal) = check_token(&q, &seen, "salesforce", ClientAuth::Form, true) {
-                return refusal;
+                return *refusal;
             }
             let instance = if q.mode("salesforce").as_deref() == Some("bad_instance") {
                 "https://evil.example.com"
@@ -259,7 +259,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/quickbooks/oauth2/v1/tokens/bearer" => {
             if let Err(refusal) = check_token(&q, &seen, "quickbooks", ClientAuth::Basic, false) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({
                 "token_type": "bearer", "access_token": QUICKBOOKS_TOKEN, "expires_in": 3600,
@@ -278,7 +278,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 q.record.violation("github: no Accept: application/json");
             }
             if let Err(refusal) = check_token(&q, &seen, "github", ClientAuth::Form, true) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({ "access_token": GITHUB_TOKEN, "scope": "repo,read:user,user:email", "token_type": "bearer" }))
         }
@@ -293,7 +293,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/mailchimp/oauth2/token" => {
             if let Err(refusal) = check_token(&q, &seen, "mailchimp", ClientAuth::Form, false) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({ "access_token": MAILCHIMP_TOKEN, "expires_in": 0, "scope": null }))
         }
@@ -316,7 +316,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/atlassian/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "jira", ClientAuth::Json, false) {
-                return refusal;
+                return *refusal;
             }
             ok(
                 json!({ "access_token": JIRA_TOKEN, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-0123", "token_type": "Bearer" }),
