@@ -41,6 +41,7 @@ const QUICKBOOKS_TOKEN: &str = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2In0.quickbooks";
 const GITHUB_TOKEN: &str = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
 const MAILCHIMP_TOKEN: &str = "5c6ccc561059aa386da9d112215bae55";
 const JIRA_TOKEN: &str = "eyJraWQiOiJhdGxhc3NpYW4.jira";
+const JIRA_REFRESHED: &str = "eyJraWQiOiJhdGxhc3NpYW4.jira-refreshed";
 const CLOUD_ID: &str = "11223344-a1b2-3b33-c444-def123456789";
 const REALM_ID: &str = "9130346988465766";
 
@@ -313,6 +314,29 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 return unauthorized();
             }
             ok(json!({ "account_id": "8d3a3db4d97663a9074efcc16", "account_name": "Acme", "email": "owner@acme.test" }))
+        }
+        "/atlassian/oauth/token"
+            if serde_json::from_slice::<Value>(&seen.body)
+                .ok()
+                .and_then(|b| b["grant_type"].as_str().map(str::to_owned))
+                .as_deref()
+                == Some("refresh_token") =>
+        {
+            // Atlassian's refresh: a JSON body with the client's credentials; it rotates the
+            // refresh token.
+            let body: Value = serde_json::from_slice(&seen.body).unwrap_or_default();
+            let valid = seen.content_type() == Some("application/json")
+                && body["client_id"] == CLIENT_ID
+                && body["client_secret"] == CLIENT_SECRET
+                && body["refresh_token"] == "atlassian-refresh-0123"
+                && seen.header("authorization").is_none();
+            if !valid {
+                q.record.violation(format!("jira: a refresh request Atlassian refuses: {body}"));
+                return (StatusCode::FORBIDDEN, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
+            }
+            ok(
+                json!({ "access_token": JIRA_REFRESHED, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-rotated", "token_type": "Bearer" }),
+            )
         }
         "/atlassian/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "jira", ClientAuth::Json, false) {
@@ -636,6 +660,22 @@ async fn mailchimps_data_centre_and_atlassians_cloud_id_are_looked_up_after_the_
     assert_eq!(view["params"]["cloud_id"], CLOUD_ID);
     assert_eq!(view["params"]["site_url"], "https://acme.atlassian.net");
     assert_eq!(view["label"], "me@acme.test");
+    // Its refresh is sent as the template says (a JSON body), the rotated token stored, the
+    // looked-up values kept.
+    let response = s
+        .app
+        .client
+        .post(s.app.url(&format!("/v1/connections/{id}/refresh")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let refreshed: Value = response.json().await.expect("json");
+    assert_eq!(refreshed["params"]["cloud_id"], CLOUD_ID);
+    let c = credentials(&s, &id).await;
+    assert_eq!(c.access_token.as_deref(), Some(JIRA_REFRESHED));
+    assert_eq!(c.refresh_token.as_deref(), Some("atlassian-refresh-rotated"));
 
     // A lookup that fails fails the connection, with a stable code; nothing is stored.
     s.quirks.modes.lock().expect("lock").insert("mailchimp".into(), "metadata_down".into());
