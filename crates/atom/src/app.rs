@@ -124,7 +124,8 @@ impl Application {
                 bus.clone(),
                 catalog.iter().filter_map(|t| crate::connectors::spec::ProviderSpec::from_template(t)).collect(),
             )
-            .map_err(StartError::HttpClient)?,
+            .map_err(StartError::HttpClient)?
+            .with_catalog(Arc::clone(&catalog)),
         );
         let listener = TcpListener::bind(config.listen)
             .await

@@ -1,7 +1,9 @@
 //! The vault's HTTP handlers: thin, they extract, call the domain, answer.
 //!
 //! - `PUT|GET|DELETE /v1/admin/providers/{provider}/app`: the instance's OAuth app (admin).
-//! - `POST /v1/connections/authorize`: start an OAuth flow; the authorization URL.
+//! - `POST /v1/connections/authorize`: start an OAuth flow (2.0, or 1.0a for Trello); the
+//!   authorization URL.
+//! - `POST /v1/connections`: connect an API-key or basic-auth service by its credential.
 //! - `GET /v1/connections/callback`: the provider's redirect (public: a browser carries no
 //!   bearer token; the state is the credential).
 //! - `GET /v1/connections`, `GET|DELETE /v1/connections/{id}`, `POST /v1/connections/{id}/refresh`:
@@ -10,7 +12,7 @@
 //! No handler here returns a credential.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
@@ -20,6 +22,9 @@ use utoipa::ToSchema;
 use super::apps::{self, AppView, SetApp};
 use super::error::{ConnectError, ConnectorError, ErrorCode};
 use super::flows::{self, AuthorizationStarted, CallbackQuery, StartAuthorization};
+use super::submit::{self, SubmitCredential};
+use super::template::AuthMode;
+use super::oauth1_flow;
 use super::vault::{self, ConnectionView};
 use crate::audit::{self, AuditEvent, Outcome, RequestContext};
 use crate::error::ApiError;
@@ -47,7 +52,7 @@ pub fn public_router() -> Router<AppState> {
 pub fn protected_router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/providers/{provider}/app", put(set_app).get(get_app).delete(delete_app))
-        .route("/v1/connections", get(list))
+        .route("/v1/connections", get(list).post(submit))
         .route("/v1/connections/{id}", get(get_one).delete(disconnect))
         .route("/v1/connections/{id}/refresh", post(refresh))
         .route("/v1/connections/authorize", post(authorize))
@@ -137,6 +142,12 @@ pub async fn authorize(
     principal: Principal,
     Json(body): Json<StartAuthorization>,
 ) -> Result<(StatusCode, Json<AuthorizationStarted>), ConnectorError> {
+    if let Some(template) = state.catalog.get(&body.provider)
+        && template.auth_mode == AuthMode::Oauth1a
+    {
+        let started = oauth1_flow::start(&state.connectors, template, &principal.user_id, &body).await?;
+        return Ok((StatusCode::CREATED, Json(started)));
+    }
     if state.catalog.get(&body.provider).is_some() && state.connectors.provider(&body.provider).is_err() {
         return Err(ConnectError::new(
             ErrorCode::NotConfigured,
@@ -146,6 +157,30 @@ pub async fn authorize(
     }
     let started = flows::start(&state.connectors, &principal.user_id, &body).await?;
     Ok((StatusCode::CREATED, Json(started)))
+}
+
+#[utoipa::path(post, path = "/v1/connections", tag = "connectors", security(("bearer" = [])),
+    request_body = SubmitCredential,
+    responses((status = 201, body = ConnectionView, description = "Connected"),
+        (status = 200, body = ConnectionView, description = "The same provider account, connected again: updated"),
+        (status = 404, description = "No such provider"),
+        (status = 409, description = "Not an API-key or basic-auth provider (`wrong_auth_kind`)"),
+        (status = 422, description = "A parameter or field does not match the template, or the provider refused the credential (`invalid_credentials`)"),
+        (status = 502, description = "The provider's identity endpoint failed")))]
+pub async fn submit(
+    State(state): State<AppState>,
+    principal: Principal,
+    context: RequestContext,
+    Json(body): Json<SubmitCredential>,
+) -> Result<(StatusCode, Json<ConnectionView>), ConnectorError> {
+    let template = state
+        .catalog
+        .get(&body.provider)
+        .cloned()
+        .ok_or_else(|| ConnectError::new(ErrorCode::UnknownProvider, "no provider of this name in the catalog"))?;
+    let (row, created) = submit::submit(&state.connectors, &template, &principal.user_id, &body, &context).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ConnectionView::from(&row))))
 }
 
 /// The callback's answer when no return URL is configured.
@@ -161,8 +196,10 @@ pub struct CallbackDone {
 pub async fn callback(
     State(state): State<AppState>,
     context: RequestContext,
-    Query(query): Query<CallbackQuery>,
+    Query(mut query): Query<CallbackQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    query.extra = form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
     let outcome = flows::callback(&state.connectors, &query, &context).await;
     if let Some(return_to) = &outcome.return_to {
         let target = flows::redirect_target(return_to, outcome.provider.as_deref(), &outcome.result);

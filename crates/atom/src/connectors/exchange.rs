@@ -59,7 +59,7 @@ impl std::fmt::Debug for TokenSet {
 }
 
 /// Maps a transport failure to its code; the error's text (which may hold the URL) is not kept.
-fn transport(e: &reqwest::Error, what: &str) -> ConnectError {
+pub(super) fn transport(e: &reqwest::Error, what: &str) -> ConnectError {
     if e.is_timeout() {
         ConnectError::new(ErrorCode::Timeout, format!("the provider's {what} did not answer in time"))
     } else {

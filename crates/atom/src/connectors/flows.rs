@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 use super::error::{ConnectError, ConnectorError, ErrorCode, scrub};
 use super::service::Connectors;
 use super::spec::{AuthSpec, OAuth2Spec};
+use super::identity::Account;
+use super::requests::ClientCredentials;
+use super::tokens::{self, CodeGrant, Exchanged};
 use super::vault::{Credentials, Obtained};
 use super::{apps, endpoints, exchange, par, vault};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
@@ -94,6 +97,16 @@ pub struct CallbackQuery {
     pub error_description: Option<String>,
     /// The authorization server's issuer (RFC 9207).
     pub iss: Option<String>,
+    /// OAuth 1.0a (RFC 5849 §2.2): the request token the user authorized, which finds the
+    /// pending authorization.
+    pub oauth_token: Option<String>,
+    /// OAuth 1.0a: the verifier to exchange with the request token.
+    pub oauth_verifier: Option<String>,
+    /// Every parameter of the redirect, for the values a template keeps from it
+    /// (QuickBooks' `realmId`); filled by the handler from the raw query.
+    #[serde(skip)]
+    #[param(ignore)]
+    pub extra: BTreeMap<String, String>,
 }
 
 /// What the callback did: where to send the browser (when the state named a place), and
@@ -105,7 +118,7 @@ pub struct CallbackOutcome {
     pub result: Result<ConnectionRow, ConnectorError>,
 }
 
-fn state_hash(state: &str) -> String {
+pub(super) fn state_hash(state: &str) -> String {
     format!("{:x}", Sha256::digest(state.as_bytes()))
 }
 
@@ -126,11 +139,14 @@ fn oauth2_spec(spec: &super::spec::ProviderSpec) -> Result<&OAuth2Spec, ConnectE
 
 /// What is secret in a pending authorization.
 #[derive(Serialize, Deserialize)]
-struct PendingSecrets {
-    pkce_verifier: Option<String>,
+pub(super) struct PendingSecrets {
+    pub(super) pkce_verifier: Option<String>,
+    /// OAuth 1.0a: the request token's secret, which signs the access token request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) request_token_secret: Option<String>,
 }
 
-fn secrets_aad<'a>(state_hash: &'a str, user_id: &'a str) -> Aad<'a> {
+pub(super) fn secrets_aad<'a>(state_hash: &'a str, user_id: &'a str) -> Aad<'a> {
     Aad::new("connection_authorizations", "secrets", state_hash, user_id)
 }
 
@@ -145,6 +161,10 @@ pub async fn start(
     let spec = connectors.provider(provider)?;
     let oauth = oauth2_spec(&spec)?;
     let values = endpoints::check_params(oauth, &request.params)?;
+    // Slack asks for user scopes in `user_scope`.
+    let template = connectors.template(provider).ok();
+    let scope_param =
+        template.as_ref().and_then(|t| t.oauth2.as_ref()).map_or("scope", |o| o.scope_param.as_str()).to_owned();
     let app = connectors.app(provider).await?;
     let oauth = connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
@@ -167,7 +187,7 @@ pub async fn start(
         ("state".to_owned(), state.to_string()),
     ];
     if !scopes.is_empty() {
-        pairs.push(("scope".to_owned(), scopes.join(&oauth.scope_separator)));
+        pairs.push((scope_param, scopes.join(&oauth.scope_separator)));
     }
     if let Some(verifier) = &verifier {
         pairs.push(("code_challenge".to_owned(), pkce_challenge(verifier)));
@@ -190,7 +210,7 @@ pub async fn start(
     }
 
     let now = now_ms();
-    let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone() }).unwrap_or_default();
+    let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone(), request_token_secret: None }).unwrap_or_default();
     let sealed = connectors.keyring().encrypt(&secrets_aad(&hash, user_id), &secrets)?;
     let row = AuthorizationRow {
         state_hash: hash.clone(),
@@ -213,6 +233,9 @@ pub async fn start(
 /// Completes an authorization from the provider's redirect. Every outcome that names a user
 /// is audited; the pending state is gone afterwards whatever happened.
 pub async fn callback(connectors: &Connectors, query: &CallbackQuery, context: &RequestContext) -> CallbackOutcome {
+    if query.state.is_none() && query.oauth_token.is_some() {
+        return super::oauth1_flow::callback(connectors, query, context).await;
+    }
     let Some(state) = query.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 512) else {
         let e = ConnectError::new(ErrorCode::InvalidCallback, "the callback carries no state");
         return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
@@ -231,18 +254,29 @@ pub async fn callback(connectors: &Connectors, query: &CallbackQuery, context: &
     let return_to = Some(pending.return_to.clone()).filter(|r| !r.is_empty());
     let result = complete(connectors, query, &pending, context).await;
     if let Err(e) = &result {
-        let code = match e {
-            ConnectorError::Connect(c) => c.code.as_str(),
-            ConnectorError::Api(_) => "internal",
-        };
-        let event =
-            AuditEvent::new(Actor::User(pending.user_id.clone()), "connection.failed", Outcome::Failure, context)
-                .details(serde_json::json!({ "provider": pending.provider, "error": code }));
-        if let Err(e) = audit::record_alone(connectors.db(), event).await {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "connection failure not audited");
-        }
+        audit_failure(connectors, &pending.user_id, &pending.provider, e, context).await;
     }
     CallbackOutcome { return_to, provider: Some(pending.provider.clone()), result }
+}
+
+/// Audits a failed connection of `user_id` under the error's stable code (alone: whatever
+/// else failed, the failure is on record).
+pub(super) async fn audit_failure(
+    connectors: &Connectors,
+    user_id: &str,
+    provider: &str,
+    error: &ConnectorError,
+    context: &RequestContext,
+) {
+    let code = match error {
+        ConnectorError::Connect(c) => c.code.as_str(),
+        ConnectorError::Api(_) => "internal",
+    };
+    let event = AuditEvent::new(Actor::User(user_id.to_owned()), "connection.failed", Outcome::Failure, context)
+        .details(serde_json::json!({ "provider": provider, "error": code }));
+    if let Err(e) = audit::record_alone(connectors.db(), event).await {
+        tracing::warn!(error = %crate::error::ErrorChain(&e), "connection failure not audited");
+    }
 }
 
 async fn complete(
@@ -285,29 +319,62 @@ async fn complete(
     let app = connectors.app(&pending.provider).await?;
     let oauth = &connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
-    let tokens = exchange::exchange_code(
-        connectors.http(),
-        oauth,
-        &app.client,
-        code,
-        &redirect_uri,
-        secrets.pkce_verifier.as_deref(),
-    )
-    .await?;
-    let (account_id, label) = match exchange::identity(connectors.http(), oauth, &tokens.access_token).await? {
-        Some(found) => found,
+    let params: BTreeMap<String, String> = serde_json::from_str(&pending.params).unwrap_or_default();
+    let exchanged = match connectors.template(&pending.provider) {
+        // A catalog provider: its template says how to exchange and read the answer, which
+        // values to keep, what to look up afterwards.
+        Ok(template) => {
+            let client = ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
+            let grant = CodeGrant {
+                code,
+                redirect_uri: &redirect_uri,
+                pkce_verifier: secrets.pkce_verifier.as_deref(),
+                callback_query: &query.extra,
+                params: &params,
+                // The issuer's discovered token endpoint, when the template has an issuer.
+                token_endpoint: oauth.discovery_issuer.is_some().then_some(oauth.token_url.as_str()),
+            };
+            tokens::exchange_code(connectors.http(), &template, &client, &grant).await?
+        }
+        // A provider added beside the catalog (embedders, tests): the spec's fixed shape.
+        Err(_) => {
+            let tokens = exchange::exchange_code(
+                connectors.http(),
+                oauth,
+                &app.client,
+                code,
+                &redirect_uri,
+                secrets.pkce_verifier.as_deref(),
+            )
+            .await?;
+            let account = exchange::identity(connectors.http(), oauth, &tokens.access_token)
+                .await?
+                .map(|(id, label)| Account { id, label });
+            Exchanged {
+                expires_at: tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000))),
+                scopes: tokens.scope.as_deref().map(|s| s.split([' ', ',']).map(str::to_owned).collect()),
+                access_token: tokens.access_token.clone(),
+                refresh_token: tokens.refresh_token.clone(),
+                token_type: tokens.token_type.clone(),
+                account,
+                kept: params.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect(),
+            }
+        }
+    };
+    let (account_id, label) = match &exchanged.account {
+        Some(account) => (account.id.clone(), account.label.clone()),
         None => ("default".to_owned(), spec.display_name.clone()),
     };
-    let scopes: Vec<String> = tokens
-        .scope
-        .as_deref()
-        .unwrap_or(&pending.scopes)
-        .split([' ', ','])
+    let scopes: Vec<String> = exchanged
+        .scopes
+        .clone()
+        .unwrap_or_else(|| vec![pending.scopes.clone()])
+        .iter()
+        // Some providers join granted scopes with commas whatever they were asked with (GitHub).
+        .flat_map(|s| s.split([' ', ',']))
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let params: serde_json::Value = serde_json::from_str(&pending.params).unwrap_or_else(|_| serde_json::json!({}));
-    let expires_at = tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000)));
     let obtained = Obtained {
         user_id: pending.user_id.clone(),
         provider: pending.provider.clone(),
@@ -315,14 +382,15 @@ async fn complete(
         account_id,
         label,
         scopes,
-        params,
+        params: serde_json::Value::Object(exchanged.kept.clone()),
         credentials: Credentials {
-            access_token: Some(tokens.access_token.clone()),
-            refresh_token: tokens.refresh_token.clone(),
-            token_type: tokens.token_type.clone(),
+            access_token: Some(exchanged.access_token.clone()),
+            refresh_token: exchanged.refresh_token.clone(),
+            token_type: exchanged.token_type.clone(),
+            token_secret: None,
             fields: BTreeMap::new(),
         },
-        expires_at,
+        expires_at: exchanged.expires_at,
     };
     let mut tx = connectors.db().begin().await?;
     let (row, created) = vault::store(&mut tx, &connectors.keyring(), &obtained, now).await?;

@@ -20,7 +20,14 @@
 //!   issuer's metadata (RFC 8414 / OIDC discovery) fetched, cached and applied.
 //! - [`par`]: pushed authorization requests (RFC 9126).
 //! - [`flows`]: the OAuth 2.0 authorization URL and callback (PKCE, `iss`, single-use state).
+//! - [`oauth1_flow`]: the OAuth 1.0a three-legged flow (Trello), with the same state guarantees.
 //! - [`exchange`]: the token endpoint, revocation and identity calls, each answer checked.
+//! - [`identity`]: the template's identity endpoint called with a pasted or OAuth 1.0a
+//!   credential: who it belongs to, and proof that it works.
+//! - [`tokens`]: the code exchange read through the template (client authentication, body
+//!   encoding, token pointers, expiry, kept values), then [`lookup`] (Atlassian's cloud id,
+//!   Mailchimp's data centre) and the identity call.
+//! - [`submit`]: connecting an API-key or basic-auth service by submitting its credential.
 //! - [`vault`]: connections and their encrypted credentials; what the API shows of them.
 //! - [`refresh`]: single-flight refresh (in process and across processes), the background
 //!   refresher, `needs_reauth`.
@@ -39,7 +46,10 @@ pub mod endpoints;
 pub mod error;
 pub mod exchange;
 pub mod flows;
+pub mod identity;
+pub mod lookup;
 pub mod oauth1;
+pub mod oauth1_flow;
 pub mod oauth2;
 pub mod par;
 pub mod pattern;
@@ -49,7 +59,9 @@ pub mod requests;
 pub mod routes;
 pub mod service;
 pub mod spec;
+pub mod submit;
 pub mod template;
+pub mod tokens;
 pub mod validate;
 pub mod vault;
 

@@ -23,6 +23,9 @@ pub struct Connectors {
     bus: Bus,
     /// The catalog's providers by name; tests and embedders may add their own.
     providers: std::sync::RwLock<HashMap<String, Arc<ProviderSpec>>>,
+    /// The catalog's templates, for the flows that read them whole (OAuth 1.0a, kept values,
+    /// lookups); empty until [`Connectors::with_catalog`].
+    catalog: Arc<crate::connectors::Catalog>,
     settings: ConnectorsConfig,
     public_url: Option<String>,
     /// One lock per connection being refreshed in this process (see [`super::refresh`]).
@@ -52,6 +55,7 @@ impl Connectors {
             http,
             bus,
             providers: std::sync::RwLock::new(providers.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect()),
+            catalog: Arc::default(),
             settings: config.connectors.clone(),
             public_url: config.public_url.clone(),
             refreshing: std::sync::Mutex::default(),
@@ -61,6 +65,21 @@ impl Connectors {
 
     pub(super) fn metadata_cache(&self) -> &super::endpoints::MetadataCache {
         &self.metadata
+    }
+
+    /// The same, reading `catalog`'s templates.
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: Arc<crate::connectors::Catalog>) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// The catalog template `id`, or `unknown_provider`.
+    pub fn template(&self, id: &str) -> Result<Arc<crate::connectors::Template>, ConnectError> {
+        self.catalog
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ConnectError::new(ErrorCode::UnknownProvider, "no provider of this name in the catalog"))
     }
 
     pub fn db(&self) -> &Db {

@@ -50,6 +50,10 @@ pub struct Template {
     /// A post-exchange step no field can say; it adds the values [`Lookup::provides`] names.
     #[serde(default)]
     pub lookup: Option<Lookup>,
+    /// Where the lookup is sent instead of the provider's documented endpoint (a regional
+    /// host, a proxy, a test server); a template, like the other URLs.
+    #[serde(default)]
+    pub lookup_url: Option<String>,
     /// How the agent's calls reach the service.
     pub api: Api,
     /// An endpoint whose answer names the connected account.

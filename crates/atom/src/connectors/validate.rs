@@ -214,6 +214,11 @@ impl Validator {
                 self.declare("lookup".into(), name, example, Stage::Connected);
             }
         }
+        match (&t.lookup, &t.lookup_url) {
+            (Some(_), Some(url)) => self.url("lookup_url".into(), url, Stage::Token, false),
+            (None, Some(_)) => self.err("lookup_url", "applies only with a lookup"),
+            _ => {}
+        }
         if t.auth_mode.needs_app() {
             self.available.insert("client_id".into(), (EXAMPLE_CLIENT_ID.into(), Stage::Token));
             self.available.insert("access_token".into(), (EXAMPLE_ACCESS_TOKEN.into(), Stage::Api));

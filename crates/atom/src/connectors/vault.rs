@@ -33,6 +33,10 @@ pub struct Credentials {
     pub refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
+    /// An OAuth 1.0a access token's secret (the access token is `access_token`): with the
+    /// consumer secret, it keys each request's HMAC-SHA1 signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
     /// A submitted credential's fields (an API key, a user name and password).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
@@ -43,6 +47,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("token_secret", &self.token_secret.as_ref().map(|_| "[redacted]"))
             .field("fields", &self.fields.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -52,6 +57,7 @@ impl Drop for Credentials {
     fn drop(&mut self) {
         self.access_token.zeroize();
         self.refresh_token.zeroize();
+        self.token_secret.zeroize();
         for value in self.fields.values_mut() {
             value.zeroize();
         }

@@ -31,6 +31,7 @@ use crate::identity;
         crate::connectors::connection_routes::set_app, crate::connectors::connection_routes::get_app, crate::connectors::connection_routes::delete_app,
         crate::connectors::connection_routes::authorize, crate::connectors::connection_routes::callback, crate::connectors::connection_routes::list,
         crate::connectors::connection_routes::get_one, crate::connectors::connection_routes::disconnect, crate::connectors::connection_routes::refresh,
+        crate::connectors::connection_routes::submit,
         crate::connectors::routes::list, crate::connectors::routes::show,
     ),
     components(schemas(Problem, FieldError)),

@@ -6,6 +6,7 @@ mod binary;
 mod common;
 mod identity_support;
 mod oauth_peer;
+mod provider_stub;
 mod proxy;
 mod socket_peer;
 
@@ -27,7 +28,10 @@ mod connectors_endpoints;
 mod connectors_flows;
 mod connectors_keys;
 mod connectors_nodes;
+mod connectors_oauth1;
+mod connectors_quirks;
 mod connectors_refresh;
+mod connectors_submit;
 mod conversations;
 mod conversations_nodes;
 mod conversations_socket;
