@@ -161,10 +161,12 @@ pub async fn start(
     let spec = connectors.provider(provider)?;
     let oauth = oauth2_spec(&spec)?;
     let values = endpoints::check_params(oauth, &request.params)?;
-    // Slack asks for user scopes in `user_scope`.
-    let template = connectors.template(provider).ok();
-    let scope_param =
-        template.as_ref().and_then(|t| t.oauth2.as_ref()).map_or("scope", |o| o.scope_param.as_str()).to_owned();
+    // Slack asks for user scopes under `user_scope`.
+    let scope_param = connectors
+        .template(provider)
+        .ok()
+        .and_then(|t| t.oauth2.as_ref().map(|o| o.scope_param.clone()))
+        .unwrap_or_else(|| "scope".to_owned());
     let app = connectors.app(provider).await?;
     let oauth = connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
@@ -319,7 +321,7 @@ async fn complete(
     let app = connectors.app(&pending.provider).await?;
     let oauth = &connectors.endpoints(oauth, &values, &app.client.client_id).await?;
     let redirect_uri = connectors.callback_url()?;
-    let params: BTreeMap<String, String> = serde_json::from_str(&pending.params).unwrap_or_default();
+    let params = given;
     let exchanged = match connectors.template(&pending.provider) {
         // A catalog provider: its template says how to exchange and read the answer, which
         // values to keep, what to look up afterwards.
@@ -331,8 +333,8 @@ async fn complete(
                 pkce_verifier: secrets.pkce_verifier.as_deref(),
                 callback_query: &query.extra,
                 params: &params,
-                // The issuer's discovered token endpoint, when the template has an issuer.
-                token_endpoint: oauth.discovery_issuer.is_some().then_some(oauth.token_url.as_str()),
+                // Discovered from the issuer (RFC 8414), when the template names one.
+                token_endpoint: template.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str()),
             };
             tokens::exchange_code(connectors.http(), &template, &client, &grant).await?
         }

@@ -63,10 +63,6 @@ impl Connectors {
         })
     }
 
-    pub(super) fn metadata_cache(&self) -> &super::endpoints::MetadataCache {
-        &self.metadata
-    }
-
     /// The same, reading `catalog`'s templates.
     #[must_use]
     pub fn with_catalog(mut self, catalog: Arc<crate::connectors::Catalog>) -> Self {
@@ -80,6 +76,10 @@ impl Connectors {
             .get(id)
             .cloned()
             .ok_or_else(|| ConnectError::new(ErrorCode::UnknownProvider, "no provider of this name in the catalog"))
+    }
+
+    pub(super) fn metadata_cache(&self) -> &super::endpoints::MetadataCache {
+        &self.metadata
     }
 
     pub fn db(&self) -> &Db {

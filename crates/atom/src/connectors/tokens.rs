@@ -136,7 +136,7 @@ pub struct CodeGrant<'a> {
     pub callback_query: &'a std::collections::BTreeMap<String, String>,
     /// The connection parameters given when the flow started.
     pub params: &'a std::collections::BTreeMap<String, String>,
-    /// The token endpoint discovered from the template's `issuer`, used instead of its own.
+    /// The token endpoint discovered from the template's issuer, used instead of its URL.
     pub token_endpoint: Option<&'a str>,
 }
 
@@ -172,15 +172,7 @@ pub async fn exchange_code(
         values.insert_trusted(&name, value.clone());
         kept.insert(name, Value::from(value));
     }
-    let request = super::requests::code_exchange(
-        t,
-        &values,
-        client,
-        grant.code,
-        grant.redirect_uri,
-        grant.pkce_verifier,
-        grant.token_endpoint,
-    )
+    let request = super::requests::code_exchange(t, &values, client, grant.code, grant.redirect_uri, grant.pkce_verifier, grant.token_endpoint)
         .map_err(|e| not_configured(&e))?;
     let (status, retry_after, content_type, body) = send(http, &request, "token endpoint").await?;
     let now = time::OffsetDateTime::now_utc();

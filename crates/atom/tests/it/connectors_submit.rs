@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use atom::connectors::vault::Credentials;
 use atom::storage::connections as sql;
 
-use crate::common::{TestApp, TestDb, TestUser, assert_problem};
+use crate::common::{CapturedLogs, TestApp, TestDb, TestUser, assert_problem};
 use crate::connectors_flows::audit_rows;
 use crate::provider_stub::{Record, Stub};
 
@@ -79,6 +79,10 @@ struct Setup {
 /// The catalog's Telegram and Freshdesk templates with their hosts moved to the stub, as an
 /// operator's `connectors.providers_dir` would.
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+async fn setup_with(extra: &[(&str, &str)]) -> Setup {
     let record = Record::default();
     let router = Router::new()
         .route("/{*rest}", axum::routing::any(dispatch))
@@ -96,7 +100,9 @@ async fn setup() -> Setup {
     std::fs::write(dir.join("telegram.toml"), telegram).expect("write");
     std::fs::write(dir.join("freshdesk.toml"), freshdesk).expect("write");
     let dir = dir.display().to_string();
-    let app = TestApp::spawn_on(db, &[("CONNECTORS_PROVIDERS_DIR", dir.as_str())], Router::new()).await;
+    let mut config = vec![("CONNECTORS_PROVIDERS_DIR", dir.as_str())];
+    config.extend_from_slice(extra);
+    let app = TestApp::spawn_on(db, &config, Router::new()).await;
     Setup { app, stub }
 }
 
@@ -276,4 +282,34 @@ async fn malformed_submissions_are_refused_before_the_provider_is_asked() {
     assert!(stub.seen().is_empty(), "the provider was never asked");
     assert_eq!(count(&app, &user).await, 0);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn no_submitted_credential_appears_in_logs_answers_or_audit_rows() {
+    let (logs, _guard) = CapturedLogs::install();
+    let Setup { app, stub } = setup_with(&[("LOG", "debug")]).await;
+    let user = app.user("user").await;
+    let mut bodies = Vec::new();
+    for body in [
+        json!({ "provider": "telegram", "credentials": { "bot_token": BOT_TOKEN } }),
+        json!({ "provider": "telegram", "credentials": { "bot_token": OTHER_BOT_TOKEN } }),
+        json!({ "provider": "telegram", "credentials": { "bot_token": format!("{BOT_TOKEN} tail") } }),
+        json!({ "provider": "freshdesk", "params": { "domain": "acme" }, "credentials": { "api_key": FRESHDESK_KEY } }),
+        json!({ "provider": "freshdesk", "params": { "domain": "acme" }, "credentials": { "api_key": "WrongKey0123456789" } }),
+    ] {
+        bodies.push(submit(&app, &user, body).await.text().await.expect("text"));
+    }
+    bodies.push(app.get_as(&user.access_token, "/v1/connections").await.text().await.expect("text"));
+    let audit = serde_json::to_string(&audit_rows(&app).await).expect("json");
+    app.stop().await;
+    let logged = logs.text();
+    assert!(!logged.is_empty(), "logs were captured");
+    for secret in [BOT_TOKEN, OTHER_BOT_TOKEN, FRESHDESK_KEY, "WrongKey0123456789", "AAHdqTcvCH1vGWJ", "ZZZdqTcvCH1vGWJ"] {
+        assert!(!logged.contains(secret), "a credential in the logs");
+        assert!(!audit.contains(secret), "a credential in the audit log");
+        for body in &bodies {
+            assert!(!body.contains(secret), "a credential in an answer: {body}");
+        }
+    }
+    stub.assert_no_violations();
 }
