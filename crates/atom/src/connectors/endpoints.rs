@@ -139,7 +139,8 @@ impl Connectors {
                 continue;
             }
             let Ok(metadata) = response.json::<Metadata>().await else {
-                last = ConnectError::new(ErrorCode::InvalidResponse, "the provider's metadata is not the JSON expected");
+                last =
+                    ConnectError::new(ErrorCode::InvalidResponse, "the provider's metadata is not the JSON expected");
                 continue;
             };
             if metadata.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {

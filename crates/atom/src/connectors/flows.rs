@@ -16,10 +16,10 @@ use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
 use super::error::{ConnectError, ConnectorError, ErrorCode, scrub};
-use super::service::Connectors;
-use super::spec::{AuthSpec, OAuth2Spec};
 use super::identity::Account;
 use super::requests::ClientCredentials;
+use super::service::Connectors;
+use super::spec::{AuthSpec, OAuth2Spec};
 use super::tokens::{self, CodeGrant, Exchanged};
 use super::vault::{Credentials, Obtained};
 use super::{apps, endpoints, exchange, par, vault};
@@ -212,7 +212,8 @@ pub async fn start(
     }
 
     let now = now_ms();
-    let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone(), request_token_secret: None }).unwrap_or_default();
+    let secrets = serde_json::to_vec(&PendingSecrets { pkce_verifier: verifier.clone(), request_token_secret: None })
+        .unwrap_or_default();
     let sealed = connectors.keyring().encrypt(&secrets_aad(&hash, user_id), &secrets)?;
     let row = AuthorizationRow {
         state_hash: hash.clone(),
@@ -334,7 +335,11 @@ async fn complete(
                 callback_query: &query.extra,
                 params: &params,
                 // Discovered from the issuer (RFC 8414), when the template names one.
-                token_endpoint: template.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str()),
+                token_endpoint: template
+                    .oauth2
+                    .as_ref()
+                    .and_then(|o| o.issuer.as_ref())
+                    .map(|_| oauth.token_url.as_str()),
             };
             tokens::exchange_code(connectors.http(), &template, &client, &grant).await?
         }

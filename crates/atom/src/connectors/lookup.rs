@@ -73,7 +73,9 @@ pub fn read(lookup: Lookup, status: u16, body: &[u8]) -> Result<BTreeMap<String,
     match status {
         200..=299 => {}
         429 => return Err(ConnectError::new(ErrorCode::RateLimited, "the provider asked to slow down")),
-        500..=599 => return Err(ConnectError::new(ErrorCode::ProviderUnavailable, format!("the {what} answered {status}"))),
+        500..=599 => {
+            return Err(ConnectError::new(ErrorCode::ProviderUnavailable, format!("the {what} answered {status}")));
+        }
         _ => return Err(ConnectError::new(ErrorCode::ProviderError, format!("the {what} answered {status}"))),
     }
     let json: Value = serde_json::from_slice(body).map_err(|_| {
@@ -91,10 +93,12 @@ pub fn read(lookup: Lookup, status: u16, body: &[u8]) -> Result<BTreeMap<String,
     let mut found = BTreeMap::new();
     for (name, pattern, _) in lookup.provides() {
         let Some((_, pointer)) = pointers.iter().find(|(n, _)| n == name) else { continue };
-        let value = json.pointer(pointer).and_then(Value::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
-            ConnectError::new(ErrorCode::MissingField, format!("the {what}'s answer has no {name}"))
-        })?;
-        let pattern = Pattern::new(pattern).map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "a lookup pattern"))?;
+        let value =
+            json.pointer(pointer).and_then(Value::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConnectError::new(ErrorCode::MissingField, format!("the {what}'s answer has no {name}"))
+            })?;
+        let pattern =
+            Pattern::new(pattern).map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "a lookup pattern"))?;
         if !pattern.is_match(value) {
             return Err(ConnectError::new(
                 ErrorCode::InvalidResponse,

@@ -80,7 +80,10 @@ async fn signed_post(
         200..=299 => {}
         429 => return Err(ConnectError::new(ErrorCode::RateLimited, "the provider asked to slow down")),
         500..=599 => {
-            return Err(ConnectError::new(ErrorCode::ProviderUnavailable, format!("the provider's {what} answered {status}")));
+            return Err(ConnectError::new(
+                ErrorCode::ProviderUnavailable,
+                format!("the provider's {what} answered {status}"),
+            ));
         }
         _ => {
             // Trello answers a refused signature or verifier with a line of text.
@@ -135,7 +138,14 @@ pub async fn start(
         token_secret: "",
     };
     let request_url = url(&values, &o.request_token_url, "oauth1.request_token_url")?;
-    let answer = signed_post(connectors.http(), &request_url, &signer, &[("oauth_callback", &callback)], "request token endpoint").await?;
+    let answer = signed_post(
+        connectors.http(),
+        &request_url,
+        &signer,
+        &[("oauth_callback", &callback)],
+        "request token endpoint",
+    )
+    .await?;
     // §2.1: the server confirms it took the callback; without it the flow cannot complete.
     if answer.get("oauth_callback_confirmed").map(String::as_str) != Some("true") {
         return Err(ConnectError::new(ErrorCode::InvalidResponse, "the provider did not confirm the callback").into());
@@ -169,7 +179,10 @@ pub async fn start(
         query.append_pair("oauth_token", &token);
         for (name, value) in &o.authorization_params {
             let value = values.substitute(value).map_err(|_| {
-                ConnectError::new(ErrorCode::NotConfigured, "the template's oauth1.authorization_params cannot be filled")
+                ConnectError::new(
+                    ErrorCode::NotConfigured,
+                    "the template's oauth1.authorization_params cannot be filled",
+                )
             })?;
             query.append_pair(name, &value);
         }
@@ -256,7 +269,8 @@ async fn complete(
     };
     let account = identity::identify(connectors.http(), &t, &values, CallAuth::OAuth1(signer)).await?;
     let (account_id, label) = account.map_or_else(|| ("default".to_owned(), t.name.clone()), |a| (a.id, a.label));
-    let scope = o.authorization_params.get("scope").map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let scope =
+        o.authorization_params.get("scope").map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default();
     let obtained = Obtained {
         user_id: pending.user_id.clone(),
         provider: pending.provider.clone(),

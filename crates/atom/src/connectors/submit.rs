@@ -68,9 +68,7 @@ impl Validate for SubmitCredential {
         if self.params.len() > 20 || self.params.iter().any(|(k, v)| bad(k, v)) {
             errors.push(FieldError::new("params", "at most 20 entries of printable names and values"));
         }
-        if self.credentials.is_empty()
-            || self.credentials.len() > 20
-            || self.credentials.iter().any(|(k, v)| bad(k, v))
+        if self.credentials.is_empty() || self.credentials.len() > 20 || self.credentials.iter().any(|(k, v)| bad(k, v))
         {
             errors.push(FieldError::new("credentials", "1 to 20 entries of printable names and values"));
         }
@@ -99,7 +97,10 @@ pub fn check(t: &Template, request: &SubmitCredential) -> Result<Values, ApiErro
         match request.credentials.get(&field.name) {
             None => errors.push(FieldError::new(path, "is required")),
             Some(v) if !field.pattern.is_match(v) => {
-                errors.push(FieldError::new(path, format!("does not have the form this provider issues ({})", field.label)));
+                errors.push(FieldError::new(
+                    path,
+                    format!("does not have the form this provider issues ({})", field.label),
+                ));
             }
             Some(v) if field.secret => values.insert_secret(&field.name, secrecy::SecretString::from(v.clone())),
             Some(v) => values.insert_trusted(&field.name, v.clone()),

@@ -122,7 +122,10 @@ pub struct Exchanged {
 
 impl std::fmt::Debug for Exchanged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exchanged").field("expires_at", &self.expires_at).field("kept", &self.kept).finish_non_exhaustive()
+        f.debug_struct("Exchanged")
+            .field("expires_at", &self.expires_at)
+            .field("kept", &self.kept)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,7 +159,10 @@ pub async fn exchange_code(
     let not_configured = |e: &dyn std::fmt::Display| ConnectError::new(ErrorCode::NotConfigured, e.to_string());
     let mut values = Values::from_params(t, grant.params).map_err(|errors| {
         let names: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        ConnectError::new(ErrorCode::InvalidCallback, format!("the connection parameters do not fit: {}", names.join(", ")))
+        ConnectError::new(
+            ErrorCode::InvalidCallback,
+            format!("the connection parameters do not fit: {}", names.join(", ")),
+        )
     })?;
     let mut kept = serde_json::Map::new();
     for p in &t.params {
@@ -172,8 +178,16 @@ pub async fn exchange_code(
         values.insert_trusted(&name, value.clone());
         kept.insert(name, Value::from(value));
     }
-    let request = super::requests::code_exchange(t, &values, client, grant.code, grant.redirect_uri, grant.pkce_verifier, grant.token_endpoint)
-        .map_err(|e| not_configured(&e))?;
+    let request = super::requests::code_exchange(
+        t,
+        &values,
+        client,
+        grant.code,
+        grant.redirect_uri,
+        grant.pkce_verifier,
+        grant.token_endpoint,
+    )
+    .map_err(|e| not_configured(&e))?;
     let (status, retry_after, content_type, body) = send(http, &request, "token endpoint").await?;
     let now = time::OffsetDateTime::now_utc();
     let tokens = read(t, status, retry_after, content_type.as_deref(), &body, now)?;
@@ -195,7 +209,9 @@ pub async fn exchange_code(
         access_token,
         refresh_token: tokens.refresh_token.as_ref().map(|r| r.expose_secret().to_owned()),
         token_type,
-        expires_at: tokens.expires_at.map(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)),
+        expires_at: tokens
+            .expires_at
+            .map(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)),
         scopes: tokens.scopes,
         account,
         kept,

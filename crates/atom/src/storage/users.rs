@@ -120,12 +120,12 @@ pub async fn set_disabled(tx: &mut Tx, id: &str, disabled_at: Option<i64>, now: 
             "UPDATE users SET disabled_at = $2, updated_at = $3, tokens_valid_after = $3 \
              WHERE id = $1 AND deleted_at IS NULL",
         )
-            .bind(id)
-            .bind(disabled_at)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
+        .bind(id)
+        .bind(disabled_at)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
     })
 }
 

@@ -84,7 +84,11 @@ async fn a_user_deletes_their_account_and_every_connection_is_revoked_at_the_pro
     let admin = app.user("admin").await;
     let listed: Value = app.get_as(&admin.access_token, "/v1/admin/users?limit=200").await.json().await.expect("json");
     assert!(
-        listed["users"].as_array().expect("users").iter().all(|u| u["id"] != user.id.as_str() && u["email"] != user.email.as_str()),
+        listed["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .all(|u| u["id"] != user.id.as_str() && u["email"] != user.email.as_str()),
         "not listed: {listed}"
     );
 
@@ -96,8 +100,9 @@ async fn a_user_deletes_their_account_and_every_connection_is_revoked_at_the_pro
     assert!(kept.is_some(), "the shared conversation stays");
     drop(tx);
     let members = atom::storage::conversations::member_ids(&app.state.db, &shared_id).await.expect("query");
-    assert_eq!(members, [friend.id.clone()], "the user is no longer a member");
-    let view: Value = app.get_as(&friend.access_token, &format!("/v1/conversations/{shared_id}")).await.json().await.expect("json");
+    assert_eq!(members, std::slice::from_ref(&friend.id), "the user is no longer a member");
+    let view: Value =
+        app.get_as(&friend.access_token, &format!("/v1/conversations/{shared_id}")).await.json().await.expect("json");
     let text = view.to_string();
     assert!(!text.contains(&user.email), "no trace of the email: {text}");
     let messages: Value = app
@@ -159,10 +164,8 @@ async fn an_admin_deletes_an_account_even_when_the_provider_is_down() {
     assert_problem(enable, 404).await;
 
     let audit = audit_rows(&app).await;
-    let connection = audit
-        .iter()
-        .find(|r| r["action"] == "connection.deleted" && r["target"] == id.as_str())
-        .expect("audited");
+    let connection =
+        audit.iter().find(|r| r["action"] == "connection.deleted" && r["target"] == id.as_str()).expect("audited");
     assert_eq!(connection["details"]["revoked"], false);
     assert!(connection["details"]["revocation_error"].as_str().is_some_and(|e| e.starts_with("provider_unavailable")));
     app.stop().await;

@@ -93,8 +93,12 @@ async fn an_issuer_template_discovers_its_endpoints_and_pushes_its_request_when_
     let user = app.user("user").await;
 
     let url = authorization_url(
-        authorize(&app, &user.access_token, json!({ "provider": "peer-discovered", "return_to": oauth_peer::RETURN_URL }))
-            .await,
+        authorize(
+            &app,
+            &user.access_token,
+            json!({ "provider": "peer-discovered", "return_to": oauth_peer::RETURN_URL }),
+        )
+        .await,
     )
     .await;
     assert!(url.starts_with(&format!("{}/auth?", peer.issuer)), "the discovered authorization endpoint: {url}");
@@ -116,8 +120,12 @@ async fn an_issuer_template_discovers_its_endpoints_and_pushes_its_request_when_
 
     // A second authorization uses the cached metadata.
     let again = authorization_url(
-        authorize(&app, &user.access_token, json!({ "provider": "peer-discovered", "return_to": oauth_peer::RETURN_URL }))
-            .await,
+        authorize(
+            &app,
+            &user.access_token,
+            json!({ "provider": "peer-discovered", "return_to": oauth_peer::RETURN_URL }),
+        )
+        .await,
     )
     .await;
     assert!(query(&again).contains_key("request_uri"));
@@ -139,8 +147,12 @@ async fn a_server_without_par_is_sent_the_request_in_the_url() {
     oauth_peer::set_app(&app, "peer-discovered", oauth_peer::BASIC_CLIENT).await;
     let user = app.user("user").await;
     let url = authorization_url(
-        authorize(&app, &user.access_token, json!({ "provider": "peer-discovered", "return_to": oauth_peer::RETURN_URL }))
-            .await,
+        authorize(
+            &app,
+            &user.access_token,
+            json!({ "provider": "peer-discovered", "return_to": oauth_peer::RETURN_URL }),
+        )
+        .await,
     )
     .await;
     let q = query(&url);
@@ -216,7 +228,8 @@ async fn a_connection_parameter_fills_the_urls_at_every_step_and_a_bad_one_is_re
         )
         .await;
         let problem = assert_problem(response, 422).await;
-        let fields: Vec<&str> = problem["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+        let fields: Vec<&str> =
+            problem["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
         assert!(fields.contains(&field), "{params} names {field}: {problem}");
     }
     assert_eq!(peer.stats().await["tenant_log"], json!([]), "no bad value reached the provider");
@@ -234,7 +247,8 @@ async fn a_connection_parameter_fills_the_urls_at_every_step_and_a_bad_one_is_re
     let landed = landing(deliver(&app, &consent(&url, "allow", "alice").await).await).await;
     let id = landed.get("connection_id").cloned().unwrap_or_else(|| panic!("connected: {landed:?}"));
 
-    let view: Value = app.get_as(&user.access_token, &format!("/v1/connections/{id}")).await.json().await.expect("json");
+    let view: Value =
+        app.get_as(&user.access_token, &format!("/v1/connections/{id}")).await.json().await.expect("json");
     assert_eq!(view["label"], "alice@peer.test", "the identity URL filled too: {view}");
 
     let response = app
@@ -246,7 +260,8 @@ async fn a_connection_parameter_fills_the_urls_at_every_step_and_a_bad_one_is_re
         .expect("sent");
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
     let stats = peer.stats().await;
-    let grants: Vec<&str> = stats["token_log"].as_array().expect("log").iter().filter_map(|t| t["grant_type"].as_str()).collect();
+    let grants: Vec<&str> =
+        stats["token_log"].as_array().expect("log").iter().filter_map(|t| t["grant_type"].as_str()).collect();
     assert_eq!(grants, ["authorization_code", "refresh_token"], "{stats}");
 
     let body = disconnect(&app, &user.access_token, &id).await;
@@ -321,8 +336,11 @@ async fn a_provider_revocation_call_is_sent_as_the_template_declares_it() {
     let seen: Seen = Arc::default();
     let expected = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", oauth_peer::POST_CLIENT.0, oauth_peer::POST_CLIENT.1))
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            oauth_peer::POST_CLIENT.0,
+            oauth_peer::POST_CLIENT.1
+        ))
     );
     let seen_elsewhere = Arc::clone(&seen);
     let stub = axum::Router::new()

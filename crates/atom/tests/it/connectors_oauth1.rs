@@ -112,7 +112,10 @@ fn verify(stub: &Trello, seen: &Seen, token_secret: &str) -> Result<BTreeMap<Str
         pairs.extend(seen.form().iter().map(|(k, v)| (pct(k), pct(v))));
     }
     pairs.extend(
-        oauth.iter().filter(|(k, _)| k.as_str() != "oauth_signature" && k.as_str() != "realm").map(|(k, v)| (pct(k), pct(v))),
+        oauth
+            .iter()
+            .filter(|(k, _)| k.as_str() != "oauth_signature" && k.as_str() != "realm")
+            .map(|(k, v)| (pct(k), pct(v))),
     );
     pairs.sort();
     let normalized = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
@@ -284,7 +287,10 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap_or_default());
     let started: Value = response.json().await.expect("json");
     let authorization_url = started["authorization_url"].as_str().expect("url");
-    assert!(authorization_url.starts_with(&format!("{}/1/OAuthAuthorizeToken?oauth_token=req", stub.url())), "{authorization_url}");
+    assert!(
+        authorization_url.starts_with(&format!("{}/1/OAuthAuthorizeToken?oauth_token=req", stub.url())),
+        "{authorization_url}"
+    );
     let request = &stub.seen()[0];
     let oauth = oauth_params(request).expect("signed");
     assert_eq!(oauth["oauth_callback"], oauth_peer::CALLBACK, "the one callback URL");
@@ -323,7 +329,13 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
     assert_eq!(landed["connection_id"], id);
     assert_eq!(connections(&app, &user).await.len(), 1);
 
-    let response = app.client.delete(app.url(&format!("/v1/connections/{id}"))).bearer_auth(&user.access_token).send().await.expect("sent");
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/connections/{id}")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 200);
     assert!(connections(&app, &user).await.is_empty());
 

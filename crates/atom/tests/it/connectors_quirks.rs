@@ -73,6 +73,7 @@ fn unreserved(s: &str) -> bool {
 }
 
 /// Checks a code exchange as `provider`'s token endpoint does; its parameters, or the refusal.
+#[allow(clippy::result_large_err)] // a test stub: the refusal is the response it sends
 fn check_token(
     q: &Quirks,
     seen: &Seen,
@@ -112,9 +113,13 @@ fn check_token(
     }
     match (pkce, get("code_verifier")) {
         (true, Some(verifier)) => {
-            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+            let challenge =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
             let expected = q.challenges.lock().expect("lock").get(provider).cloned();
-            if !(43..=128).contains(&verifier.len()) || !unreserved(verifier) || expected.as_deref() != Some(challenge.as_str()) {
+            if !(43..=128).contains(&verifier.len())
+                || !unreserved(verifier)
+                || expected.as_deref() != Some(challenge.as_str())
+            {
                 problems.push("a code_verifier that does not match the S256 challenge".into());
             }
         }
@@ -187,7 +192,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if !bearer_is(&q, &seen, "slack", "Bearer", SLACK_USER_TOKEN) {
                 return ok(json!({ "ok": false, "error": "invalid_auth" }));
             }
-            ok(json!({ "ok": true, "url": "https://softball.slack.com/", "team": "Slack Softball Team", "user": "grace", "team_id": "T9TK3CUKW", "user_id": "U1234567890" }))
+            ok(
+                json!({ "ok": true, "url": "https://softball.slack.com/", "team": "Slack Softball Team", "user": "grace", "team_id": "T9TK3CUKW", "user_id": "U1234567890" }),
+            )
         }
         "/notion/v1/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "notion", ClientAuth::Basic, false) {
@@ -206,14 +213,19 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if !bearer_is(&q, &seen, "notion", "Bearer", NOTION_TOKEN) {
                 return unauthorized();
             }
-            ok(json!({ "object": "user", "id": "b0b0b0b0-0000-4000-8000-000000000001", "type": "bot", "name": "Atom at Acme Notes" }))
+            ok(
+                json!({ "object": "user", "id": "b0b0b0b0-0000-4000-8000-000000000001", "type": "bot", "name": "Atom at Acme Notes" }),
+            )
         }
         "/salesforce/services/oauth2/token" => {
             if let Err(refusal) = check_token(&q, &seen, "salesforce", ClientAuth::Form, true) {
                 return refusal;
             }
-            let instance =
-                if q.mode("salesforce").as_deref() == Some("bad_instance") { "https://evil.example.com" } else { "https://acme.my.salesforce.com" };
+            let instance = if q.mode("salesforce").as_deref() == Some("bad_instance") {
+                "https://evil.example.com"
+            } else {
+                "https://acme.my.salesforce.com"
+            };
             ok(json!({
                 "access_token": SALESFORCE_TOKEN, "refresh_token": "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJ",
                 "signature": "CMJ4l+CCaPQiKjoOEwEig9H4wqhpuLSk4J2urAe+fVg=", "scope": "refresh_token api",
@@ -268,7 +280,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if q.mode("mailchimp").as_deref() == Some("metadata_down") {
                 return (StatusCode::SERVICE_UNAVAILABLE, "<html>down</html>").into_response();
             }
-            ok(json!({ "dc": "us6", "role": "owner", "accountname": "Acme", "user_id": 123, "login_url": "https://login.mailchimp.com", "api_endpoint": "https://us6.api.mailchimp.com" }))
+            ok(
+                json!({ "dc": "us6", "role": "owner", "accountname": "Acme", "user_id": 123, "login_url": "https://login.mailchimp.com", "api_endpoint": "https://us6.api.mailchimp.com" }),
+            )
         }
         "/mailchimp/mc/us6/3.0/" => {
             if !bearer_is(&q, &seen, "mailchimp", "OAuth", MAILCHIMP_TOKEN) {
@@ -280,7 +294,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if let Err(refusal) = check_token(&q, &seen, "jira", ClientAuth::Json, false) {
                 return refusal;
             }
-            ok(json!({ "access_token": JIRA_TOKEN, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-0123", "token_type": "Bearer" }))
+            ok(
+                json!({ "access_token": JIRA_TOKEN, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-0123", "token_type": "Bearer" }),
+            )
         }
         "/atlassian/oauth/token/accessible-resources" => {
             if !bearer_is(&q, &seen, "jira", "Bearer", JIRA_TOKEN) {
@@ -289,7 +305,9 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if q.mode("jira").as_deref() == Some("no_sites") {
                 return ok(json!([]));
             }
-            ok(json!([{ "id": CLOUD_ID, "url": "https://acme.atlassian.net", "name": "acme", "scopes": ["read:jira-work"], "avatarUrl": "https://site-admin-avatar-cdn.prod.public.atl-paas.net/avatars/240/flag.png" }]))
+            ok(
+                json!([{ "id": CLOUD_ID, "url": "https://acme.atlassian.net", "name": "acme", "scopes": ["read:jira-work"], "avatarUrl": "https://site-admin-avatar-cdn.prod.public.atl-paas.net/avatars/240/flag.png" }]),
+            )
         }
         "/atlassian/me" => {
             if !bearer_is(&q, &seen, "jira", "Bearer", JIRA_TOKEN) {
@@ -328,7 +346,8 @@ fn templates(base: &str) -> Vec<(&'static str, String)> {
     // Salesforce's identity endpoint lives at the instance URL (a real salesforce.com host,
     // as its pattern demands), so the test leaves it out; the label is then the service's name.
     let salesforce = drop_table(
-        &include_str!("../../../../providers/salesforce.toml").replace("https://{domain}.salesforce.com", &s("/salesforce")),
+        &include_str!("../../../../providers/salesforce.toml")
+            .replace("https://{domain}.salesforce.com", &s("/salesforce")),
         "[identity]",
     );
     let quickbooks = include_str!("../../../../providers/quickbooks.toml")
@@ -367,7 +386,8 @@ fn templates(base: &str) -> Vec<(&'static str, String)> {
     ];
     for (id, text) in &all {
         for line in text.lines().filter(|l| l.contains("https://") && !l.trim_start().starts_with('#')) {
-            let moved = ["docs", "  \"", "pattern", "example", "description", "label"].iter().any(|p| line.starts_with(p));
+            let moved =
+                ["docs", "  \"", "pattern", "example", "description", "label"].iter().any(|p| line.starts_with(p));
             assert!(moved, "{id}: a URL left unmoved: {line}");
         }
     }

@@ -24,7 +24,13 @@ const OTHER_BOT_TOKEN: &str = "123456789:ZZZdqTcvCH1vGWJxfSeofSAs0K5PALDzzz";
 const FRESHDESK_KEY: &str = "Fd0123456789abcdefKEY";
 
 /// Telegram's Bot API: `GET /bot<token>/getMe`; a token it did not issue is a 401.
-async fn telegram(State(record): State<Record>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn telegram(
+    State(record): State<Record>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let seen = record.seen(method, &uri, headers, body);
     if seen.method != Method::GET {
         record.violation(format!("getMe by {}", seen.method));
@@ -35,7 +41,9 @@ async fn telegram(State(record): State<Record>, method: Method, uri: Uri, header
     match seen.path.as_str() {
         p if p == format!("/bot{BOT_TOKEN}/getMe") => (
             StatusCode::OK,
-            axum::Json(json!({ "ok": true, "result": { "id": 7001, "is_bot": true, "first_name": "Atom", "username": "atom_test_bot" } })),
+            axum::Json(
+                json!({ "ok": true, "result": { "id": 7001, "is_bot": true, "first_name": "Atom", "username": "atom_test_bot" } }),
+            ),
         ),
         p if p.starts_with("/bot") && p.ends_with("/getMe") => (
             StatusCode::UNAUTHORIZED,
@@ -50,7 +58,13 @@ async fn telegram(State(record): State<Record>, method: Method, uri: Uri, header
 
 /// Freshdesk: `GET /api/v2/agents/me` at the helpdesk's domain (here a path prefix), HTTP
 /// Basic with the API key as the user name and `X` as the password.
-async fn freshdesk(State(record): State<Record>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn freshdesk(
+    State(record): State<Record>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let seen = record.seen(method, &uri, headers, body);
     if seen.method != Method::GET || seen.path != "/acme/api/v2/agents/me" {
         record.violation(format!("unexpected {} {}", seen.method, seen.path));
@@ -62,7 +76,9 @@ async fn freshdesk(State(record): State<Record>, method: Method, uri: Uri, heade
         ),
         Some(_) => (
             StatusCode::UNAUTHORIZED,
-            axum::Json(json!({ "code": "invalid_credentials", "message": "You have to be logged in to perform this action." })),
+            axum::Json(
+                json!({ "code": "invalid_credentials", "message": "You have to be logged in to perform this action." }),
+            ),
         ),
         None => {
             record.violation("no HTTP Basic credentials");
@@ -84,9 +100,7 @@ async fn setup() -> Setup {
 
 async fn setup_with(extra: &[(&str, &str)]) -> Setup {
     let record = Record::default();
-    let router = Router::new()
-        .route("/{*rest}", axum::routing::any(dispatch))
-        .with_state(record.clone());
+    let router = Router::new().route("/{*rest}", axum::routing::any(dispatch)).with_state(record.clone());
     let stub = Stub::start(router, record).await;
     let db = TestDb::new().await;
     let dir = db.dir.path().join("providers");
@@ -107,7 +121,13 @@ async fn setup_with(extra: &[(&str, &str)]) -> Setup {
 }
 
 /// Routes `/telegram/…` and `/freshdesk/…` to their handlers, with the prefix removed.
-async fn dispatch(state: State<Record>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn dispatch(
+    state: State<Record>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let path = uri.path();
     let rest = |prefix: &str| -> Uri {
         let stripped = &path[prefix.len()..];
@@ -141,7 +161,8 @@ async fn a_bot_token_is_proven_at_the_identity_endpoint_then_stored_encrypted() 
     let Setup { app, stub } = setup().await;
     let user = app.user("user").await;
 
-    let response = submit(&app, &user, json!({ "provider": "telegram", "credentials": { "bot_token": BOT_TOKEN } })).await;
+    let response =
+        submit(&app, &user, json!({ "provider": "telegram", "credentials": { "bot_token": BOT_TOKEN } })).await;
     assert_eq!(response.status(), 201);
     let text = response.text().await.expect("body");
     assert!(!text.contains(BOT_TOKEN) && !text.contains("AAHdqTcvCH1vGWJ"), "the token is never shown: {text}");
@@ -171,7 +192,13 @@ async fn a_bot_token_is_proven_at_the_identity_endpoint_then_stored_encrypted() 
     assert_eq!(count(&app, &user).await, 1);
 
     // Disconnecting deletes it (Telegram has nothing to revoke).
-    let response = app.client.delete(app.url(&format!("/v1/connections/{id}"))).bearer_auth(&user.access_token).send().await.expect("sent");
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/connections/{id}")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 200);
     assert_eq!(count(&app, &user).await, 0);
 
@@ -190,7 +217,8 @@ async fn a_key_the_provider_refuses_is_invalid_credentials_and_nothing_is_stored
     let Setup { app, stub } = setup().await;
     let user = app.user("user").await;
 
-    let response = submit(&app, &user, json!({ "provider": "telegram", "credentials": { "bot_token": OTHER_BOT_TOKEN } })).await;
+    let response =
+        submit(&app, &user, json!({ "provider": "telegram", "credentials": { "bot_token": OTHER_BOT_TOKEN } })).await;
     let body = assert_problem(response, 422).await;
     assert_eq!(body["code"], "invalid_credentials");
     assert!(!body.to_string().contains(OTHER_BOT_TOKEN) && !body.to_string().contains("ZZZdqTcv"), "{body}");
@@ -244,9 +272,17 @@ async fn malformed_submissions_are_refused_before_the_provider_is_asked() {
     let user = app.user("user").await;
     let cases = [
         // Not the shape of a bot token: the value is never echoed.
-        (json!({ "provider": "telegram", "credentials": { "bot_token": "not-a-token secret-part" } }), 422, "credentials.bot_token"),
+        (
+            json!({ "provider": "telegram", "credentials": { "bot_token": "not-a-token secret-part" } }),
+            422,
+            "credentials.bot_token",
+        ),
         (json!({ "provider": "telegram", "credentials": {} }), 422, "credentials"),
-        (json!({ "provider": "telegram", "credentials": { "bot_token": BOT_TOKEN, "extra": "x" } }), 422, "credentials.extra"),
+        (
+            json!({ "provider": "telegram", "credentials": { "bot_token": BOT_TOKEN, "extra": "x" } }),
+            422,
+            "credentials.extra",
+        ),
         // A domain that would change the host is refused by its pattern.
         (
             json!({ "provider": "freshdesk", "params": { "domain": "evil.example.com/x" }, "credentials": { "api_key": FRESHDESK_KEY } }),
@@ -257,15 +293,22 @@ async fn malformed_submissions_are_refused_before_the_provider_is_asked() {
     ];
     for (body, status, field) in cases {
         let problem = assert_problem(submit(&app, &user, body.clone()).await, status).await;
-        let fields: Vec<&str> = problem["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+        let fields: Vec<&str> =
+            problem["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
         assert!(fields.contains(&field), "{body} names {field}: {problem}");
         assert!(!problem.to_string().contains("secret-part"), "{problem}");
     }
 
     // An OAuth provider is connected by authorization, an unknown one is a 404.
-    let problem = assert_problem(submit(&app, &user, json!({ "provider": "github", "credentials": { "token": "x" } })).await, 409).await;
+    let problem = assert_problem(
+        submit(&app, &user, json!({ "provider": "github", "credentials": { "token": "x" } })).await,
+        409,
+    )
+    .await;
     assert_eq!(problem["code"], "wrong_auth_kind");
-    let problem = assert_problem(submit(&app, &user, json!({ "provider": "nope", "credentials": { "k": "v" } })).await, 404).await;
+    let problem =
+        assert_problem(submit(&app, &user, json!({ "provider": "nope", "credentials": { "k": "v" } })).await, 404)
+            .await;
     assert_eq!(problem["code"], "unknown_provider");
 
     // An API-key provider is not started as an authorization either.
@@ -304,7 +347,9 @@ async fn no_submitted_credential_appears_in_logs_answers_or_audit_rows() {
     app.stop().await;
     let logged = logs.text();
     assert!(!logged.is_empty(), "logs were captured");
-    for secret in [BOT_TOKEN, OTHER_BOT_TOKEN, FRESHDESK_KEY, "WrongKey0123456789", "AAHdqTcvCH1vGWJ", "ZZZdqTcvCH1vGWJ"] {
+    for secret in
+        [BOT_TOKEN, OTHER_BOT_TOKEN, FRESHDESK_KEY, "WrongKey0123456789", "AAHdqTcvCH1vGWJ", "ZZZdqTcvCH1vGWJ"]
+    {
         assert!(!logged.contains(secret), "a credential in the logs");
         assert!(!audit.contains(secret), "a credential in the audit log");
         for body in &bodies {

@@ -10,8 +10,8 @@ mod provider_stub;
 mod proxy;
 mod socket_peer;
 
-mod audit_log;
 mod accounts_deletion;
+mod audit_log;
 mod auth_accounts;
 mod auth_api_keys;
 mod auth_authorization;

@@ -48,8 +48,7 @@ impl OAuthPeer {
     /// Starts the server; the code exchange's access token lives `first_access_ttl_secs`,
     /// refreshed ones `access_ttl_secs`.
     pub async fn start_with(first_access_ttl_secs: u64, access_ttl_secs: u64) -> Self {
-        Self::start_options(json!({ "access_ttl": access_ttl_secs, "first_access_ttl": first_access_ttl_secs }))
-            .await
+        Self::start_options(json!({ "access_ttl": access_ttl_secs, "first_access_ttl": first_access_ttl_secs })).await
     }
 
     /// Starts the server with `options` (see `oauth-server.mjs`: `require_par`, the TTLs).

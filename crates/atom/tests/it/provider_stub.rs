@@ -59,7 +59,8 @@ pub struct Record {
 impl Record {
     /// Records the request; the returned copy is the handler's to check.
     pub fn seen(&self, method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> Seen {
-        let query = uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let query =
+            uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
         let seen = Seen { method, path: uri.path().to_owned(), query, headers, body };
         self.seen.lock().expect("lock").push(seen.clone());
         seen

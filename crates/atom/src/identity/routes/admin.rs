@@ -128,13 +128,13 @@ pub(super) async fn delete_account(
         return Err(ApiError::NotFound);
     }
     let not_revoked = revoked.iter().filter(|(_, failure)| failure.is_some()).count();
-    let event = AuditEvent::new(actor, "account.deleted", Outcome::Success, context)
-        .target(id.to_owned())
-        .details(serde_json::json!({
+    let event = AuditEvent::new(actor, "account.deleted", Outcome::Success, context).target(id.to_owned()).details(
+        serde_json::json!({
             "role": user.role,
             "connections_deleted": revoked.len(),
             "connections_not_revoked": not_revoked,
-        }));
+        }),
+    );
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
     state.identity.credentials_revoked(id, EventKind::AccountDisabled).await;
