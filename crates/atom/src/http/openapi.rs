@@ -31,6 +31,7 @@ use crate::identity;
         crate::connectors::connection_routes::authorize, crate::connectors::connection_routes::callback, crate::connectors::connection_routes::list,
         crate::connectors::connection_routes::get_one, crate::connectors::connection_routes::disconnect, crate::connectors::connection_routes::refresh,
         crate::connectors::routes::list, crate::connectors::routes::show,
+        crate::connectors::agent_routes::token, crate::connectors::agent_routes::proxy,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),

@@ -25,6 +25,7 @@ mod connectors_access;
 mod connectors_flows;
 mod connectors_keys;
 mod connectors_nodes;
+mod connectors_proxy;
 mod connectors_refresh;
 mod conversations;
 mod conversations_nodes;
