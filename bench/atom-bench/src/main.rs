@@ -209,9 +209,10 @@ async fn proxy_serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
         expires_at: None,
     };
     let mut tx = state.db.begin().await?;
-    let (row, _) = atom::connectors::vault::store(&mut tx, &state.identity.keyring(), &obtained, atom::storage::now_ms())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (row, _) =
+        atom::connectors::vault::store(&mut tx, &state.identity.keyring(), &obtained, atom::storage::now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
     tx.commit().await?;
     println!("{token} {}", row.id);
     app.run_until(atom::shutdown::signal()).await?;

@@ -249,7 +249,10 @@ impl Config {
             || c.proxy_key_per_minute == 0
             || c.proxy_key_burst == 0
         {
-            return Err(ConfigError::new("connectors.proxy_connection_per_minute", "proxy rate limits must be at least 1"));
+            return Err(ConfigError::new(
+                "connectors.proxy_connection_per_minute",
+                "proxy rate limits must be at least 1",
+            ));
         }
         for url in &c.return_urls {
             let parsed = url::Url::parse(url)

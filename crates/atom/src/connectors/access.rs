@@ -69,7 +69,8 @@ pub async fn token(
         }
         Err(ConnectorError::Api(_)) => (Outcome::Failure, serde_json::json!({ "provider": row.provider })),
     };
-    let event = AuditEvent::new(principal.actor(), TOKEN_ACTION, outcome, context).target(row.id.clone()).details(details);
+    let event =
+        AuditEvent::new(principal.actor(), TOKEN_ACTION, outcome, context).target(row.id.clone()).details(details);
     audit::record_alone(connectors.db(), event).await?;
     result
 }
@@ -78,7 +79,10 @@ async fn fresh_token(connectors: &Connectors, row: ConnectionRow) -> Result<Conn
     let row = connectors.fresh(row).await?;
     let credentials = Credentials::open(&connectors.keyring(), &row)?;
     let access_token = credentials.access_token.clone().ok_or_else(|| {
-        ConnectError::new(ErrorCode::WrongAuthKind, "this connection holds a credential, not an access token; use the proxy")
+        ConnectError::new(
+            ErrorCode::WrongAuthKind,
+            "this connection holds a credential, not an access token; use the proxy",
+        )
     })?;
     Ok(ConnectionToken {
         access_token,

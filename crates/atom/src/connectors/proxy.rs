@@ -131,11 +131,10 @@ impl Proxy {
             .user_agent(concat!("atom/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let policies = HashMap::from([
-            (PER_CONNECTION, Policy {
-                quota: c.proxy_connection_per_minute,
-                window_secs: 60,
-                burst: c.proxy_connection_burst,
-            }),
+            (
+                PER_CONNECTION,
+                Policy { quota: c.proxy_connection_per_minute, window_secs: 60, burst: c.proxy_connection_burst },
+            ),
             (PER_CALLER, Policy { quota: c.proxy_key_per_minute, window_secs: 60, burst: c.proxy_key_burst }),
         ]);
         Ok(Self {
@@ -310,7 +309,9 @@ impl Proxy {
                 (reqwest::Body::from(bytes.clone()), form)
             }
             // Sent once: a streamed body is not replayed.
-            HeldBody::Streaming(stream) => (stream.take().unwrap_or_else(|| reqwest::Body::from(Bytes::new())), Vec::new()),
+            HeldBody::Streaming(stream) => {
+                (stream.take().unwrap_or_else(|| reqwest::Body::from(Bytes::new())), Vec::new())
+            }
         };
         self.inject(template, row, credentials, &values, &target.method, &mut url, &mut headers, &form).await?;
 
@@ -351,9 +352,10 @@ impl Proxy {
                 headers.insert(header::AUTHORIZATION, secret_header(format!("Bearer {}", fill(c.value.as_ref())?))?);
             }
             CredentialPlacement::Header => {
-                let name = c.name.as_deref().and_then(|n| HeaderName::from_bytes(n.as_bytes()).ok()).ok_or_else(|| {
-                    ProxyError::new(ProxyCode::NotConfigured, "the template's credential header has no valid name")
-                })?;
+                let name =
+                    c.name.as_deref().and_then(|n| HeaderName::from_bytes(n.as_bytes()).ok()).ok_or_else(|| {
+                        ProxyError::new(ProxyCode::NotConfigured, "the template's credential header has no valid name")
+                    })?;
                 headers.insert(name, secret_header(fill(c.value.as_ref())?)?);
             }
             CredentialPlacement::Query => {
@@ -528,7 +530,9 @@ fn invalid(field: &str) -> ProxyError {
 fn refused(refusal: Refusal) -> ProxyError {
     let detail = match refusal {
         Refusal::Metadata => "the provider's address is a cloud metadata endpoint, which the proxy never calls",
-        Refusal::Internal => "the provider's address is internal, which the proxy does not call unless an operator allows its range",
+        Refusal::Internal => {
+            "the provider's address is internal, which the proxy does not call unless an operator allows its range"
+        }
     };
     ProxyError::new(ProxyCode::DestinationRefused, detail)
 }

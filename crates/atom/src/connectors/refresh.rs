@@ -116,7 +116,12 @@ impl Connectors {
         self.refresh_single_flight(id, seen, true).await
     }
 
-    async fn refresh_single_flight(&self, id: &str, seen: &str, rejected: bool) -> Result<ConnectionRow, ConnectorError> {
+    async fn refresh_single_flight(
+        &self,
+        id: &str,
+        seen: &str,
+        rejected: bool,
+    ) -> Result<ConnectionRow, ConnectorError> {
         let lock = self.lock_for(id);
         let result = {
             let _held = lock.lock().await;

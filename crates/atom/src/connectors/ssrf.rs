@@ -26,10 +26,8 @@ use crate::net::Cidr;
 
 /// The cloud metadata endpoints (AWS, GCP, Azure, and AWS's IPv6 one): refused even when an
 /// allowed range covers them.
-const METADATA: &[IpAddr] = &[
-    IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
-    IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)),
-];
+const METADATA: &[IpAddr] =
+    &[IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254))];
 
 /// Which addresses the proxy may connect to.
 #[derive(Debug, Clone, Default)]
@@ -255,7 +253,8 @@ mod tests {
 
     #[test]
     fn allowed_ranges_open_internal_addresses_but_never_metadata() {
-        let policy = AddressPolicy::new(&["127.0.0.0/8".to_owned(), "169.254.0.0/16".to_owned(), "fd00::/8".to_owned()]);
+        let policy =
+            AddressPolicy::new(&["127.0.0.0/8".to_owned(), "169.254.0.0/16".to_owned(), "fd00::/8".to_owned()]);
         assert_eq!(policy.check(ip("127.0.0.1")), Ok(()));
         assert_eq!(policy.check(ip("::ffff:127.0.0.1")), Ok(()), "a v4-mapped loopback is loopback");
         assert_eq!(policy.check(ip("169.254.169.254")), Err(Refusal::Metadata));

@@ -221,19 +221,16 @@ pub struct Upstream;
 /// `Content-Length` answered at once, before any byte is read; the body cut at the limit
 /// otherwise), with one exception: the proxy's bodies stream through to the provider, so
 /// its route has `connectors.proxy_max_body_bytes`, which the proxy counts itself.
-fn limit_body(state: &AppState, req: Request) -> Result<Request, Response> {
+fn limit_body(state: &AppState, req: Request) -> Result<Request, StatusCode> {
     let proxied = req
         .extensions()
         .get::<MatchedPath>()
         .is_some_and(|p| p.as_str() == crate::connectors::agent_routes::PROXY_ROUTE);
-    let limit = if proxied {
-        state.config.connectors.proxy_max_body_bytes
-    } else {
-        state.config.http.body_limit_bytes as u64
-    };
+    let limit =
+        if proxied { state.config.connectors.proxy_max_body_bytes } else { state.config.http.body_limit_bytes as u64 };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
     if proxied {
         return Ok(req);
@@ -263,7 +260,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     let req = match limit_body(&state, req) {
         Ok(req) => req,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if let Some(refused) = super::reject_nul::refusal(&req) {
         return refused;

@@ -47,7 +47,8 @@ pub struct CreateApiKey {
 
 /// Whether `s` has the shape of a provider id (`[a-z0-9_-]`, 1 to 64 characters).
 fn is_provider_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Validate for CreateApiKey {

@@ -287,7 +287,10 @@ fn templates(stub: &Stub, peer: &OAuthPeer) -> Vec<(String, String)> {
     let port = stub.addr.port();
     let base = |prefix: &str| format!("http://127.0.0.1:{port}/{prefix}");
     let mut oauth2 = peer.template("stub-oauth2", "basic");
-    oauth2 = oauth2.replace(&format!("[api]\nbase_url = \"{}\"", peer.issuer), &format!("[api]\nbase_url = \"{}\"", base("oauth2")));
+    oauth2 = oauth2.replace(
+        &format!("[api]\nbase_url = \"{}\"", peer.issuer),
+        &format!("[api]\nbase_url = \"{}\"", base("oauth2")),
+    );
     assert!(oauth2.contains("/oauth2\""), "the OAuth template calls the stub: {oauth2}");
     vec![
         ("stub-bearer".into(), key_template("stub-bearer", &base("bearer"), "in = \"bearer\"\nvalue = \"{api_key}\"")),
@@ -414,14 +417,23 @@ async fn spawn(stub: &Stub, peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp
 }
 
 /// Stores a connection as a finished connect flow would; its id.
-async fn store(app: &TestApp, user: &TestUser, provider: &str, auth_kind: &'static str, fields: &[(&str, &str)], params: Value) -> String {
+async fn store(
+    app: &TestApp,
+    user: &TestUser,
+    provider: &str,
+    auth_kind: &'static str,
+    fields: &[(&str, &str)],
+    params: Value,
+) -> String {
     let mut credentials = Credentials::default();
     for (k, v) in fields {
         credentials.fields.insert((*k).to_owned(), (*v).to_owned());
     }
     if auth_kind == "oauth1" {
         credentials.access_token = Some(OAUTH1_TOKEN.to_owned());
-        credentials.fields.insert(atom::connectors::proxy::OAUTH1_TOKEN_SECRET.to_owned(), OAUTH1_TOKEN_SECRET.to_owned());
+        credentials
+            .fields
+            .insert(atom::connectors::proxy::OAUTH1_TOKEN_SECRET.to_owned(), OAUTH1_TOKEN_SECRET.to_owned());
     }
     let obtained = Obtained {
         user_id: user.id.clone(),
@@ -447,8 +459,14 @@ async fn key_connection(app: &TestApp, user: &TestUser, provider: &str) -> Strin
 
 /// An API key of `user`'s with `body`'s scopes and providers.
 async fn api_key(app: &TestApp, user: &TestUser, body: Value) -> String {
-    let response =
-        app.client.post(app.url("/v1/api-keys")).bearer_auth(&user.access_token).json(&body).send().await.expect("sent");
+    let response = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&user.access_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap_or_default());
     response.json::<Value>().await.expect("json")["key"].as_str().expect("key").to_owned()
 }
@@ -505,7 +523,8 @@ async fn the_token_route_refreshes_a_due_token_once_for_many_concurrent_callers_
     assert_eq!(fresh, stored_access_token(&app, &row(&app, &id).await));
 
     let rows = audit_rows(&app).await;
-    let used: Vec<&Value> = rows.iter().filter(|r| r["action"] == "connection.token_read" && r["target"] == id).collect();
+    let used: Vec<&Value> =
+        rows.iter().filter(|r| r["action"] == "connection.token_read" && r["target"] == id).collect();
     assert_eq!(used.len(), callers, "each use audited with the connection as the target");
     assert!(used.iter().all(|r| r["actor_type"] == "api_key" && r["outcome"] == "success"), "{used:?}");
     let text = serde_json::to_string(&rows).expect("json");
@@ -515,7 +534,10 @@ async fn the_token_route_refreshes_a_due_token_once_for_many_concurrent_callers_
     let response = app.get_as(&user.access_token, &format!("/v1/connections/{id}/token")).await;
     assert_eq!(response.status(), 200);
     let rows = audit_rows(&app).await;
-    assert!(rows.iter().any(|r| r["action"] == "connection.token_read" && r["actor_type"] == "user" && r["actor_id"] == user.id));
+    assert!(
+        rows.iter()
+            .any(|r| r["action"] == "connection.token_read" && r["actor_type"] == "user" && r["actor_id"] == user.id)
+    );
     app.stop().await;
 }
 
@@ -541,10 +563,15 @@ async fn keys_need_the_scope_and_the_provider_and_no_caller_reaches_another_user
         assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
     }
     let plain = api_key(&app, &a, json!({ "name": "plain" })).await;
-    let other_provider = api_key(&app, &a, json!({ "name": "o", "scopes": ["connections:use"], "providers": ["stub-header"] })).await;
-    let limited = api_key(&app, &a, json!({ "name": "l", "scopes": ["connections:use"], "providers": ["stub-bearer"] })).await;
+    let other_provider =
+        api_key(&app, &a, json!({ "name": "o", "scopes": ["connections:use"], "providers": ["stub-header"] })).await;
+    let limited =
+        api_key(&app, &a, json!({ "name": "l", "scopes": ["connections:use"], "providers": ["stub-bearer"] })).await;
     let listed: Value = app.get_as(&a.access_token, "/v1/api-keys").await.json().await.expect("json");
-    assert!(listed["api_keys"].as_array().expect("keys").iter().any(|k| k["providers"] == json!(["stub-bearer"])), "{listed}");
+    assert!(
+        listed["api_keys"].as_array().expect("keys").iter().any(|k| k["providers"] == json!(["stub-bearer"])),
+        "{listed}"
+    );
     // A limited key cannot make a key that reaches further.
     let response = app
         .client
@@ -562,7 +589,8 @@ async fn keys_need_the_scope_and_the_provider_and_no_caller_reaches_another_user
     let response = app.client.get(proxy_url(&app, &keyed, "echo")).bearer_auth(&plain).send().await.expect("sent");
     assert_problem(response, 403).await;
     // Limited to another provider: 403; to this one: through.
-    let response = app.client.get(proxy_url(&app, &keyed, "echo")).bearer_auth(&other_provider).send().await.expect("sent");
+    let response =
+        app.client.get(proxy_url(&app, &keyed, "echo")).bearer_auth(&other_provider).send().await.expect("sent");
     assert_problem(response, 403).await;
     assert_problem(app.get_as(&other_provider, &token_path(&oauth)).await, 403).await;
     let response = app.client.get(proxy_url(&app, &keyed, "echo")).bearer_auth(&limited).send().await.expect("sent");
@@ -593,7 +621,9 @@ async fn keys_need_the_scope_and_the_provider_and_no_caller_reaches_another_user
     assert_eq!(stub.seen().len(), seen_before, "nothing B did reached the provider");
     let rows = audit_rows(&app).await;
     assert!(
-        !rows.iter().any(|r| r["action"] == "connection.token_read" && (r["actor_id"] == b.id || r["outcome"] == "success")),
+        !rows
+            .iter()
+            .any(|r| r["action"] == "connection.token_read" && (r["actor_id"] == b.id || r["outcome"] == "success")),
         "refusals before the lookup leave no token row, and B read no token"
     );
     app.stop().await;
@@ -612,7 +642,8 @@ async fn the_proxy_injects_each_credential_style_passes_the_call_through_and_cou
         ("stub-query", key_connection(&app, &user, "stub-query").await),
         (
             "stub-basic",
-            store(&app, &user, "stub-basic", "basic", &[("user", BASIC_USER), ("password", BASIC_PASSWORD)], json!({})).await,
+            store(&app, &user, "stub-basic", "basic", &[("user", BASIC_USER), ("password", BASIC_PASSWORD)], json!({}))
+                .await,
         ),
         ("stub-oauth1", store(&app, &user, "stub-oauth1", "oauth1", &[], json!({})).await),
     ];
@@ -629,7 +660,10 @@ async fn the_proxy_injects_each_credential_style_passes_the_call_through_and_cou
             .expect("sent");
         let status = response.status();
         assert_eq!(response.headers().get("x-provider").map(|v| v.to_str().ok()), Some(Some("stub")), "{provider}");
-        assert!(response.headers().get("set-cookie").is_none(), "{provider}: the provider's cookie stays with the proxy");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "{provider}: the provider's cookie stays with the proxy"
+        );
         let text = response.text().await.expect("text");
         assert_eq!(status, 200, "{provider}: {text}");
         let echo: Value = serde_json::from_str(&text).expect("json");
@@ -645,7 +679,10 @@ async fn the_proxy_injects_each_credential_style_passes_the_call_through_and_cou
             form_urlencoded::parse(seen.query.unwrap_or_default().as_bytes()).into_owned().collect();
         assert!(query.contains(&("expand".into(), "a b".into())), "{provider}: {query:?}");
         if style != "query" {
-            assert!(query.contains(&("api_key".into(), "caller-value".into())), "{provider}: the caller's query passes");
+            assert!(
+                query.contains(&("api_key".into(), "caller-value".into())),
+                "{provider}: the caller's query passes"
+            );
         }
         let auth = seen.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         assert!(!auth.contains(&key), "{provider}: the caller's key never reaches the provider");
@@ -662,10 +699,14 @@ async fn the_proxy_injects_each_credential_style_passes_the_call_through_and_cou
             .expect("sent");
         assert_eq!(response.status(), 200, "{provider}: {}", response.text().await.unwrap_or_default());
         assert_eq!(stub.seen().pop().expect("seen").body, b"name=a+b&tags=x%2Cy");
-        let response = app.client.put(proxy_url(&app, id, "items/1")).bearer_auth(&key).json(&json!({ "n": 1 })).send().await;
+        let response =
+            app.client.put(proxy_url(&app, id, "items/1")).bearer_auth(&key).json(&json!({ "n": 1 })).send().await;
         assert_eq!(response.expect("sent").status(), 200, "{provider}");
         let seen = stub.seen().pop().expect("seen");
-        assert_eq!((seen.method.as_str(), serde_json::from_slice::<Value>(&seen.body).expect("json")), ("PUT", json!({ "n": 1 })));
+        assert_eq!(
+            (seen.method.as_str(), serde_json::from_slice::<Value>(&seen.body).expect("json")),
+            ("PUT", json!({ "n": 1 }))
+        );
     }
     // The provider's error answers are its own: status, type and body as it sent them.
     let bearer = &connections[0].1;
@@ -747,12 +788,21 @@ async fn a_providers_429_passes_on_with_its_retry_after_and_the_proxys_own_error
     assert_eq!((problem["code"].as_str(), problem["fault"].as_str()), (Some("provider_timeout"), Some("provider")));
 
     let mut tx = app.state.db.begin().await.expect("tx");
-    atom::storage::connections::record_failure(&mut tx, &id, "needs_reauth", "invalid_grant: test", atom::storage::now_ms())
-        .await
-        .expect("marked");
+    atom::storage::connections::record_failure(
+        &mut tx,
+        &id,
+        "needs_reauth",
+        "invalid_grant: test",
+        atom::storage::now_ms(),
+    )
+    .await
+    .expect("marked");
     tx.commit().await.expect("commit");
     let problem = assert_problem(get(&id, "x").await.expect("sent"), 409).await;
-    assert_eq!((problem["code"].as_str(), problem["fault"].as_str()), (Some("connection_needs_reauth"), Some("connection")));
+    assert_eq!(
+        (problem["code"].as_str(), problem["fault"].as_str()),
+        (Some("connection_needs_reauth"), Some("connection"))
+    );
     app.stop().await;
 }
 
@@ -901,7 +951,8 @@ async fn the_proxy_refuses_the_servers_own_network_unless_allowed_and_never_foll
     assert!(stub.seen_path("/bearer/elsewhere").is_empty(), "no redirect followed");
 
     // Paths that would leave the base URL, sent raw (a client library would normalise them).
-    for path in ["%2e%2e/admin", "%2E%2E/%2e%2e/admin", "a/..%2f..%2fadmin", "a%5c..%5cadmin", "a/%2f%2fevil.example/x"] {
+    for path in ["%2e%2e/admin", "%2E%2E/%2e%2e/admin", "a/..%2f..%2fadmin", "a%5c..%5cadmin", "a/%2f%2fevil.example/x"]
+    {
         let request = format!(
             "GET /v1/proxy/{id}/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
             app.addr, user.access_token
@@ -911,7 +962,8 @@ async fn the_proxy_refuses_the_servers_own_network_unless_allowed_and_never_foll
         assert!(response.contains("invalid_path"), "{path}: {response}");
     }
     // An `@` stays in the path: the host is the template's.
-    let response = app.client.get(proxy_url(&app, &id, "@169.254.169.254/x")).bearer_auth(&user.access_token).send().await;
+    let response =
+        app.client.get(proxy_url(&app, &id, "@169.254.169.254/x")).bearer_auth(&user.access_token).send().await;
     assert_eq!(response.expect("sent").status(), 200);
     assert_eq!(stub.seen().pop().expect("seen").path, "/bearer/@169.254.169.254/x");
 

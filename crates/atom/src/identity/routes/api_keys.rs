@@ -41,7 +41,10 @@ pub async fn create(
     let unknown: Vec<&String> =
         body.providers.iter().flatten().filter(|p| state.catalog.get(p.as_str()).is_none()).collect();
     if let Some(p) = unknown.first() {
-        return Err(ApiError::Validation(vec![FieldError::new("providers", format!("{p} is no provider of the catalog"))]));
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "providers",
+            format!("{p} is no provider of the catalog"),
+        )]));
     }
     // Nor reach providers beyond the creating key's.
     if let crate::identity::Credential::ApiKey { providers: Some(own), .. } = &principal.credential
