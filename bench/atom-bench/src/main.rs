@@ -17,6 +17,10 @@
 //! - `serve ADDR DATA_DIR`: Atom with `/bench/public` and `/bench/protected` (both answer
 //!   `ok`), for wrk; prints an access token for the protected route on the first line.
 //!
+//! - `proxy-serve ADDR DATA_DIR PROVIDER`: Atom with one API-key connection to `PROVIDER`
+//!   (a template in `ATOM_CONNECTORS_PROVIDERS_DIR`) owned by a fresh user; prints an access
+//!   token and the connection id on the first line, for `bench/proxy.sh`.
+//!
 //! Configuration comes from `ATOM_*` variables as for `atom serve`.
 
 use std::collections::HashMap;
@@ -51,6 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(arg(&args, 4, 5)),
         )),
         Some("serve") => runtime.block_on(serve(&args)),
+        Some("proxy-serve") => runtime.block_on(proxy_serve(&args)),
         Some("data-seed") => runtime.block_on(data::seed(arg(&args, 2, 1), arg(&args, 3, 100_000))),
         Some("data-query") => runtime.block_on(data::query(arg(&args, 2, 100_000), arg(&args, 3, 2000))),
         Some("data-cache") => {
@@ -59,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("data-fill") => runtime.block_on(data::fill(arg(&args, 2, 256))),
         Some("data-commits") => runtime.block_on(data::commits(arg(&args, 2, 2000))),
         _ => Err(
-            "usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve|data-seed|data-query|data-cache|data-fill|data-commits …"
+            "usage: atom-bench jwt|ratelimit-local|ratelimit-redis|serve|proxy-serve|data-seed|data-query|data-cache|data-fill|data-commits …"
                 .into(),
         ),
     }
@@ -168,6 +173,48 @@ async fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let app = app
         .with_routes(Router::new().route("/bench/public", get(|| async { "ok" })))
         .with_protected_routes(Router::new().route("/bench/protected", get(|| async { "ok" })));
+    app.run_until(atom::shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn proxy_serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let listen = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:8300".to_owned());
+    let data_dir = args.get(3).cloned().ok_or("proxy-serve ADDR DATA_DIR PROVIDER")?;
+    let provider = args.get(4).cloned().ok_or("proxy-serve ADDR DATA_DIR PROVIDER")?;
+    let mut config = atom::Config::load(None)?;
+    config.listen = listen.parse()?;
+    config.data_dir = data_dir.into();
+    let app = Application::build(config).await?;
+    let state = app.state().clone();
+    let user = atom::identity::accounts::create_with_role(
+        &state.db,
+        "bench@example.com",
+        "correct horse battery staple".into(),
+        atom::identity::Role::User,
+    )
+    .await?;
+    let tokens = state.identity.tokens().await;
+    let (token, _) = tokens.issue(&user.id, vec!["user".to_owned()], Some(Duration::from_secs(24 * 3600)))?;
+    let mut credentials = atom::connectors::vault::Credentials::default();
+    credentials.fields.insert("api_key".to_owned(), "bench-key-0123456789".to_owned());
+    let obtained = atom::connectors::vault::Obtained {
+        user_id: user.id.clone(),
+        provider,
+        auth_kind: "api_key",
+        account_id: "bench".to_owned(),
+        label: "bench".to_owned(),
+        scopes: Vec::new(),
+        params: serde_json::json!({}),
+        credentials,
+        expires_at: None,
+    };
+    let mut tx = state.db.begin().await?;
+    let (row, _) =
+        atom::connectors::vault::store(&mut tx, &state.identity.keyring(), &obtained, atom::storage::now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
+    tx.commit().await?;
+    println!("{token} {}", row.id);
     app.run_until(atom::shutdown::signal()).await?;
     Ok(())
 }

@@ -127,6 +127,10 @@ impl Application {
             .map_err(StartError::HttpClient)?
             .with_catalog(Arc::clone(&catalog)),
         );
+        let proxy = Arc::new(
+            crate::connectors::proxy::Proxy::new(&config, Arc::clone(&connectors), Arc::clone(&catalog), redis.clone())
+                .map_err(StartError::HttpClient)?,
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -144,6 +148,7 @@ impl Application {
             bus,
             identity,
             connectors,
+            proxy,
             catalog,
             metrics: telemetry::metrics_handle(),
             http_metrics: Arc::default(),
@@ -290,6 +295,7 @@ fn all_routes(
     let protected = Router::new()
         .merge(crate::audit::router())
         .merge(crate::connectors::connection_routes::protected_router())
+        .merge(crate::connectors::agent_routes::router())
         .merge(crate::connectors::routes::router())
         .merge(crate::conversations::routes::router())
         .route("/status", axum::routing::get(http::status))

@@ -48,6 +48,8 @@ pub struct Shared {
     pub identity: Arc<Identity>,
     /// The connector vault: provider apps, flows, connections, refresh.
     pub connectors: Arc<crate::connectors::Connectors>,
+    /// The agent's proxy to the providers, with its guarded client and rate limits.
+    pub proxy: Arc<crate::connectors::proxy::Proxy>,
     /// The validated provider templates, built-in and from `connectors.providers_dir`.
     pub catalog: Arc<Catalog>,
     pub edge: Arc<crate::edge::Edge>,

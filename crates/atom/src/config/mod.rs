@@ -99,6 +99,22 @@ pub struct ConnectorsConfig {
     pub refresh_attempts: u32,
     /// Where the callback may send the browser back to: exact URLs.
     pub return_urls: Vec<String>,
+    /// Address ranges (`ip/prefix`) the agent's proxy may reach although they are private,
+    /// loopback, link-local or otherwise internal (metadata addresses stay refused).
+    pub proxy_allow_ranges: Vec<String>,
+    /// The largest request body the proxy streams to a provider.
+    pub proxy_max_body_bytes: u64,
+    /// Request bodies up to this size are held, so that a call refused with 401 can be sent
+    /// again after a refresh; a larger body is streamed and a 401 passed back as it is.
+    pub proxy_replay_bytes: usize,
+    /// The longest the proxy waits for a provider's response head.
+    pub proxy_timeout_secs: u64,
+    /// Proxy calls per connection: sustained per minute, and the burst.
+    pub proxy_connection_per_minute: u32,
+    pub proxy_connection_burst: u32,
+    /// Proxy calls per API key (or per user, for a user's own token): per minute and burst.
+    pub proxy_key_per_minute: u32,
+    pub proxy_key_burst: u32,
 }
 
 /// One provider's app: the client id, and the name of the environment variable that holds the

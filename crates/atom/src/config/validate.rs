@@ -227,6 +227,33 @@ impl Config {
         if c.refresh_margin_secs > 86_400 {
             return Err(ConfigError::new("connectors.refresh_margin_secs", "must be at most 86400"));
         }
+        for range in &c.proxy_allow_ranges {
+            if crate::net::Cidr::parse(range).is_none() {
+                return Err(ConfigError::new(
+                    "connectors.proxy_allow_ranges",
+                    format!("{range:?} is not an address range (ip/prefix)"),
+                ));
+            }
+        }
+        if c.proxy_max_body_bytes < 1024 {
+            return Err(ConfigError::new("connectors.proxy_max_body_bytes", "must be at least 1024"));
+        }
+        if c.proxy_replay_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::new("connectors.proxy_replay_bytes", "must be at most 16777216"));
+        }
+        if !(1..=300).contains(&c.proxy_timeout_secs) {
+            return Err(ConfigError::new("connectors.proxy_timeout_secs", "must be between 1 and 300"));
+        }
+        if c.proxy_connection_per_minute == 0
+            || c.proxy_connection_burst == 0
+            || c.proxy_key_per_minute == 0
+            || c.proxy_key_burst == 0
+        {
+            return Err(ConfigError::new(
+                "connectors.proxy_connection_per_minute",
+                "proxy rate limits must be at least 1",
+            ));
+        }
         for url in &c.return_urls {
             let parsed = url::Url::parse(url)
                 .map_err(|_| ConfigError::new("connectors.return_urls", format!("{url:?} is not a URL")))?;

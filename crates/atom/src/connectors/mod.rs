@@ -35,9 +35,20 @@
 //! - [`error`]: connection errors with stable codes; scrubbing of provider text.
 //! - [`connection_routes`]: the HTTP handlers of connections and apps.
 //!
-//! The domain code (all but the two route files) names no axum and no `AppState`; the CLI and the HTTP
+//! The agent's access (using connections):
+//! - [`access`]: who may use a connection (its owner, or a `connections:use` API key), and
+//!   its fresh token, audited.
+//! - [`proxy`]: calls forwarded to the provider with the credential injected, streamed both
+//!   ways, retried once after a refresh on 401, rate-limited; [`proxy_error`] its own errors.
+//! - [`ssrf`]: the guard that keeps the proxy off the server's own network: the address
+//!   policy, the resolver that applies it at connect time, path normalisation.
+//! - [`agent_routes`]: `GET /v1/connections/{id}/token` and `/v1/proxy/{connection_id}/{path}`.
+//!
+//! The domain code (all but the route files and the error responses) names no axum and no `AppState`; the CLI and the HTTP
 //! handlers call the same code.
 
+pub mod access;
+pub mod agent_routes;
 pub mod apps;
 pub mod catalog;
 pub mod connection_routes;
@@ -54,12 +65,15 @@ pub mod oauth2;
 pub mod par;
 pub mod pattern;
 pub mod placeholders;
+pub mod proxy;
+pub mod proxy_error;
 pub mod refresh;
 pub mod requests;
 pub mod routes;
 pub mod service;
 pub mod spec;
 pub mod submit;
+pub mod ssrf;
 pub mod template;
 pub mod tokens;
 pub mod validate;

@@ -79,7 +79,7 @@ impl Connectors {
     }
 
     /// `row`, or its refreshed successor when its token is due.
-    async fn fresh(&self, row: ConnectionRow) -> Result<ConnectionRow, ConnectorError> {
+    pub(crate) async fn fresh(&self, row: ConnectionRow) -> Result<ConnectionRow, ConnectorError> {
         if row.status == "needs_reauth" {
             return Err(
                 ConnectError::new(ErrorCode::NeedsReauth, "the user must authorize this connection again").into()
@@ -107,17 +107,34 @@ impl Connectors {
     /// Refreshes connection `id`, whose credentials were `seen` (stored form) when the
     /// caller found them due; single-flight as the module says.
     pub async fn refresh(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+        self.refresh_single_flight(id, seen, false).await
+    }
+
+    /// Refreshes connection `id` because the provider refused its access token `seen` (a 401
+    /// to the proxy), due or not; single-flight all the same, so that many calls refused at
+    /// once make one refresh, and a caller that finds the tokens changed since `seen` uses
+    /// the new ones.
+    pub async fn refresh_rejected(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+        self.refresh_single_flight(id, seen, true).await
+    }
+
+    async fn refresh_single_flight(
+        &self,
+        id: &str,
+        seen: &str,
+        rejected: bool,
+    ) -> Result<ConnectionRow, ConnectorError> {
         let lock = self.lock_for(id);
         let result = {
             let _held = lock.lock().await;
-            self.refresh_locked(id, seen).await
+            self.refresh_locked(id, seen, rejected).await
         };
         drop(lock);
         self.forget_lock(id);
         result
     }
 
-    async fn refresh_locked(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+    async fn refresh_locked(&self, id: &str, seen: &str, rejected: bool) -> Result<ConnectionRow, ConnectorError> {
         let holder = uuid::Uuid::new_v4().to_string();
         let lease_ms = i64::try_from(self.settings().http_timeout_secs).unwrap_or(60).saturating_mul(1000)
             * i64::from(self.settings().refresh_attempts)
@@ -125,7 +142,7 @@ impl Connectors {
         let started = Instant::now();
         let row = loop {
             let row = sql::by_id(self.db(), id).await?.ok_or(ApiError::NotFound)?;
-            if row.credentials != seen || !self.due(&row, now_ms()) {
+            if row.credentials != seen || !(rejected || self.due(&row, now_ms())) {
                 return Ok(row);
             }
             if row.status == "needs_reauth" {

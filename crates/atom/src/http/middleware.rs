@@ -12,8 +12,8 @@
 //! 6. [`guard`]: the request head's size, NUL bytes in path and query parameters
 //!    ([`super::reject_nul`]: a 400 before anything can reach SQL), load shedding and the
 //!    per-address rate limit.
-//! 7. tower-http's `RequestBodyLimit` (413, at once when `Content-Length` says so) and
-//!    `Timeout` (504), then the route; protected routes add authentication
+//!    Also the request body limit ([`limit_body`]: 413, at once when `Content-Length` says so).
+//! 7. tower-http's `Timeout` (504), then the route; protected routes add authentication
 //!    ([`crate::identity::auth`]).
 //!
 //! The stack is applied with one `Router::layer`, so it runs after routing: [`observe`]
@@ -208,7 +208,35 @@ async fn finalize_problem(response: Response, request_id: &str) -> Response {
 }
 
 fn is_error(response: &Response) -> bool {
-    response.status().as_u16() >= 400 || response.extensions().get::<Problem>().is_some()
+    (response.status().as_u16() >= 400 && response.extensions().get::<Upstream>().is_none())
+        || response.extensions().get::<Problem>().is_some()
+}
+
+/// Marks a response as a provider's answer passed through by the proxy: its error statuses
+/// and bodies are the provider's, and are not rewritten into problem+json.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream;
+
+/// The request body limit, as tower-http's `RequestBodyLimit` applies it (a too-large
+/// `Content-Length` answered at once, before any byte is read; the body cut at the limit
+/// otherwise), with one exception: the proxy's bodies stream through to the provider, so
+/// its route has `connectors.proxy_max_body_bytes`, which the proxy counts itself.
+fn limit_body(state: &AppState, req: Request) -> Result<Request, StatusCode> {
+    let proxied = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str() == crate::connectors::agent_routes::PROXY_ROUTE);
+    let limit =
+        if proxied { state.config.connectors.proxy_max_body_bytes } else { state.config.http.body_limit_bytes as u64 };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    if proxied {
+        return Ok(req);
+    }
+    let limit = state.config.http.body_limit_bytes;
+    Ok(req.map(|body| Body::new(http_body_util::Limited::new(body, limit))))
 }
 
 fn is_problem_json(headers: &HeaderMap) -> bool {
@@ -230,6 +258,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(refused) = head_too_large(&req, state.config.http.max_header_bytes) {
         return refused;
     }
+    let req = match limit_body(&state, req) {
+        Ok(req) => req,
+        Err(refused) => return refused.into_response(),
+    };
     if let Some(refused) = super::reject_nul::refusal(&req) {
         return refused;
     }

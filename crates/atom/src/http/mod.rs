@@ -24,7 +24,6 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
@@ -63,10 +62,9 @@ pub fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
         .layer(from_fn_with_state(Arc::clone(&state.http_metrics), middleware::observe))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .option_layer(crate::edge::headers::cors(&http.cors_allowed_origins))
+        // Also the body limit, per route (see `middleware::limit_body`); axum's own limit (2 MiB
+        // unless set) would otherwise still cap the extractors.
         .layer(from_fn_with_state(state.clone(), middleware::guard))
-        // tower-http's limit answers a too-large `Content-Length` at once, before any byte is
-        // read; axum's own limit (2 MiB unless set) would otherwise still cap the extractors.
-        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),

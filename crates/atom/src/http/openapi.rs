@@ -33,6 +33,7 @@ use crate::identity;
         crate::connectors::connection_routes::get_one, crate::connectors::connection_routes::disconnect, crate::connectors::connection_routes::refresh,
         crate::connectors::connection_routes::submit,
         crate::connectors::routes::list, crate::connectors::routes::show,
+        crate::connectors::agent_routes::token, crate::connectors::agent_routes::proxy,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),

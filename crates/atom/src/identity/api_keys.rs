@@ -19,8 +19,13 @@ use crate::wire::rfc3339;
 
 pub const API_KEY_PREFIX: &str = "atom_sk_";
 /// Scopes a key may carry. `api` is the ordinary API as its owner; `admin` additionally
-/// allows admin routes when the owner is an admin.
-pub const SCOPES: &[&str] = &["api", "admin"];
+/// allows admin routes when the owner is an admin; `connections:use` lets the key use its
+/// owner's connections (their tokens, the proxy), optionally only those of some providers.
+pub const SCOPES: &[&str] = &["api", "admin", CONNECTIONS_USE];
+/// The scope that lets a key use its owner's connections.
+pub const CONNECTIONS_USE: &str = "connections:use";
+/// The most providers one key may be limited to.
+const MAX_PROVIDERS: usize = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +39,16 @@ pub struct CreateApiKey {
     /// Days until the key stops working, 1 to 3650; none means no expiry.
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// With the `connections:use` scope: the provider ids (e.g. `["slack", "github"]`) whose
+    /// connections the key may use; none means every provider.
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+}
+
+/// Whether `s` has the shape of a provider id (`[a-z0-9_-]`, 1 to 64 characters).
+fn is_provider_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Validate for CreateApiKey {
@@ -47,6 +62,17 @@ impl Validate for CreateApiKey {
             && (scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())))
         {
             errors.push(FieldError::new("scopes", format!("must be a non-empty list of {}", SCOPES.join(", "))));
+        }
+        if let Some(providers) = &self.providers {
+            let scoped = self.scopes.as_ref().is_some_and(|s| s.iter().any(|s| s == CONNECTIONS_USE));
+            if !scoped {
+                errors.push(FieldError::new("providers", "applies only to a key with the connections:use scope"));
+            } else if providers.is_empty()
+                || providers.len() > MAX_PROVIDERS
+                || providers.iter().any(|p| !is_provider_id(p))
+            {
+                errors.push(FieldError::new("providers", "must be a list of 1 to 100 provider ids ([a-z0-9_-])"));
+            }
         }
         if self.expires_in_days.is_some_and(|d| !(1..=3650).contains(&d)) {
             errors.push(FieldError::new("expires_in_days", "must be between 1 and 3650"));
@@ -62,6 +88,9 @@ pub struct ApiKeyView {
     /// The non-secret start of the key, to recognise it by.
     pub prefix: String,
     pub scopes: Vec<String>,
+    /// The providers a `connections:use` key is limited to; absent for every provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
@@ -75,6 +104,7 @@ impl From<&ApiKeyRow> for ApiKeyView {
             name: k.name.clone(),
             prefix: format!("{API_KEY_PREFIX}{}", k.prefix),
             scopes: k.scopes.split_whitespace().map(str::to_owned).collect(),
+            providers: k.providers.as_deref().map(|p| p.split_whitespace().map(str::to_owned).collect()),
             created_at: rfc3339(k.created_at),
             last_used_at: k.last_used_at.map(rfc3339),
             expires_at: k.expires_at.map(rfc3339),
@@ -106,6 +136,10 @@ pub struct StoredKey {
     pub scopes: String,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Space-separated provider ids a `connections:use` key is limited to. Defaulted, so
+    /// that entries cached before the field existed still read.
+    #[serde(default)]
+    pub providers: Option<String>,
 }
 
 impl From<ApiKeyRow> for StoredKey {
@@ -117,6 +151,7 @@ impl From<ApiKeyRow> for StoredKey {
             scopes: row.scopes,
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
+            providers: row.providers,
         }
     }
 }

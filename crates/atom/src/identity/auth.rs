@@ -10,7 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderValue;
 use axum::http::request::Parts;
 
-use super::api_keys::API_KEY_PREFIX;
+use super::api_keys::{API_KEY_PREFIX, CONNECTIONS_USE};
 use crate::audit::Actor;
 use crate::error::ApiError;
 
@@ -44,6 +44,8 @@ pub enum Credential {
         scopes: Vec<String>,
         /// When the key stops being accepted (Unix ms), if it has an expiry.
         expires_at: Option<i64>,
+        /// The providers a `connections:use` key is limited to; `None` for every provider.
+        providers: Option<Vec<String>>,
     },
 }
 
@@ -75,6 +77,33 @@ impl Principal {
             Ok(())
         } else {
             Err(ApiError::Forbidden("This needs the admin role.".to_owned()))
+        }
+    }
+}
+
+impl Principal {
+    /// Whether the caller may use its owner's connections at all: a user's access token, or an
+    /// API key with the `connections:use` scope. Checked before the connection is looked up.
+    pub fn require_connection_use(&self) -> Result<(), ApiError> {
+        match &self.credential {
+            Credential::AccessToken { .. } => Ok(()),
+            Credential::ApiKey { scopes, .. } if scopes.iter().any(|s| s == CONNECTIONS_USE) => Ok(()),
+            Credential::ApiKey { .. } => {
+                Err(ApiError::Forbidden("Using a connection needs an API key with the connections:use scope.".into()))
+            }
+        }
+    }
+
+    /// Whether the caller may use a connection to `provider` (the connection being its
+    /// owner's, which the lookup by owner already ensured): a key limited to other providers
+    /// may not.
+    pub fn require_provider(&self, provider: &str) -> Result<(), ApiError> {
+        self.require_connection_use()?;
+        match &self.credential {
+            Credential::ApiKey { providers: Some(allowed), .. } if !allowed.iter().any(|p| p == provider) => {
+                Err(ApiError::Forbidden(format!("This API key may not use {provider} connections.")))
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -370,7 +370,12 @@ fn key_principal(key: api_keys::StoredKey, status: UserStatus) -> Principal {
     Principal {
         user_id: key.user_id,
         role: status.role,
-        credential: Credential::ApiKey { key_id: key.id, scopes, expires_at: key.expires_at },
+        credential: Credential::ApiKey {
+            key_id: key.id,
+            scopes,
+            expires_at: key.expires_at,
+            providers: key.providers.map(|p| p.split_whitespace().map(str::to_owned).collect()),
+        },
     }
 }
 

@@ -15,12 +15,15 @@ pub struct ApiKeyRow {
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// For a `connections:use` key: the provider ids it may use, space-separated; `None` for
+    /// every provider.
+    pub providers: Option<String>,
 }
 
 /// The columns of [`ApiKeyRow`], as a literal so that each query's SQL is one `const`.
 macro_rules! columns {
     () => {
-        "id, user_id, name, prefix, key_hash, scopes, created_at, last_used_at, expires_at, revoked_at"
+        "id, user_id, name, prefix, key_hash, scopes, created_at, last_used_at, expires_at, revoked_at, providers"
     };
 }
 
@@ -43,8 +46,8 @@ pub const TOUCH_SQL: &str =
 pub async fn insert(tx: &mut Tx, key: &ApiKeyRow) -> Result<(), sqlx::Error> {
     with_tx!(tx, "api_keys.insert", |conn| {
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at, expires_at, providers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
         .bind(&key.user_id)
@@ -54,6 +57,7 @@ pub async fn insert(tx: &mut Tx, key: &ApiKeyRow) -> Result<(), sqlx::Error> {
         .bind(&key.scopes)
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(&key.providers)
         .execute(conn)
         .await
         .map(drop)

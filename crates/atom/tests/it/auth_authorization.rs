@@ -89,7 +89,8 @@ fn path_templates(router_debug: &str) -> BTreeSet<String> {
     for (_, rest) in paths.match_indices("RouteId(").map(|(i, _)| paths.split_at(i)) {
         let Some((_, after)) = rest.split_once("): \"") else { continue };
         if let Some((template, _)) = after.split_once('"') {
-            templates.insert(template.to_owned());
+            // OpenAPI has no catch-all parameter: the document names axum's `{*path}` `{path}`.
+            templates.insert(template.replace("{*", "{"));
         }
     }
     templates

@@ -30,6 +30,7 @@ mod connectors_keys;
 mod connectors_nodes;
 mod connectors_oauth1;
 mod connectors_quirks;
+mod connectors_proxy;
 mod connectors_refresh;
 mod connectors_submit;
 mod conversations;

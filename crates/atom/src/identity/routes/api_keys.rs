@@ -38,6 +38,27 @@ pub async fn create(
     {
         return Err(ApiError::Forbidden("A key cannot grant scopes its creator lacks.".to_owned()));
     }
+    let unknown: Vec<&String> =
+        body.providers.iter().flatten().filter(|p| state.catalog.get(p.as_str()).is_none()).collect();
+    if let Some(p) = unknown.first() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "providers",
+            format!("{p} is no provider of the catalog"),
+        )]));
+    }
+    // Nor reach providers beyond the creating key's.
+    if let crate::identity::Credential::ApiKey { providers: Some(own), .. } = &principal.credential
+        && scopes.iter().any(|s| s == CONNECTIONS_USE)
+        && body.providers.as_ref().is_none_or(|p| p.iter().any(|p| !own.contains(p)))
+    {
+        return Err(ApiError::Forbidden("A key cannot reach providers its creator's key may not.".to_owned()));
+    }
+    let providers = body.providers.as_ref().map(|p| {
+        let mut p = p.clone();
+        p.sort();
+        p.dedup();
+        p.join(" ")
+    });
 
     let prefix: String = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let key = format!("{API_KEY_PREFIX}{prefix}_{}", random_secret());
@@ -53,12 +74,13 @@ pub async fn create(
         last_used_at: None,
         expires_at: body.expires_in_days.map(|d| now + i64::from(d) * 86_400_000),
         revoked_at: None,
+        providers,
     };
     let mut tx = state.db.begin().await?;
     sql::insert(&mut tx, &row).await?;
     let event = AuditEvent::new(principal.actor(), "api_key.created", Outcome::Success, &context)
         .target(row.id.clone())
-        .details(serde_json::json!({ "name": row.name, "scopes": scopes }));
+        .details(serde_json::json!({ "name": row.name, "scopes": scopes, "providers": body.providers }));
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, api_key: ApiKeyView::from(&row) })))
