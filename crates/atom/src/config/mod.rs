@@ -99,6 +99,10 @@ pub struct ConnectorsConfig {
     pub refresh_attempts: u32,
     /// Where the callback may send the browser back to: exact URLs.
     pub return_urls: Vec<String>,
+    /// The largest webhook body accepted (bytes); a bigger one is a 413 before any work.
+    pub webhook_max_body_bytes: usize,
+    /// Received webhook events are deleted this many days after they arrive; 0 keeps them.
+    pub webhook_retention_days: u32,
 }
 
 /// One provider's app: the client id, and the name of the environment variable that holds the
@@ -113,6 +117,9 @@ pub struct ProviderAppConfig {
     /// Provider-specific settings of the app (a Tableau site, an Azure tenant restriction).
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// The environment variable holding the provider's webhook signing secret.
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -105,17 +105,33 @@ impl Connectors {
     /// Refreshes connection `id`, whose credentials were `seen` (stored form) when the
     /// caller found them due; single-flight as the module says.
     pub async fn refresh(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+        self.refresh_single_flight(id, seen, false).await
+    }
+
+    /// Refreshes connection `id` now, due or not (the admin's forced refresh); single-flight
+    /// like [`Self::refresh`], so callers already waiting share its outcome.
+    pub async fn force_refresh(&self, id: &str) -> Result<ConnectionRow, ConnectorError> {
+        let row = sql::by_id(self.db(), id).await?.ok_or(ApiError::NotFound)?;
+        if row.status == "needs_reauth" {
+            return Err(
+                ConnectError::new(ErrorCode::NeedsReauth, "the user must authorize this connection again").into()
+            );
+        }
+        self.refresh_single_flight(id, &row.credentials, true).await
+    }
+
+    async fn refresh_single_flight(&self, id: &str, seen: &str, force: bool) -> Result<ConnectionRow, ConnectorError> {
         let lock = self.lock_for(id);
         let result = {
             let _held = lock.lock().await;
-            self.refresh_locked(id, seen).await
+            self.refresh_locked(id, seen, force).await
         };
         drop(lock);
         self.forget_lock(id);
         result
     }
 
-    async fn refresh_locked(&self, id: &str, seen: &str) -> Result<ConnectionRow, ConnectorError> {
+    async fn refresh_locked(&self, id: &str, seen: &str, force: bool) -> Result<ConnectionRow, ConnectorError> {
         let holder = uuid::Uuid::new_v4().to_string();
         let lease_ms = i64::try_from(self.settings().http_timeout_secs).unwrap_or(60).saturating_mul(1000)
             * i64::from(self.settings().refresh_attempts)
@@ -123,7 +139,7 @@ impl Connectors {
         let started = Instant::now();
         let row = loop {
             let row = sql::by_id(self.db(), id).await?.ok_or(ApiError::NotFound)?;
-            if row.credentials != seen || !self.due(&row, now_ms()) {
+            if row.credentials != seen || (!force && !self.due(&row, now_ms())) {
                 return Ok(row);
             }
             if row.status == "needs_reauth" {
@@ -200,6 +216,12 @@ impl Connectors {
                 tracing::warn!(provider, connection_id = %row.id, code = e.code.as_str(), "connector refresh failed");
                 let mut tx = self.db().begin().await?;
                 sql::record_failure(&mut tx, &row.id, "active", &e.stored(), now_ms()).await?;
+                // The connection's history (the admin view) shows failures beside refreshes.
+                let event =
+                    AuditEvent::new(Actor::System, "connection.refresh_failed", Outcome::Failure, &RequestContext::default())
+                        .target(row.id.clone())
+                        .details(serde_json::json!({ "provider": provider, "error": e.code.as_str() }));
+                audit::record(&mut tx, event).await?;
                 tx.commit().await?;
                 // Still usable while its token is valid.
                 if row.expires_at.is_some_and(|expires| expires > now_ms()) {
@@ -220,6 +242,12 @@ impl Connectors {
         let sealed = credentials.seal(&self.keyring(), &row.id, &row.user_id)?;
         let mut tx = self.db().begin().await?;
         let stored = sql::store_refreshed(&mut tx, &row.id, holder, &sealed, expires_at, now).await?;
+        if stored {
+            let event = AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
+                .target(row.id.clone())
+                .details(serde_json::json!({ "provider": provider, "rotated": tokens.refresh_token.is_some() }));
+            audit::record(&mut tx, event).await?;
+        }
         tx.commit().await?;
         if !stored {
             // The lease ran out and another holder took over: its tokens stand. The ones
