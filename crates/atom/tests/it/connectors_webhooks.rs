@@ -485,8 +485,18 @@ async fn deliveries_reach_a_connection_in_order_and_the_outbox_republishes_what_
     .await
     .expect("republished by the background pass");
     assert_eq!(republished, seqs, "the same deliveries, in the same order");
-    let listed = events_of(&app, &owner, "").await;
-    assert!(listed["events"].as_array().expect("events").iter().all(|e| e["published"] == true), "{listed}");
+    // Marked in the transaction that published them, which commits after the last publish.
+    let listed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let listed = events_of(&app, &owner, "").await;
+            if listed["events"].as_array().expect("events").iter().all(|e| e["published"] == true) {
+                return listed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("marked published");
     assert!(listed["events"].as_array().expect("events").iter().all(|e| e["connection_id"] == connection_id.as_str()));
     app.stop().await;
 }
