@@ -145,6 +145,18 @@ async fn events_of(app: &TestApp, user: &TestUser, query: &str) -> Value {
     response.json().await.expect("json")
 }
 
+/// A webhook secret (sealed) and one received event with its delivery, for the backup's
+/// every-table round trip.
+pub async fn seed_webhooks(app: &TestApp, admin: &TestUser, user: &TestUser) {
+    let secret = new_secret(WebhookScheme::GithubSha256);
+    set_webhook_secret(app, admin, "github", &secret).await;
+    let id = connection(app, user, "github", "seed-hooks", json!({})).await;
+    let body = json!({ "zen": "seeded" }).to_string();
+    let headers = sign(WebhookScheme::GithubSha256, secret.as_bytes(), body.as_bytes(), 0, "seed-delivery");
+    let response = post_webhook(app, &format!("/v1/webhooks/github/{id}"), &headers, &body).await;
+    assert_eq!(response.status(), 200);
+}
+
 /// One scheme's case: where its events go and how one is signed.
 struct Case {
     provider: &'static str,
