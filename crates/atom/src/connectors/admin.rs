@@ -79,7 +79,8 @@ pub async fn list(db: &Db, mut filter: AdminFilter) -> Result<(Vec<AdminConnecti
     let limit = usize::try_from(filter.limit).unwrap_or(50);
     filter.limit += 1;
     let rows = sql::list(db, &filter).await?;
-    let next = (rows.len() > limit).then(|| rows.get(limit - 1).map(|r| format!("{}.{}", r.created_at, r.id))).flatten();
+    let next =
+        (rows.len() > limit).then(|| rows.get(limit - 1).map(|r| format!("{}.{}", r.created_at, r.id))).flatten();
     Ok((rows.iter().take(limit).map(AdminConnectionView::from).collect(), next))
 }
 

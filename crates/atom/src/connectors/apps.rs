@@ -196,8 +196,7 @@ pub async fn store(
     sql::upsert_app(tx, &row).await?;
     match &app.webhook_secret {
         Some(secret) => {
-            let sealed =
-                keyring.encrypt(&webhook_aad(provider), secret.as_bytes()).map_err(ApiError::internal)?;
+            let sealed = keyring.encrypt(&webhook_aad(provider), secret.as_bytes()).map_err(ApiError::internal)?;
             webhooks_sql::upsert_secret(tx, provider, &to_base64(&sealed), now).await?;
         }
         None => webhooks_sql::delete_secret(tx, provider).await?,

@@ -217,10 +217,14 @@ impl Connectors {
                 let mut tx = self.db().begin().await?;
                 sql::record_failure(&mut tx, &row.id, "active", &e.stored(), now_ms()).await?;
                 // The connection's history (the admin view) shows failures beside refreshes.
-                let event =
-                    AuditEvent::new(Actor::System, "connection.refresh_failed", Outcome::Failure, &RequestContext::default())
-                        .target(row.id.clone())
-                        .details(serde_json::json!({ "provider": provider, "error": e.code.as_str() }));
+                let event = AuditEvent::new(
+                    Actor::System,
+                    "connection.refresh_failed",
+                    Outcome::Failure,
+                    &RequestContext::default(),
+                )
+                .target(row.id.clone())
+                .details(serde_json::json!({ "provider": provider, "error": e.code.as_str() }));
                 audit::record(&mut tx, event).await?;
                 tx.commit().await?;
                 // Still usable while its token is valid.
@@ -243,9 +247,10 @@ impl Connectors {
         let mut tx = self.db().begin().await?;
         let stored = sql::store_refreshed(&mut tx, &row.id, holder, &sealed, expires_at, now).await?;
         if stored {
-            let event = AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
-                .target(row.id.clone())
-                .details(serde_json::json!({ "provider": provider, "rotated": tokens.refresh_token.is_some() }));
+            let event =
+                AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
+                    .target(row.id.clone())
+                    .details(serde_json::json!({ "provider": provider, "rotated": tokens.refresh_token.is_some() }));
             audit::record(&mut tx, event).await?;
         }
         tx.commit().await?;

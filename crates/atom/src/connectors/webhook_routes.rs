@@ -53,7 +53,9 @@ impl IntoResponse for WebhookError {
             Self::Api(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let detail = match &self {
-            Self::Rejected(Rejection::Malformed(what)) => format!("the webhook's {what} header is missing or unreadable"),
+            Self::Rejected(Rejection::Malformed(what)) => {
+                format!("the webhook's {what} header is missing or unreadable")
+            }
             Self::Rejected(Rejection::BadSignature) => "no signature matches this body".to_owned(),
             Self::Rejected(Rejection::Stale) => "the signed timestamp is outside the tolerance".to_owned(),
             other => other.to_string(),

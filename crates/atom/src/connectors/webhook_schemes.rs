@@ -106,7 +106,8 @@ pub fn verify(
     let sig_header = webhooks.signature_header.as_deref();
     match webhooks.scheme {
         WebhookScheme::SlackV0 => {
-            let signature = header(headers, sig_header, "x-slack-signature").ok_or(Rejection::Malformed("signature"))?;
+            let signature =
+                header(headers, sig_header, "x-slack-signature").ok_or(Rejection::Malformed("signature"))?;
             let ts_text = header(headers, webhooks.timestamp_header.as_deref(), "x-slack-request-timestamp")
                 .ok_or(Rejection::Malformed("timestamp"))?;
             let timestamp: i64 = ts_text.parse().map_err(|_| Rejection::Malformed("timestamp"))?;
@@ -168,9 +169,8 @@ pub fn verify(
         }
         WebhookScheme::StandardWebhooks => {
             let id = headers.get("webhook-id").map(str::trim).ok_or(Rejection::Malformed("webhook-id"))?;
-            let ts_text =
-                header(headers, webhooks.timestamp_header.as_deref(), "webhook-timestamp")
-                    .ok_or(Rejection::Malformed("timestamp"))?;
+            let ts_text = header(headers, webhooks.timestamp_header.as_deref(), "webhook-timestamp")
+                .ok_or(Rejection::Malformed("timestamp"))?;
             let timestamp: i64 = ts_text.parse().map_err(|_| Rejection::Malformed("timestamp"))?;
             let value = header(headers, sig_header, "webhook-signature").ok_or(Rejection::Malformed("signature"))?;
             // The secret is `whsec_` and the base64 of the key.
@@ -268,8 +268,11 @@ mod tests {
     #[test]
     fn each_scheme_accepts_its_own_signature_and_refuses_a_tampered_body_or_another_secret() {
         for scheme in SCHEMES {
-            let secret: &[u8] =
-                if scheme == WebhookScheme::StandardWebhooks { b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } else { b"s3cret" };
+            let secret: &[u8] = if scheme == WebhookScheme::StandardWebhooks {
+                b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            } else {
+                b"s3cret"
+            };
             let body = br#"{"type":"x","team_id":"T1"}"#;
             let signed = headers(sign(scheme, secret, body, NOW, "msg_1"));
             assert!(verify(&webhooks(scheme), &signed, body, secret, NOW + 10).is_ok(), "{scheme:?}");

@@ -97,8 +97,7 @@ pub struct Incoming<'a> {
 }
 
 fn count(provider: &str, verdict: &'static str) {
-    metrics::counter!("connector_webhooks_total", "provider" => provider.to_owned(), "verdict" => verdict)
-        .increment(1);
+    metrics::counter!("connector_webhooks_total", "provider" => provider.to_owned(), "verdict" => verdict).increment(1);
 }
 
 impl Connectors {
@@ -113,8 +112,7 @@ impl Connectors {
         if webhooks.scheme == WebhookScheme::None {
             return Err(WebhookError::NotReceived);
         }
-        let Some(secret) =
-            super::apps::webhook_secret(self.db(), &self.keyring(), self.settings(), provider).await?
+        let Some(secret) = super::apps::webhook_secret(self.db(), &self.keyring(), self.settings(), provider).await?
         else {
             count(provider, "not_configured");
             return Err(WebhookError::NotConfigured);
@@ -136,7 +134,8 @@ impl Connectors {
                     return Err(WebhookError::Rejected(rejection));
                 }
             };
-        let payload = std::str::from_utf8(incoming.body).map_err(|_| WebhookError::InvalidBody("the body is not UTF-8"))?;
+        let payload =
+            std::str::from_utf8(incoming.body).map_err(|_| WebhookError::InvalidBody("the body is not UTF-8"))?;
         let json: Option<serde_json::Value> = serde_json::from_str(payload).ok();
         if webhooks.scheme == WebhookScheme::SlackV0
             && let Some(json) = &json
@@ -147,8 +146,13 @@ impl Connectors {
         }
 
         let event_id = event_id(webhooks, incoming, json.as_ref(), verified.signed_id.as_deref(), verified.timestamp);
-        let event_type = value_at(webhooks.type_header.as_deref(), webhooks.type_pointer.as_deref(), incoming.headers, json.as_ref())
-            .map(|t| t.chars().take(MAX_ID_LEN).collect::<String>());
+        let event_type = value_at(
+            webhooks.type_header.as_deref(),
+            webhooks.type_pointer.as_deref(),
+            incoming.headers,
+            json.as_ref(),
+        )
+        .map(|t| t.chars().take(MAX_ID_LEN).collect::<String>());
         let mut tx = self.db().begin().await?;
         let owners = match incoming.connection_id {
             Some(id) => sql::owner_by_id(&mut tx, provider, id).await?.into_iter().collect(),

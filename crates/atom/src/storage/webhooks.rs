@@ -123,7 +123,12 @@ pub async fn delete_secret(tx: &mut Tx, provider: &str) -> Result<(), sqlx::Erro
 ///
 /// The one place that says where routing values live: the connection's `params` JSON, which
 /// holds its parameters and the values kept from the flow.
-pub async fn owners(tx: &mut Tx, provider: &str, param: &str, value: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn owners(
+    tx: &mut Tx,
+    provider: &str,
+    param: &str,
+    value: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
     const SQLITE: &str = "SELECT id, user_id FROM connections WHERE provider = $1 \
                           AND CAST(json_extract(params, '$.' || $2) AS TEXT) = $3 ORDER BY id";
     // `->>` gives a number's text too, so `installation.id` 42 matches a kept "42".
@@ -264,7 +269,12 @@ pub async fn connections_with_stale_pending(db: &Db, before: i64, limit: i64) ->
 
 // ---- reading ----
 
-pub async fn list_for_user(db: &Db, user_id: &str, before_seq: i64, limit: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+pub async fn list_for_user(
+    db: &Db,
+    user_id: &str,
+    before_seq: i64,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     with_pool!(db, "webhook_deliveries.list_for_user", |conn| {
         sqlx::query_as(LIST_FOR_USER_SQL).bind(user_id).bind(before_seq).bind(limit).fetch_all(conn).await
     })

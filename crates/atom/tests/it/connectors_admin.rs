@@ -22,7 +22,12 @@ async fn get_json(app: &TestApp, admin: &TestUser, path: &str) -> Value {
 }
 
 fn ids(page: &Value) -> Vec<String> {
-    page["connections"].as_array().expect("connections").iter().map(|c| c["id"].as_str().expect("id").to_owned()).collect()
+    page["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -81,7 +86,10 @@ async fn admins_list_every_connection_with_filters_and_pages_and_count_them() {
     assert_eq!(stats["total"], 4, "{stats}");
     assert_eq!(stats["by_status"], json!({ "active": 3, "needs_reauth": 1 }));
     let slack = stats["providers"].as_array().expect("providers").iter().find(|p| p["provider"] == "slack").cloned();
-    assert_eq!(slack, Some(json!({ "provider": "slack", "total": 2, "by_status": { "active": 1, "needs_reauth": 1 } })));
+    assert_eq!(
+        slack,
+        Some(json!({ "provider": "slack", "total": 2, "by_status": { "active": 1, "needs_reauth": 1 } }))
+    );
     app.stop().await;
 }
 
@@ -106,8 +114,13 @@ async fn users_are_refused_every_admin_connection_route_and_see_only_their_own_e
             ("DELETE", format!("/v1/admin/connections/{id}")),
         ] {
             let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let response =
-                app.client.request(method.clone(), app.url(&path)).bearer_auth(&user.access_token).send().await.expect("sent");
+            let response = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .bearer_auth(&user.access_token)
+                .send()
+                .await
+                .expect("sent");
             let problem = assert_problem(response, 403).await;
             assert_eq!(problem["type"], "urn:atom:problem:forbidden", "{method} {path}");
         }

@@ -110,9 +110,8 @@ pub async fn connection(app: &TestApp, user: &TestUser, provider: &str, label: &
         expires_at: None,
     };
     let mut tx = app.state.db.begin().await.expect("tx");
-    let (row, _) = vault::store(&mut tx, &app.state.identity.keyring(), &obtained, atom::storage::now_ms())
-        .await
-        .expect("stored");
+    let (row, _) =
+        vault::store(&mut tx, &app.state.identity.keyring(), &obtained, atom::storage::now_ms()).await.expect("stored");
     tx.commit().await.expect("commit");
     row.id
 }
@@ -211,7 +210,13 @@ async fn each_scheme_stores_a_valid_event_publishes_it_once_and_refuses_forgerie
             per_connection: true,
             timestamped: false,
         },
-        Case { provider: "stripe", scheme: WebhookScheme::Stripe, params: json!({}), per_connection: true, timestamped: true },
+        Case {
+            provider: "stripe",
+            scheme: WebhookScheme::Stripe,
+            params: json!({}),
+            per_connection: true,
+            timestamped: true,
+        },
         Case {
             provider: "shopify",
             scheme: WebhookScheme::ShopifyHmac,
@@ -232,7 +237,8 @@ async fn each_scheme_stores_a_valid_event_publishes_it_once_and_refuses_forgerie
         let provider = case.provider;
         let secret = new_secret(case.scheme);
         set_webhook_secret(&app, &admin, provider, &secret).await;
-        let connection_id = connection(&app, &owner, provider, &format!("{provider} account"), case.params.clone()).await;
+        let connection_id =
+            connection(&app, &owner, provider, &format!("{provider} account"), case.params.clone()).await;
         // Another user's connection of another account of the same provider: not an owner.
         connection(&app, &other, provider, "elsewhere", json!({ "team_id": "T0OTHER", "shop": "other-shop" })).await;
         let path = if case.per_connection {
@@ -286,7 +292,10 @@ async fn each_scheme_stores_a_valid_event_publishes_it_once_and_refuses_forgerie
         let problem = assert_problem(post_webhook(&app, &path, &tampered, &altered).await, 401).await;
         assert_eq!(problem["code"], "bad_signature", "{provider}: {problem}");
         for id in [&forged_id, &tampered_id] {
-            assert!(!sql::event_exists(&app.state.db, provider, id).await.expect("query"), "{provider}: nothing stored");
+            assert!(
+                !sql::event_exists(&app.state.db, provider, id).await.expect("query"),
+                "{provider}: nothing stored"
+            );
         }
         // Missing headers: refused the same way.
         let problem = assert_problem(post_webhook(&app, &path, &[], &body).await, 401).await;
@@ -349,9 +358,7 @@ async fn slack_url_verification_is_answered_with_its_challenge_and_nothing_is_st
 async fn metric(app: &TestApp, provider: &str, verdict: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.expect("metrics");
     let series = format!("connector_webhooks_total{{provider=\"{provider}\",verdict=\"{verdict}\"}}");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|line| line.strip_prefix(&series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -413,7 +420,8 @@ async fn the_owners_events_page_newest_first_and_retention_purges_them() {
     let path = format!("/v1/webhooks/github/{id}");
     for n in 0..5 {
         let body = json!({ "n": n }).to_string();
-        let headers = sign(WebhookScheme::GithubSha256, secret.as_bytes(), body.as_bytes(), 0, &format!("delivery-{n}"));
+        let headers =
+            sign(WebhookScheme::GithubSha256, secret.as_bytes(), body.as_bytes(), 0, &format!("delivery-{n}"));
         assert_eq!(post_webhook(&app, &path, &headers, &body).await.status(), 200);
     }
     let mut seen = Vec::new();
@@ -456,7 +464,8 @@ async fn deliveries_reach_a_connection_in_order_and_the_outbox_republishes_what_
     for n in 0..20 {
         let (client, url, secret) = (app.client.clone(), app.url("/v1/webhooks/slack"), secret.clone());
         senders.push(tokio::spawn(async move {
-            let body = json!({ "type": "event_callback", "team_id": "T0ORDER", "event_id": format!("Ev{n:04}") }).to_string();
+            let body =
+                json!({ "type": "event_callback", "team_id": "T0ORDER", "event_id": format!("Ev{n:04}") }).to_string();
             let mut request = client.post(url).body(body.clone());
             for (k, v) in sign(WebhookScheme::SlackV0, secret.as_bytes(), body.as_bytes(), now_secs(), "") {
                 request = request.header(k, v);
