@@ -227,6 +227,7 @@ impl Application {
         }));
         let backups = BackupSchedule::start(&state.db, &config);
         let refresher = crate::connectors::refresh::spawn_worker(Arc::clone(&state.connectors));
+        let webhooks = crate::connectors::webhooks::spawn_worker(Arc::clone(&state.connectors));
         let retention = crate::conversations::retention::start(&state.db, config.conversations.retention_days);
         http::metrics_access::log_exposure(&config);
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -273,6 +274,7 @@ impl Application {
         if let Some(retention) = retention {
             retention.abort();
         }
+        webhooks.abort();
         if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
             tracing::warn!("shutdown: database pool did not close within 5s");
         }
@@ -296,6 +298,8 @@ fn all_routes(
         .merge(crate::audit::router())
         .merge(crate::connectors::connection_routes::protected_router())
         .merge(crate::connectors::agent_routes::router())
+        .merge(crate::connectors::webhook_routes::protected_router())
+        .merge(crate::connectors::admin_routes::router())
         .merge(crate::connectors::routes::router())
         .merge(crate::conversations::routes::router())
         .route("/status", axum::routing::get(http::status))
@@ -308,6 +312,7 @@ fn all_routes(
         .merge(realtime_routes.clone())
         .merge(routes)
         .merge(crate::connectors::connection_routes::public_router())
+        .merge(crate::connectors::webhook_routes::public_router())
 }
 
 /// The provider catalog: the built-in templates overlaid by `connectors.providers_dir`; every

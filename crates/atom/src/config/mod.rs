@@ -115,6 +115,10 @@ pub struct ConnectorsConfig {
     /// Proxy calls per API key (or per user, for a user's own token): per minute and burst.
     pub proxy_key_per_minute: u32,
     pub proxy_key_burst: u32,
+    /// The largest webhook body accepted (bytes); a bigger one is a 413 before any work.
+    pub webhook_max_body_bytes: usize,
+    /// Received webhook events are deleted this many days after they arrive; 0 keeps them.
+    pub webhook_retention_days: u32,
 }
 
 /// One provider's app: the client id, and the name of the environment variable that holds the
@@ -129,6 +133,9 @@ pub struct ProviderAppConfig {
     /// Provider-specific settings of the app (a Tableau site, an Azure tenant restriction).
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// The environment variable holding the provider's webhook signing secret.
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

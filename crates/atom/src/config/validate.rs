@@ -254,6 +254,12 @@ impl Config {
                 "proxy rate limits must be at least 1",
             ));
         }
+        if !(1024..=64 * 1024 * 1024).contains(&c.webhook_max_body_bytes) {
+            return Err(ConfigError::new("connectors.webhook_max_body_bytes", "must be between 1024 and 67108864"));
+        }
+        if c.webhook_retention_days > 3650 {
+            return Err(ConfigError::new("connectors.webhook_retention_days", "must be at most 3650"));
+        }
         for url in &c.return_urls {
             let parsed = url::Url::parse(url)
                 .map_err(|_| ConfigError::new("connectors.return_urls", format!("{url:?} is not a URL")))?;

@@ -20,6 +20,7 @@ use crate::crypto::{Aad, MasterKeyring, from_base64, to_base64};
 use crate::error::{ApiError, FieldError};
 use crate::http::{Validate, has_unprintable};
 use crate::storage::connections::{self as sql, AppRow};
+use crate::storage::webhooks as webhooks_sql;
 use crate::storage::{Db, Tx};
 use crate::wire::rfc3339;
 
@@ -35,6 +36,11 @@ pub struct SetApp {
     /// Extra non-secret settings the provider's template reads (a tenant, a region).
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// The secret the provider signs its webhooks with (Slack's signing secret, a GitHub
+    /// webhook secret, Stripe's or Standard Webhooks' `whsec_…`): 1 to 2000 characters, stored
+    /// encrypted, never shown again. Setting the app without it removes a stored one.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 impl Validate for SetApp {
@@ -54,6 +60,13 @@ impl Validate for SetApp {
         {
             errors.push(FieldError::new("settings", "at most 20 printable entries"));
         }
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|w| w.is_empty() || w.len() > 2000 || w.chars().any(char::is_control))
+        {
+            errors.push(FieldError::new("webhook_secret", "must be 1 to 2000 characters without control characters"));
+        }
         errors
     }
 }
@@ -66,6 +79,8 @@ pub struct AppView {
     pub settings: BTreeMap<String, String>,
     /// Always true: an app cannot be set without one. The secret itself is never shown.
     pub has_client_secret: bool,
+    /// Whether a webhook signing secret is set (never the secret itself).
+    pub has_webhook_secret: bool,
     /// `api` (set through this API) or `config` (from the configuration; read-only here).
     pub source: String,
     /// The redirect URI to register at the provider: `ATOM_PUBLIC_URL` + `/v1/connections/callback`.
@@ -131,16 +146,19 @@ pub async fn view(
             client_id: app.client_id.clone(),
             settings: app.settings.clone(),
             has_client_secret: app.client_secret_env.is_some(),
+            has_webhook_secret: app.webhook_secret_env.is_some(),
             source: "config".to_owned(),
             callback_url,
             updated_at: None,
         }));
     }
+    let has_webhook_secret = webhooks_sql::secret(db, provider).await?.is_some();
     Ok(sql::app(db, provider).await?.map(|row| AppView {
         provider: row.provider,
         client_id: row.client_id,
         settings: serde_json::from_str(&row.settings).unwrap_or_default(),
         has_client_secret: true,
+        has_webhook_secret,
         source: "api".to_owned(),
         callback_url,
         updated_at: Some(rfc3339(row.updated_at)),
@@ -176,5 +194,38 @@ pub async fn store(
         updated_at: now,
     };
     sql::upsert_app(tx, &row).await?;
+    match &app.webhook_secret {
+        Some(secret) => {
+            let sealed = keyring.encrypt(&webhook_aad(provider), secret.as_bytes()).map_err(ApiError::internal)?;
+            webhooks_sql::upsert_secret(tx, provider, &to_base64(&sealed), now).await?;
+        }
+        None => webhooks_sql::delete_secret(tx, provider).await?,
+    }
     Ok(())
+}
+
+fn webhook_aad(provider: &str) -> Aad<'_> {
+    Aad::new("provider_webhook_secrets", "secret", provider, "system")
+}
+
+/// The secret `provider` signs its webhooks with: configuration first (the environment
+/// variable `webhook_secret_env` names, read at each use), then the API's; `None` when
+/// neither is set.
+pub async fn webhook_secret(
+    db: &Db,
+    keyring: &MasterKeyring,
+    config: &ConnectorsConfig,
+    provider: &str,
+) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
+    if let Some(app) = config.apps.get(provider) {
+        return Ok(app
+            .webhook_secret_env
+            .as_ref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|secret| !secret.is_empty())
+            .map(|secret| Zeroizing::new(secret.into_bytes())));
+    }
+    let Some(row) = webhooks_sql::secret(db, provider).await? else { return Ok(None) };
+    let stored = from_base64(&row.secret).map_err(ApiError::internal)?;
+    Ok(Some(keyring.decrypt(&webhook_aad(provider), &stored).map_err(ApiError::internal)?))
 }

@@ -87,7 +87,9 @@ pub async fn set_app(
     apps::store(&mut tx, &state.connectors.keyring(), &provider, &body, now_ms()).await?;
     let event = AuditEvent::new(principal.actor(), "provider_app.set", Outcome::Success, &context)
         .target(provider.clone())
-        .details(serde_json::json!({ "client_id": body.client_id.trim() }));
+        .details(
+            serde_json::json!({ "client_id": body.client_id.trim(), "webhook_secret": body.webhook_secret.is_some() }),
+        );
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
     let view = apps::view(&state.db, &state.config.connectors, state.config.public_url.as_deref(), &provider).await?;
@@ -126,6 +128,7 @@ pub async fn delete_app(
     if !sql::delete_app(&mut tx, &provider).await? {
         return Err(ApiError::NotFound.into());
     }
+    crate::storage::webhooks::delete_secret(&mut tx, &provider).await?;
     let event = AuditEvent::new(principal.actor(), "provider_app.deleted", Outcome::Success, &context).target(provider);
     audit::record(&mut tx, event).await?;
     tx.commit().await?;

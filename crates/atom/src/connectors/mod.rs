@@ -44,11 +44,23 @@
 //!   policy, the resolver that applies it at connect time, path normalisation.
 //! - [`agent_routes`]: `GET /v1/connections/{id}/token` and `/v1/proxy/{connection_id}/{path}`.
 //!
+//! Incoming webhooks and the admin view:
+//! - [`webhook_schemes`]: the signature schemes (Slack v0, GitHub, Stripe, Shopify, Standard
+//!   Webhooks), verified in constant time over the raw body; pure.
+//! - [`webhooks`]: verify, store (once per provider event id), route to the owning
+//!   connections, publish on the bus through an outbox; retention.
+//! - [`webhook_routes`]: `POST /v1/webhooks/{provider}[/{connection_id}]` (public),
+//!   `GET /v1/webhooks/events`.
+//! - [`admin`], [`admin_routes`]: every connection for admins: filters, counts, history,
+//!   forced refresh, revocation.
+//!
 //! The domain code (all but the route files and the error responses) names no axum and no `AppState`; the CLI and the HTTP
 //! handlers call the same code.
 
 pub mod access;
 pub mod agent_routes;
+pub mod admin;
+pub mod admin_routes;
 pub mod apps;
 pub mod catalog;
 pub mod connection_routes;
@@ -78,6 +90,9 @@ pub mod template;
 pub mod tokens;
 pub mod validate;
 pub mod vault;
+pub mod webhook_routes;
+pub mod webhook_schemes;
+pub mod webhooks;
 
 pub use catalog::{Catalog, CatalogError};
 pub use error::{ConnectError, ConnectorError, ErrorCode};

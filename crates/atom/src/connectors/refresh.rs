@@ -110,6 +110,18 @@ impl Connectors {
         self.refresh_single_flight(id, seen, false).await
     }
 
+    /// Refreshes connection `id` now, due or not (the admin's forced refresh); single-flight
+    /// like [`Self::refresh`], so callers already waiting share its outcome.
+    pub async fn force_refresh(&self, id: &str) -> Result<ConnectionRow, ConnectorError> {
+        let row = sql::by_id(self.db(), id).await?.ok_or(ApiError::NotFound)?;
+        if row.status == "needs_reauth" {
+            return Err(
+                ConnectError::new(ErrorCode::NeedsReauth, "the user must authorize this connection again").into()
+            );
+        }
+        self.refresh_single_flight(id, &row.credentials, true).await
+    }
+
     /// Refreshes connection `id` because the provider refused its access token `seen` (a 401
     /// to the proxy), due or not; single-flight all the same, so that many calls refused at
     /// once make one refresh, and a caller that finds the tokens changed since `seen` uses
@@ -242,6 +254,16 @@ impl Connectors {
                 tracing::warn!(provider, connection_id = %row.id, code = e.code.as_str(), "connector refresh failed");
                 let mut tx = self.db().begin().await?;
                 sql::record_failure(&mut tx, &row.id, "active", &e.stored(), now_ms()).await?;
+                // The connection's history (the admin view) shows failures beside refreshes.
+                let event = AuditEvent::new(
+                    Actor::System,
+                    "connection.refresh_failed",
+                    Outcome::Failure,
+                    &RequestContext::default(),
+                )
+                .target(row.id.clone())
+                .details(serde_json::json!({ "provider": provider, "error": e.code.as_str() }));
+                audit::record(&mut tx, event).await?;
                 tx.commit().await?;
                 // Still usable while its token is valid.
                 if row.expires_at.is_some_and(|expires| expires > now_ms()) {
@@ -262,6 +284,13 @@ impl Connectors {
         let sealed = credentials.seal(&self.keyring(), &row.id, &row.user_id)?;
         let mut tx = self.db().begin().await?;
         let stored = sql::store_refreshed(&mut tx, &row.id, holder, &sealed, expires_at, now).await?;
+        if stored {
+            let event =
+                AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
+                    .target(row.id.clone())
+                    .details(serde_json::json!({ "provider": provider, "rotated": tokens.refresh_token.is_some() }));
+            audit::record(&mut tx, event).await?;
+        }
         tx.commit().await?;
         if !stored {
             // The lease ran out and another holder took over: its tokens stand. The ones

@@ -505,6 +505,43 @@ pub struct Webhooks {
     /// How old a signed timestamp may be.
     #[serde(default)]
     pub tolerance_secs: Option<u64>,
+    /// The header carrying the event's unique id (`X-GitHub-Delivery`), the replay key.
+    #[serde(default)]
+    pub id_header: Option<String>,
+    /// A JSON pointer to the event's unique id in the body (Slack's `/event_id`, Stripe's `/id`),
+    /// when no header carries it. Without either, a digest of the signed content is the key.
+    #[serde(default)]
+    pub id_pointer: Option<String>,
+    /// The header naming the event's type (`X-GitHub-Event`, `X-Shopify-Topic`).
+    #[serde(default)]
+    pub type_header: Option<String>,
+    /// A JSON pointer to the event's type in the body (`/type`, `/event/type`).
+    #[serde(default)]
+    pub type_pointer: Option<String>,
+    /// How an event finds the connection(s) it belongs to; without a rule, only events sent
+    /// to a connection's own URL (`/v1/webhooks/{provider}/{connection_id}`) have an owner.
+    #[serde(default)]
+    pub route: Option<WebhookRoute>,
+}
+
+/// An event belongs to the provider's connections whose parameter or kept value `param`
+/// equals the value the event carries (in a header or at a JSON pointer of its body): Slack's
+/// `/team_id` against the kept `team_id`, GitHub's `/installation/id`, Shopify's
+/// `X-Shopify-Shop-Domain` less `.myshopify.com` against the `shop` parameter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRoute {
+    /// The connection's parameter or kept value to match: `[a-z][a-z0-9_]*`.
+    pub param: String,
+    /// The header carrying the value; exactly one of `header` and `pointer`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A JSON pointer (RFC 6901) into the body; a number is matched as its decimal text.
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// Removed from the end of the value before matching (`.myshopify.com`).
+    #[serde(default)]
+    pub strip_suffix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

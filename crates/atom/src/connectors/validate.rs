@@ -113,6 +113,28 @@ impl Validator {
             }
         }
         self.check_api(t);
+        self.check_webhooks(t);
+    }
+
+    /// Pointers are RFC 6901; a route names a parameter or kept value (never a secret) and
+    /// says where the event carries it, in exactly one place.
+    fn check_webhooks(&mut self, t: &Template) {
+        let Some(w) = &t.webhooks else { return };
+        for (field, pointer) in [("webhooks.id_pointer", &w.id_pointer), ("webhooks.type_pointer", &w.type_pointer)] {
+            if pointer.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                self.err(field, "must be a JSON pointer (starting with /)");
+            }
+        }
+        let Some(route) = &w.route else { return };
+        let known = self.available.contains_key(&route.param) || self.unchecked.contains(&route.param);
+        if !known || self.secret.contains(&route.param) {
+            self.err("webhooks.route.param", format!("{:?} is no parameter or kept value", route.param));
+        }
+        match (&route.header, &route.pointer) {
+            (Some(h), None) if !h.trim().is_empty() => {}
+            (None, Some(p)) if p.starts_with('/') => {}
+            _ => self.err("webhooks.route", "needs exactly one of header and pointer (a JSON pointer)"),
+        }
     }
 
     /// The sections each auth mode needs, and no others.

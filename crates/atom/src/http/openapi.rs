@@ -34,6 +34,11 @@ use crate::identity;
         crate::connectors::connection_routes::submit,
         crate::connectors::routes::list, crate::connectors::routes::show,
         crate::connectors::agent_routes::token, crate::connectors::agent_routes::proxy,
+        crate::connectors::webhook_routes::receive, crate::connectors::webhook_routes::receive_for_connection,
+        crate::connectors::webhook_routes::list_events,
+        crate::connectors::admin_routes::list, crate::connectors::admin_routes::stats,
+        crate::connectors::admin_routes::history, crate::connectors::admin_routes::refresh,
+        crate::connectors::admin_routes::revoke,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -43,6 +48,7 @@ use crate::identity;
         (name = "admin", description = "Administration (admin role)"),
         (name = "connectors", description = "The provider catalog, connections to outside services and the instance's OAuth apps"),
         (name = "conversations", description = "Conversations, members and messages (members only)"),
+        (name = "webhooks", description = "Verified incoming webhooks from the providers, and the events each user received"),
     )
 )]
 pub struct ApiDoc;

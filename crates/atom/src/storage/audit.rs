@@ -164,3 +164,13 @@ pub async fn chain_page(db: &Db, after_seq: i64, limit: i64) -> Result<Vec<Audit
     const SQL: &str = concat!("SELECT ", columns!(), " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
     with_pool!(db, "audit.chain_page", |conn| sqlx::query_as(SQL).bind(after_seq).bind(limit).fetch_all(conn).await)
 }
+
+/// The rows whose target is `target` (a connection's history), newest first.
+pub const LIST_BY_TARGET_SQL: &str =
+    concat!("SELECT ", columns!(), " FROM audit_log WHERE target = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3");
+
+pub async fn list_by_target(db: &Db, target: &str, before_seq: i64, limit: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
+    with_pool!(db, "audit.list_by_target", |conn| {
+        sqlx::query_as(LIST_BY_TARGET_SQL).bind(target).bind(before_seq).bind(limit).fetch_all(conn).await
+    })
+}

@@ -44,6 +44,12 @@ pub const ENCRYPTED_COLUMNS: &[EncryptedColumn] = &[
     },
     EncryptedColumn { table: "connections", id_column: "id", column: "credentials", owner: Owner::Column("user_id") },
     EncryptedColumn {
+        table: "provider_webhook_secrets",
+        id_column: "provider",
+        column: "secret",
+        owner: Owner::Constant("system"),
+    },
+    EncryptedColumn {
         table: "connection_authorizations",
         id_column: "state_hash",
         column: "secrets",

@@ -10,7 +10,7 @@
 //!
 //! Invariant: `sql` is the very `const` the storage function runs, never a copy.
 
-use super::{api_keys, audit, connections, conversations, sessions, users};
+use super::{api_keys, audit, connections, conversations, sessions, users, webhooks};
 
 /// The index a hot query must be served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,9 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "messages.range", table: "messages", index: Named("messages_conversation_seq_key"), sql: conversations::RANGE_SQL, sample_params: &[Text("conv-42"), Int(10), Int(i64::MAX), Int(501)] },
     HotQuery { name: "messages.before", table: "messages", index: Named("messages_conversation_seq_key"), sql: conversations::BEFORE_SQL, sample_params: &[Text("conv-42"), Int(50), Int(51)] },
     HotQuery { name: "messages.by_client_id", table: "messages", index: Named("messages_client_msg_id_key"), sql: conversations::BY_CLIENT_ID_SQL, sample_params: &[Text("conv-42"), Text("user-42"), Text("cmid-4242")] },
+    HotQuery { name: "audit.list_by_target", table: "audit_log", index: Named("audit_log_target_idx"), sql: audit::LIST_BY_TARGET_SQL, sample_params: &[Text("conn-4242"), Int(i64::MAX), Int(101)] },
+    HotQuery { name: "webhook_deliveries.list_for_user", table: "webhook_deliveries", index: Named("webhook_deliveries_user_idx"), sql: webhooks::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242"), Int(i64::MAX), Int(51)] },
+    HotQuery { name: "webhook_deliveries.list_for_connection", table: "webhook_deliveries", index: Named("webhook_deliveries_connection_idx"), sql: webhooks::LIST_FOR_CONNECTION_SQL, sample_params: &[Text("conn-4242"), Int(i64::MAX), Int(101)] },
     HotQuery { name: "audit.chain_head", table: "audit_log", index: PrimaryKeyOrder, sql: audit::CHAIN_HEAD_SQL, sample_params: &[] },
 ];
 

@@ -69,6 +69,7 @@ macro_rules! with_tx {
 pub mod api_keys;
 pub mod audit;
 mod availability;
+pub mod connection_admin;
 pub mod connections;
 pub mod conversations;
 pub mod encrypted;
@@ -81,6 +82,7 @@ pub mod signing_keys;
 pub mod snapshot;
 pub mod throttle;
 pub mod users;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};

@@ -24,6 +24,10 @@ const PUBLIC: &[(&str, &str)] = &[
     // The provider's redirect back to us: a browser carries no bearer token; the single-use
     // state it returns is the credential.
     ("get", "/v1/connections/callback"),
+    // Providers' webhooks carry no bearer token; the signature over the body is the
+    // credential, checked before anything is stored.
+    ("post", "/v1/webhooks/{provider}"),
+    ("post", "/v1/webhooks/{provider}/{connection_id}"),
 ];
 
 /// Operations for admins only.
@@ -182,7 +186,7 @@ async fn the_public_routes_answer_without_a_token() {
     let new_email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     // Each public operation with a well-formed request and no credential, and the status it
     // promises for one: a refusal or an error of any kind fails.
-    let requests: [(&str, &str, Option<Value>, u16); 10] = [
+    let requests: [(&str, &str, Option<Value>, u16); 12] = [
         ("get", "/health", None, 200),
         ("get", "/ready", None, 200),
         ("get", "/metrics", None, 200),
@@ -194,10 +198,19 @@ async fn the_public_routes_answer_without_a_token() {
         ("post", "/v1/auth/logout", Some(json!({"refresh_token": other_session})), 204),
         // A state never issued: refused as such, not as unauthenticated.
         ("get", "/v1/connections/callback?code=c&state=never-issued", None, 400),
+        // No signing secret is set for Slack here: refused as such, not as unauthenticated.
+        ("post", "/v1/webhooks/slack", Some(json!({"type": "event_callback"})), 409),
+        ("post", "/v1/webhooks/slack/00000000-0000-0000-0000-000000000000", Some(json!({})), 409),
     ];
-    let sent: BTreeSet<(&str, &str)> =
-        requests.iter().map(|(m, p, _, _)| (*m, p.split('?').next().unwrap_or(p))).collect();
-    assert_eq!(sent, PUBLIC.iter().copied().collect(), "every public operation is called");
+    let template = |path: &str| match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["", "v1", "webhooks", _] => "/v1/webhooks/{provider}".to_owned(),
+        ["", "v1", "webhooks", _, _] => "/v1/webhooks/{provider}/{connection_id}".to_owned(),
+        _ => path.to_owned(),
+    };
+    let sent: BTreeSet<(&str, String)> =
+        requests.iter().map(|(m, p, _, _)| (*m, template(p.split('?').next().unwrap_or(p)))).collect();
+    let public: BTreeSet<(&str, String)> = PUBLIC.iter().map(|(m, p)| (*m, (*p).to_owned())).collect();
+    assert_eq!(sent, public, "every public operation is called");
     for (method, path, body, expected) in requests {
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
         let mut request = app.client.request(method.clone(), app.url(path));

@@ -85,6 +85,7 @@ pub async fn seed(app: &TestApp) -> Seeded {
     assert_eq!(code, 0, "{stderr}");
     app.state.identity.reload_keys().await;
     crate::connectors_keys::seed_vault(app, &admin, &user).await;
+    crate::connectors_webhooks::seed_webhooks(app, &admin, &user).await;
     Seeded { user, admin, api_key }
 }
 

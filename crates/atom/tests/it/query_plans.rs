@@ -78,6 +78,15 @@ const SEEDS: &[(&str, &str)] = &[
          SELECT 'conv-' || (1 + n / 50), 'user-' || n, 0, n FROM {series}",
     ),
     (
+        // Its events first (the deliveries' foreign key): one delivery per event, 50,000
+        // connections, 20,000 owners.
+        "webhook_deliveries",
+        "INSERT INTO webhook_events (id, provider, event_id, event_type, payload, owners, received_at) \
+         SELECT 'whe-' || n, 'provider-' || (n % 40), 'evt-' || n, 'type', '{}', 1, n FROM {series}; \
+         INSERT INTO webhook_deliveries (event_seq, connection_id, user_id, published_at, created_at) \
+         SELECT n, 'conn-' || (1 + n % 50000), 'user-' || (1 + n % 20000), n, n FROM {series}",
+    ),
+    (
         "messages",
         "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, created_at) \
          SELECT 'msg-' || n, 'conv-' || (1 + n % 100), n / 100, 'user-' || (1 + n % 1000), 'cmid-' || n, 'x', n \
