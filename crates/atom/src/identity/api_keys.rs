@@ -19,8 +19,12 @@ use crate::wire::rfc3339;
 
 pub const API_KEY_PREFIX: &str = "atom_sk_";
 /// Scopes a key may carry. `api` is the ordinary API as its owner; `admin` additionally
-/// allows admin routes when the owner is an admin.
-pub const SCOPES: &[&str] = &["api", "admin"];
+/// allows admin routes when the owner is an admin; `agent` lets the key's connections act as
+/// an agent in their owner's conversations (the `agent:*` Socket.io events, messages marked
+/// as the agent's: see [`crate::conversations::agent`]).
+pub const SCOPES: &[&str] = &["api", "admin", AGENT_SCOPE];
+/// The scope of agent workers' keys.
+pub const AGENT_SCOPE: &str = "agent";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -27,6 +27,7 @@ mod connectors_keys;
 mod connectors_nodes;
 mod connectors_refresh;
 mod conversations;
+mod conversations_agent;
 mod conversations_nodes;
 mod conversations_socket;
 mod db_faults;

@@ -175,11 +175,13 @@ const PINNED_CHECKSUMS: &[(&str, i64, &str)] = &[
     ("postgres", 3, "0d5547df60a22a1a"),
     ("postgres", 4, "89e507093a1bdf8b"),
     ("postgres", 5, "d261a728ecc59087"),
+    ("postgres", 10, "c79a9f10663bab8f"),
     ("sqlite", 1, "754de4a8703e9f20"),
     ("sqlite", 2, "7d08d8e449b2a35b"),
     ("sqlite", 3, "0d5547df60a22a1a"),
     ("sqlite", 4, "89e507093a1bdf8b"),
     ("sqlite", 5, "d261a728ecc59087"),
+    ("sqlite", 10, "c79a9f10663bab8f"),
 ];
 
 async fn migrator_of(dialect: &str) -> sqlx::migrate::Migrator {
