@@ -377,3 +377,79 @@ async fn the_echo_agent_streams_each_message_back_and_never_answers_itself() {
     assert_eq!(problem["errors"][0]["field"], "with_agent", "{problem}");
     app.stop().await;
 }
+
+/// Two `atom serve` processes on PostgreSQL and Redis (on either suite run): an agent on one
+/// node streams to a member on the other, in order, through the Socket.io adapter; both nodes
+/// run the echo agent, and each message is answered once.
+#[tokio::test]
+async fn across_two_nodes_chunks_arrive_in_order_and_the_echo_agent_answers_once() {
+    use crate::conversations_nodes::{account, serve, shared_env};
+    let pg = crate::common::PgDatabase::create().await;
+    let env = shared_env(&pg.url);
+    let dirs = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let with_dir = |dir: &tempfile::TempDir| {
+        let mut env = env.clone();
+        env.push(("DATA_DIR".to_owned(), dir.path().display().to_string()));
+        env
+    };
+    let a = serve(&with_dir(&dirs.0), crate::common::free_port().await).await;
+    let b = serve(&with_dir(&dirs.1), crate::common::free_port().await).await;
+    let client = reqwest::Client::new();
+    let (_, x_token) = account(&client, &a).await;
+    let (agent, agent_token) = account(&client, &b).await;
+    let response = client
+        .post(format!("{}/v1/api-keys", b.base))
+        .bearer_auth(&agent_token)
+        .json(&json!({ "name": "worker", "scopes": ["agent"] }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let key = response.json::<Value>().await.expect("json")["key"].as_str().expect("key").to_owned();
+    let response = client
+        .post(format!("{}/v1/conversations", a.base))
+        .bearer_auth(&x_token)
+        .json(&json!({ "member_ids": [agent], "with_agent": true }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let conversation = response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+
+    let mut peer = SocketPeer::start().await;
+    peer.connected("x-on-a", open(&a.base, "websocket", &x_token)).await;
+    peer.connected("agent-on-b", open(&b.base, "polling", &key)).await;
+    sync(&mut peer, "x-on-a", json!({})).await;
+
+    for index in 0..10 {
+        peer.emit("agent-on-b", "agent:streaming", chunk(&conversation, "far", index, &format!("{index} "))).await;
+    }
+    let done = peer.call("agent-on-b", "agent:streaming_complete", complete(&conversation, "far", "done")).await;
+    assert_eq!(done["ok"], true, "{done}");
+    for index in 0..10 {
+        let got = next_chunk(&mut peer, "x-on-a").await;
+        assert_eq!((&got["stream_id"], &got["index"]), (&json!("far"), &json!(index)), "in order across nodes");
+    }
+    assert_eq!(next_message(&mut peer, "x-on-a").await, done["message"], "the reply, after its chunks");
+
+    // Both nodes hear x's message; one answers it.
+    let send = json!({ "conversation_id": conversation, "client_msg_id": "1", "body": "one two" });
+    let sent = peer.call("x-on-a", "message:send", send).await;
+    assert_eq!(next_message(&mut peer, "x-on-a").await, sent["message"]);
+    let first = next_chunk(&mut peer, "x-on-a").await;
+    assert_eq!((&first["delta"], &first["sender_id"]), (&json!("one "), &json!("echo-agent")), "{first}");
+    let second = next_chunk(&mut peer, "x-on-a").await;
+    assert_eq!((&second["delta"], &second["stream_id"]), (&json!("two"), &first["stream_id"]), "{second}");
+    let reply = next_message(&mut peer, "x-on-a").await;
+    assert_eq!((&reply["body"], &reply["sender_id"]), (&json!("one two"), &json!("echo-agent")), "{reply}");
+    // The next thing x hears is its next message and its one echo: no second answer.
+    let send = json!({ "conversation_id": conversation, "client_msg_id": "2", "body": "three" });
+    let sent = peer.call("x-on-a", "message:send", send).await;
+    assert_eq!(next_message(&mut peer, "x-on-a").await, sent["message"], "no second echo of the first message");
+    assert_eq!(next_chunk(&mut peer, "x-on-a").await["delta"], "three", "no second stream of the first message");
+    let reply = next_message(&mut peer, "x-on-a").await;
+    assert_eq!(
+        (&reply["body"], &reply["seq"]),
+        (&json!("three"), &json!(sent["message"]["seq"].as_i64().expect("seq") + 1))
+    );
+}
