@@ -84,7 +84,7 @@ impl<A: Adapter> MessageHandler<A, ()> for AgentEvent {
             Err(refused) => return reply.send(event, &refused),
         };
         if let Err(job) = link.submit(job) {
-            job.refuse(event, &queue_full());
+            (*job).refuse(event, &queue_full());
         }
     }
 }

@@ -101,6 +101,8 @@ pub fn start<A: Adapter>(hub: &Arc<Hub<A>>, io: &SocketIo<A>) -> Result<tokio::t
     let mut events = hub.bus.subscribe();
     let hub = Arc::clone(hub);
     let task = tokio::spawn(async move {
+        // Aborted at shutdown: the link's streams end and its task with them.
+        let _closing = CloseOnDrop(Arc::clone(&hub), Arc::clone(&link));
         loop {
             match events.recv().await {
                 Ok(event) => {
@@ -122,6 +124,15 @@ pub fn start<A: Adapter>(hub: &Arc<Hub<A>>, io: &SocketIo<A>) -> Result<tokio::t
         }
     });
     Ok(task.abort_handle())
+}
+
+/// Closes the echo agent's link when its task ends, as a socket's is closed when it goes.
+struct CloseOnDrop<A: Adapter>(Arc<Hub<A>>, Arc<AgentLink<A>>);
+
+impl<A: Adapter> Drop for CloseOnDrop<A> {
+    fn drop(&mut self) {
+        self.1.close(&self.0.streams);
+    }
 }
 
 /// Claims and answers the conversation's messages up to `seq` that no node has claimed.
@@ -198,7 +209,7 @@ async fn submit<A: Adapter>(link: &AgentLink<A>, job: impl FnOnce(Reply<A>) -> J
         match link.submit(job) {
             Ok(()) => break,
             Err(back) => {
-                job = back;
+                job = *back;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }

@@ -133,14 +133,14 @@ impl<A: Adapter> AgentLink<A> {
     }
 
     /// Queues an agent's event, or gives it back when too many are waiting.
-    pub fn submit(&self, job: Job<A>) -> Result<(), Job<A>> {
+    pub fn submit(&self, job: Job<A>) -> Result<(), Box<Job<A>>> {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(job);
+            return Err(Box::new(job));
         }
         self.jobs.send(job).map_err(|e| {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            e.0
+            Box::new(e.0)
         })
     }
 
