@@ -12,6 +12,8 @@
 //! - `messages:ack` `{conversation_id, seq}` -> `{ok, ack_seq}`.
 //! - `typing` `{conversation_id}` -> `typing` `{conversation_id, user_id}` to the room's other
 //!   sockets, volatile.
+//! - `agent:streaming`, `agent:streaming_complete`, `agent:streaming_error`: an agent's
+//!   streamed reply, registered here too ([`super::agent_events`]).
 //!
 //! Error codes: `invalid_payload` (not the event's shape), `invalid` (a field fails
 //! validation; `errors` lists them), `forbidden` (not a member, or no such conversation;

@@ -97,6 +97,9 @@ pub const NEXT_SEQ_SQL: &str =
 /// Hot: every `messages:ack`; the position only moves forward.
 pub const ACK_SQL: &str = "UPDATE conversation_members SET ack_seq = $3 \
      WHERE conversation_id = $1 AND user_id = $2 AND ack_seq < $3";
+/// Hot: the echo agent's claim of each message stored in one of its conversations.
+pub const ADVANCE_ACK_SQL: &str = "UPDATE conversation_members SET ack_seq = $4 \
+     WHERE conversation_id = $1 AND user_id = $2 AND ack_seq = $3";
 /// Hot: presence, the users who share a conversation with `$1`.
 pub const CO_MEMBERS_SQL: &str = "SELECT DISTINCT o.user_id FROM conversation_members m \
      JOIN conversation_members o ON o.conversation_id = m.conversation_id \
@@ -274,16 +277,14 @@ pub async fn advance_ack(
     to: i64,
 ) -> Result<bool, sqlx::Error> {
     with_pool!(db, "conversation_members.advance_ack", |conn| {
-        sqlx::query(
-            "UPDATE conversation_members SET ack_seq = $4 WHERE conversation_id = $1 AND user_id = $2 AND ack_seq = $3",
-        )
-        .bind(conversation_id)
-        .bind(user_id)
-        .bind(from)
-        .bind(to)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected() == 1)
+        sqlx::query(ADVANCE_ACK_SQL)
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(from)
+            .bind(to)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected() == 1)
     })
 }
 
