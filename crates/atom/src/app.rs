@@ -51,6 +51,8 @@ pub enum StartError {
     MasterKey(#[source] CryptoError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    EchoAgent(#[from] crate::conversations::echo::EchoError),
     #[error("redis.url is not usable")]
     Redis(#[source] redis::RedisError),
     #[error("the outbound HTTP client could not be built")]
@@ -116,6 +118,9 @@ impl Application {
         let cache = Cache::from_config(&config.cache, redis.clone());
         let bus = Bus::from_config(&config).map_err(StartError::Redis)?;
         let identity = Arc::new(Identity::start(&db, keyring, &config, cache.clone(), bus.clone()).await?);
+        if config.conversations.echo_agent {
+            crate::conversations::echo::ensure_account(&db).await?;
+        }
         let connectors = Arc::new(
             crate::connectors::Connectors::new(
                 &config,

@@ -24,7 +24,8 @@
 //!   budgets, connections ended with their credential, the admin's view of live connections.
 //! - [`conversations`]: conversations, members and messages numbered gaplessly per
 //!   conversation; the REST routes and the Socket.io events (send, sync, ack, typing), each
-//!   socket's in-order delivery, presence, retention.
+//!   socket's in-order delivery, presence, retention; agents' streamed replies (`agent:*`)
+//!   and the built-in echo agent.
 //! - [`storage`]: the [`Db`] pool over SQLite or PostgreSQL, its embedded migrations, the
 //!   metrics and slow-query log of every named query, the registry of hot queries, and the
 //!   gate that fails requests fast while PostgreSQL is down.

@@ -318,6 +318,15 @@ pub struct ConversationsConfig {
     /// A user whose last connection closed is announced offline only after this long, so
     /// that a reconnect within it sends no offline/online pair.
     pub presence_grace_ms: u64,
+    /// The largest `delta` of an `agent:streaming` chunk, in bytes.
+    pub max_delta_bytes: usize,
+    /// An agent's stream with no event for this long is ended by the server with
+    /// `agent:streaming_error` (as is every stream of an agent that disconnects).
+    pub agent_stream_timeout_secs: u64,
+    /// Whether the built-in echo agent runs (its account is created at start-up).
+    pub echo_agent: bool,
+    /// The echo agent's pause between two words of a reply, so that it looks written.
+    pub echo_word_delay_ms: u64,
 }
 
 /// Who may read `GET /metrics` (see [`crate::http::metrics_access`]).

@@ -181,6 +181,15 @@ impl Config {
                 "retention_days must be at most 36500, presence_grace_ms at most 600000",
             ));
         }
+        if c.max_delta_bytes == 0 {
+            return Err(ConfigError::new("conversations.max_delta_bytes", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&c.agent_stream_timeout_secs) {
+            return Err(ConfigError::new("conversations.agent_stream_timeout_secs", "must be between 1 and 3600"));
+        }
+        if c.echo_word_delay_ms > 10_000 {
+            return Err(ConfigError::new("conversations.echo_word_delay_ms", "must be at most 10000"));
+        }
         for (key, value) in [
             ("realtime.events_per_second", self.realtime.events_per_second),
             ("realtime.event_burst", self.realtime.event_burst),

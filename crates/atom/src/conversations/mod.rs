@@ -15,11 +15,15 @@
 //! - Events are published on the bus only after the commit, so nobody hears of a message
 //!   that a rollback could take back.
 
+pub mod agent;
+pub mod agent_events;
 pub mod delivery;
+pub mod echo;
 pub mod presence;
 pub mod retention;
 pub mod routes;
 pub mod socket;
+pub mod streams;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,6 +48,35 @@ pub struct Message {
     pub body: String,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// Who spoke: a user, or an agent (a connection with an `agent`-scoped key).
+    #[serde(default)]
+    pub sender_kind: SenderKind,
+    /// For an agent's streamed reply, the `stream_id` of its `agent:streaming` chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderKind {
+    #[default]
+    User,
+    Agent,
+}
+
+impl SenderKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Agent => "agent",
+        }
+    }
+
+    /// What a caller's messages are: an agent's when it acts through an `agent`-scoped key.
+    pub fn of(principal: &crate::identity::Principal) -> Self {
+        if principal.is_agent() { Self::Agent } else { Self::User }
+    }
 }
 
 impl From<MessageRow> for Message {
@@ -56,6 +89,8 @@ impl From<MessageRow> for Message {
             client_msg_id: row.client_msg_id,
             body: row.body,
             created_at: rfc3339(row.created_at),
+            sender_kind: if row.sender_kind == "agent" { SenderKind::Agent } else { SenderKind::User },
+            stream_id: row.stream_id,
         }
     }
 }
@@ -101,6 +136,9 @@ pub enum ConversationError {
     /// Not a member (or no such conversation): nothing is said about which.
     #[error("only members of the conversation may do this")]
     Forbidden,
+    /// An agent's event from a credential without the `agent` scope.
+    #[error("only an API key with the agent scope may act as an agent")]
+    NotAgent,
     /// Fields that fail validation, all of them.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
@@ -121,6 +159,9 @@ impl From<ConversationError> for ApiError {
     fn from(err: ConversationError) -> Self {
         match err {
             ConversationError::Forbidden => Self::Forbidden("Only members of the conversation may do this.".to_owned()),
+            ConversationError::NotAgent => {
+                Self::Forbidden("Only an API key with the agent scope may act as an agent.".to_owned())
+            }
             ConversationError::Invalid(errors) => Self::Validation(errors),
             ConversationError::NotFound => Self::NotFound,
             ConversationError::Storage(e) => Self::from(e),
@@ -361,12 +402,32 @@ pub struct Sent {
     pub created: bool,
 }
 
-/// Validates and stores a message from `sender`, then publishes it on the bus.
+/// Who sends: the account, and whether it speaks as an agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub user_id: &'a str,
+    pub kind: SenderKind,
+}
+
+/// Validates and stores a message from the user `sender`, then publishes it on the bus.
 pub async fn send(
     db: &Db,
     bus: &Bus,
     limits: &ConversationsConfig,
     sender: &str,
+    conversation_id: &str,
+    input: &SendMessage,
+) -> Result<Sent, ConversationError> {
+    send_from(db, bus, limits, Sender { user_id: sender, kind: SenderKind::User }, conversation_id, input).await
+}
+
+/// [`send`] for a sender of either kind: the REST route and `message:send` mark what an
+/// `agent`-scoped key sends as the agent's.
+pub async fn send_from(
+    db: &Db,
+    bus: &Bus,
+    limits: &ConversationsConfig,
+    sender: Sender<'_>,
     conversation_id: &str,
     input: &SendMessage,
 ) -> Result<Sent, ConversationError> {
@@ -382,6 +443,21 @@ pub async fn send(
     if !errors.is_empty() {
         return Err(ConversationError::Invalid(errors));
     }
+    let stored = Stored { sender, client_msg_id: &input.client_msg_id, body: &input.body, stream_id: None };
+    store(db, bus, conversation_id, stored).await
+}
+
+/// A validated message to store.
+struct Stored<'a> {
+    sender: Sender<'a>,
+    client_msg_id: &'a str,
+    body: &'a str,
+    stream_id: Option<&'a str>,
+}
+
+/// Stores a validated message (or finds the first one with its client id), then publishes it.
+async fn store(db: &Db, bus: &Bus, conversation_id: &str, input: Stored<'_>) -> Result<Sent, ConversationError> {
+    let sender = input.sender.user_id;
     membership(db, conversation_id, sender).await?;
     // Senders of one conversation take turns here before they take a pooled connection:
     // waiting on the row lock instead would hold a connection each, and a burst into one
@@ -395,8 +471,13 @@ pub async fn send(
     let Some(seq) = sql::next_seq(&mut tx, conversation_id, now).await? else {
         return Err(ConversationError::Forbidden);
     };
-    if let Some(first) = sql::by_client_id(&mut tx, conversation_id, sender, &input.client_msg_id).await? {
+    if let Some(first) = sql::by_client_id(&mut tx, conversation_id, sender, input.client_msg_id).await? {
         // Dropping the transaction rolls the number back.
+        if first.stream_id.as_deref() != input.stream_id {
+            // A plain send and a streamed reply never share a client id.
+            let field = if input.stream_id.is_some() { "stream_id" } else { "client_msg_id" };
+            return Err(ConversationError::invalid(field, "is already used by another message"));
+        }
         return Ok(Sent { message: Message::from(first), created: false });
     }
     if sql::membership_in(&mut tx, conversation_id, sender).await?.is_none() {
@@ -408,9 +489,11 @@ pub async fn send(
         conversation_id: conversation_id.to_owned(),
         seq,
         sender_id: sender.to_owned(),
-        client_msg_id: input.client_msg_id.clone(),
-        body: input.body.clone(),
+        client_msg_id: input.client_msg_id.to_owned(),
+        body: input.body.to_owned(),
         created_at: now,
+        sender_kind: input.sender.kind.as_str().to_owned(),
+        stream_id: input.stream_id.map(str::to_owned),
     };
     sql::insert_message(&mut tx, &row).await?;
     tx.commit().await?;

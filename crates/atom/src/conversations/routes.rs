@@ -37,6 +37,10 @@ pub struct CreateConversation {
     /// The other members; the caller is always one and owns the conversation.
     #[serde(default)]
     pub member_ids: Vec<String>,
+    /// Adds the built-in echo agent (account `echo-agent`) as a member: it streams each
+    /// message back word by word. 422 when the server runs without it.
+    #[serde(default)]
+    pub with_agent: bool,
 }
 
 impl Validate for CreateConversation {}
@@ -48,17 +52,15 @@ impl Validate for SendMessage {}
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<CreateConversation>,
+    Json(mut body): Json<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
-    let view = super::create(
-        &state.db,
-        &state.bus,
-        &state.config.conversations,
-        &principal.user_id,
-        body.title.as_deref(),
-        &body.member_ids,
-    )
-    .await?;
+    let limits = &state.config.conversations;
+    if body.with_agent {
+        body.member_ids.push(super::echo::member(limits)?.to_owned());
+    }
+    let view =
+        super::create(&state.db, &state.bus, limits, &principal.user_id, body.title.as_deref(), &body.member_ids)
+            .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -224,6 +226,7 @@ pub async fn send(
     Path(id): Path<String>,
     Json(body): Json<SendMessage>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    let sent = super::send(&state.db, &state.bus, &state.config.conversations, &principal.user_id, &id, &body).await?;
+    let sender = super::Sender { user_id: &principal.user_id, kind: super::SenderKind::of(&principal) };
+    let sent = super::send_from(&state.db, &state.bus, &state.config.conversations, sender, &id, &body).await?;
     Ok((if sent.created { StatusCode::CREATED } else { StatusCode::OK }, Json(sent.message)))
 }

@@ -12,6 +12,8 @@
 //! - `messages:ack` `{conversation_id, seq}` -> `{ok, ack_seq}`.
 //! - `typing` `{conversation_id}` -> `typing` `{conversation_id, user_id}` to the room's other
 //!   sockets, volatile.
+//! - `agent:streaming`, `agent:streaming_complete`, `agent:streaming_error`: an agent's
+//!   streamed reply, registered here too ([`super::agent_events`]).
 //!
 //! Error codes: `invalid_payload` (not the event's shape), `invalid` (a field fails
 //! validation; `errors` lists them), `forbidden` (not a member, or no such conversation;
@@ -31,6 +33,7 @@ use socketioxide::extract::{AckSender, SocketRef, TryData};
 
 use super::delivery::{self, Deliverer, SocketDelivery, SyncError, conversation_room};
 use super::presence::Presence;
+use super::streams::{AgentLink, Streams};
 use super::{ConversationError, SendMessage};
 use crate::bus::Bus;
 use crate::config::ConversationsConfig;
@@ -45,11 +48,13 @@ const MAX_SYNC_POSITIONS: usize = 10_000;
 /// What the conversation handlers of one node share. Made before the Socket.io server
 /// (whose state holds it) and bound to it once built.
 pub struct Hub<A: Adapter = LocalAdapter> {
-    io: OnceLock<SocketIo<A>>,
-    db: Db,
-    bus: Bus,
-    limits: ConversationsConfig,
+    pub(super) io: OnceLock<SocketIo<A>>,
+    pub(super) db: Db,
+    pub(super) bus: Bus,
+    pub(super) limits: ConversationsConfig,
     presence: Arc<Presence>,
+    /// Agents' open streams on this node.
+    pub(super) streams: Arc<Streams<A>>,
 }
 
 impl<A: Adapter> std::fmt::Debug for Hub<A> {
@@ -66,15 +71,24 @@ impl<A: Adapter> Hub<A> {
             bus: bus.clone(),
             limits: limits.clone(),
             presence: Arc::new(Presence::new(Duration::from_millis(limits.presence_grace_ms))),
+            streams: Arc::new(Streams::new(Duration::from_secs(limits.agent_stream_timeout_secs))),
         })
     }
 
-    /// Binds the server and starts this node's delivery of bus events to its sockets: the
-    /// returned task runs until aborted (at shutdown).
-    pub fn bind(&self, io: &SocketIo<A>) -> tokio::task::AbortHandle {
+    /// Binds the server and starts this node's delivery of bus events to its sockets, the
+    /// expiry of agents' silent streams and, when on, the echo agent: the returned tasks run
+    /// until aborted (at shutdown).
+    pub fn bind(self: &Arc<Self>, io: &SocketIo<A>) -> Vec<tokio::task::AbortHandle> {
         let _ = self.io.set(io.clone());
         let deliverer = Deliverer { db: self.db.clone(), replay_batch: self.limits.replay_batch };
-        delivery::start(io.clone(), &self.bus, deliverer)
+        let mut tasks = vec![delivery::start(io.clone(), &self.bus, deliverer), self.streams.start_expiry()];
+        if self.limits.echo_agent {
+            match super::echo::start(self, io) {
+                Ok(task) => tasks.push(task),
+                Err(e) => tracing::error!(target: "atom::realtime", error = %e, "the echo agent did not start"),
+            }
+        }
+        tasks
     }
 
     /// Sets up an admitted socket of `principal`: its rooms, its delivery, its handlers.
@@ -88,6 +102,7 @@ impl<A: Adapter> Hub<A> {
         events::on(socket, "sync", sync::<A>);
         events::on(socket, "messages:ack", messages_ack::<A>);
         events::on(socket, "typing", typing::<A>);
+        super::agent_events::register(socket);
         if let Some(io) = self.io.get() {
             self.presence.opened(io, &self.db, &principal.user_id);
         }
@@ -96,6 +111,9 @@ impl<A: Adapter> Hub<A> {
 
     /// A socket set up by [`Self::attach`] went away.
     pub fn detach(&self, socket: &SocketRef<A>) {
+        if let Some(link) = socket.extensions.remove::<Arc<AgentLink<A>>>() {
+            link.close(&self.streams);
+        }
         if let (Some(io), Some(principal)) = (self.io.get(), socket.extensions.get::<Principal>()) {
             self.presence.closed(io, &self.db, &principal.user_id);
         }
@@ -103,13 +121,14 @@ impl<A: Adapter> Hub<A> {
 }
 
 /// An error acknowledgement.
-fn refusal(code: &str, message: impl Into<String>) -> Value {
+pub(super) fn refusal(code: &str, message: impl Into<String>) -> Value {
     json!({ "ok": false, "error": { "code": code, "message": message.into() } })
 }
 
-fn conversation_refusal(error: &ConversationError) -> Value {
+pub(super) fn conversation_refusal(error: &ConversationError) -> Value {
     match error {
         ConversationError::Forbidden => refusal("forbidden", "only members of the conversation may do this"),
+        ConversationError::NotAgent => refusal("forbidden", "only an API key with the agent scope may act as an agent"),
         ConversationError::NotFound => refusal("not_found", "no such user or member"),
         ConversationError::Invalid(errors) => {
             let mut answer = refusal("invalid", format!("{} field(s) failed validation", errors.len()));
@@ -127,7 +146,7 @@ fn conversation_refusal(error: &ConversationError) -> Value {
     }
 }
 
-fn answer<A: Adapter>(socket: &SocketRef<A>, ack: AckSender<A>, event: &'static str, answer: &Value) {
+pub(super) fn answer<A: Adapter>(socket: &SocketRef<A>, ack: AckSender<A>, event: &'static str, answer: &Value) {
     let outcome = if answer["ok"] == true { "ok" } else { answer["error"]["code"].as_str().unwrap_or("error") };
     metrics::counter!("realtime_acks_total", "event" => event, "outcome" => outcome.to_owned()).increment(1);
     if let Err(e) = ack.send(answer) {
@@ -136,7 +155,7 @@ fn answer<A: Adapter>(socket: &SocketRef<A>, ack: AckSender<A>, event: &'static 
 }
 
 /// The event's payload as `T`, or the `invalid_payload` refusal naming what is wrong.
-fn payload<T: DeserializeOwned>(data: Result<Value, impl std::fmt::Display>) -> Result<T, Value> {
+pub(super) fn payload<T: DeserializeOwned>(data: Result<Value, impl std::fmt::Display>) -> Result<T, Value> {
     let value = data.map_err(|e| refusal("invalid_payload", format!("the payload is not JSON: {e}")))?;
     serde_json::from_value(value).map_err(|e| refusal("invalid_payload", e.to_string()))
 }
@@ -160,7 +179,8 @@ async fn message_send<A: Adapter>(socket: SocketRef<A>, TryData(data): TryData<V
         Err(refused) => return answer(&socket, ack, "message:send", &refused),
     };
     let send = SendMessage { client_msg_id: input.client_msg_id, body: input.body };
-    let result = super::send(&hub.db, &hub.bus, &hub.limits, &principal.user_id, &input.conversation_id, &send).await;
+    let sender = super::Sender { user_id: &principal.user_id, kind: super::SenderKind::of(&principal) };
+    let result = super::send_from(&hub.db, &hub.bus, &hub.limits, sender, &input.conversation_id, &send).await;
     let reply = match result {
         Ok(sent) => json!({ "ok": true, "message": sent.message, "duplicate": !sent.created }),
         Err(e) => conversation_refusal(&e),

@@ -20,12 +20,17 @@ use crate::wire::rfc3339;
 pub const API_KEY_PREFIX: &str = "atom_sk_";
 /// Scopes a key may carry. `api` is the ordinary API as its owner; `admin` additionally
 /// allows admin routes when the owner is an admin; `connections:use` lets the key use its
-/// owner's connections (their tokens, the proxy), optionally only those of some providers.
-pub const SCOPES: &[&str] = &["api", "admin", CONNECTIONS_USE];
+/// owner's connections (their tokens, the proxy), optionally only those of some providers;
+/// `agent` lets the key's connections act as an agent in their owner's conversations (the
+/// `agent:*` Socket.io events, messages marked as the agent's: see
+/// [`crate::conversations::agent`]).
+pub const SCOPES: &[&str] = &["api", "admin", CONNECTIONS_USE, AGENT_SCOPE];
 /// The scope that lets a key use its owner's connections.
 pub const CONNECTIONS_USE: &str = "connections:use";
 /// The most providers one key may be limited to.
 const MAX_PROVIDERS: usize = 100;
+/// The scope of agent workers' keys.
+pub const AGENT_SCOPE: &str = "agent";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -79,6 +79,15 @@ impl Principal {
             Err(ApiError::Forbidden("This needs the admin role.".to_owned()))
         }
     }
+
+    /// Whether the caller acts as an agent: only through a key with the `agent` scope; an
+    /// access token or a key without it is a person (or their script) speaking for themself.
+    pub fn is_agent(&self) -> bool {
+        match &self.credential {
+            Credential::AccessToken { .. } => false,
+            Credential::ApiKey { scopes, .. } => scopes.iter().any(|s| s == super::api_keys::AGENT_SCOPE),
+        }
+    }
 }
 
 impl Principal {

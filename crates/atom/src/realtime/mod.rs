@@ -318,7 +318,7 @@ fn serve<A: Adapter>(
     route: Router<AppState>,
     io: SocketIo<A>,
     pubsub: Option<PubSub>,
-    conversations: tokio::task::AbortHandle,
+    conversations: Vec<tokio::task::AbortHandle>,
 ) -> (Router<AppState>, Arc<Node<A>>) {
     let gate = handshake::Gate {
         edge: Arc::clone(&state.edge),
@@ -326,7 +326,8 @@ fn serve<A: Adapter>(
         retry_after_secs: state.config.realtime.connect_timeout_secs,
     };
     let route = route.route_layer(axum::middleware::from_fn_with_state(gate, handshake::count_pending));
-    let tasks = vec![revocation::start(io.clone(), &state.bus), sample_gauges(io.clone()), conversations];
+    let mut tasks = vec![revocation::start(io.clone(), &state.bus), sample_gauges(io.clone())];
+    tasks.extend(conversations);
     (route, Arc::new(Node { io, pubsub, tasks }))
 }
 

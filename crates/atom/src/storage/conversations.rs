@@ -38,6 +38,10 @@ pub struct MessageRow {
     pub client_msg_id: String,
     pub body: String,
     pub created_at: i64,
+    /// `user` or `agent`.
+    pub sender_kind: String,
+    /// The stream an agent's reply was streamed as.
+    pub stream_id: Option<String>,
 }
 
 macro_rules! membership_columns {
@@ -49,7 +53,7 @@ macro_rules! membership_columns {
 
 macro_rules! message_columns {
     () => {
-        "id, conversation_id, seq, sender_id, client_msg_id, body, created_at"
+        "id, conversation_id, seq, sender_id, client_msg_id, body, created_at, sender_kind, stream_id"
     };
 }
 
@@ -93,6 +97,9 @@ pub const NEXT_SEQ_SQL: &str =
 /// Hot: every `messages:ack`; the position only moves forward.
 pub const ACK_SQL: &str = "UPDATE conversation_members SET ack_seq = $3 \
      WHERE conversation_id = $1 AND user_id = $2 AND ack_seq < $3";
+/// Hot: the echo agent's claim of each message stored in one of its conversations.
+pub const ADVANCE_ACK_SQL: &str = "UPDATE conversation_members SET ack_seq = $4 \
+     WHERE conversation_id = $1 AND user_id = $2 AND ack_seq = $3";
 /// Hot: presence, the users who share a conversation with `$1`.
 pub const CO_MEMBERS_SQL: &str = "SELECT DISTINCT o.user_id FROM conversation_members m \
      JOIN conversation_members o ON o.conversation_id = m.conversation_id \
@@ -241,8 +248,9 @@ pub async fn by_client_id(
 pub async fn insert_message(tx: &mut Tx, row: &MessageRow) -> Result<(), sqlx::Error> {
     with_tx!(tx, "messages.insert", |conn| {
         sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO messages \
+             (id, conversation_id, seq, sender_id, client_msg_id, body, created_at, sender_kind, stream_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&row.id)
         .bind(&row.conversation_id)
@@ -251,9 +259,32 @@ pub async fn insert_message(tx: &mut Tx, row: &MessageRow) -> Result<(), sqlx::E
         .bind(&row.client_msg_id)
         .bind(&row.body)
         .bind(row.created_at)
+        .bind(&row.sender_kind)
+        .bind(&row.stream_id)
         .execute(conn)
         .await
         .map(drop)
+    })
+}
+
+/// Moves the member's delivery position from exactly `from` to `to`: false when it was not at
+/// `from` any more (another node claimed those messages first).
+pub async fn advance_ack(
+    db: &Db,
+    conversation_id: &str,
+    user_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool, sqlx::Error> {
+    with_pool!(db, "conversation_members.advance_ack", |conn| {
+        sqlx::query(ADVANCE_ACK_SQL)
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(from)
+            .bind(to)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected() == 1)
     })
 }
 

@@ -78,6 +78,7 @@ pub const HOT_QUERIES: &[HotQuery] = &[
     HotQuery { name: "conversations.list_for_user", table: "conversation_members", index: PrimaryKey, sql: conversations::LIST_FOR_USER_SQL, sample_params: &[Text("user-4242"), Text(""), Int(51)] },
     HotQuery { name: "conversations.next_seq", table: "conversations", index: PrimaryKey, sql: conversations::NEXT_SEQ_SQL, sample_params: &[Text("conv-4242"), Int(NOW)] },
     HotQuery { name: "conversation_members.ack", table: "conversation_members", index: PrimaryKey, sql: conversations::ACK_SQL, sample_params: &[Text("conv-85"), Text("user-4242"), Int(3)] },
+    HotQuery { name: "conversation_members.advance_ack", table: "conversation_members", index: PrimaryKey, sql: conversations::ADVANCE_ACK_SQL, sample_params: &[Text("conv-85"), Text("user-4242"), Int(0), Int(3)] },
     HotQuery { name: "messages.range", table: "messages", index: Named("messages_conversation_seq_key"), sql: conversations::RANGE_SQL, sample_params: &[Text("conv-42"), Int(10), Int(i64::MAX), Int(501)] },
     HotQuery { name: "messages.before", table: "messages", index: Named("messages_conversation_seq_key"), sql: conversations::BEFORE_SQL, sample_params: &[Text("conv-42"), Int(50), Int(51)] },
     HotQuery { name: "messages.by_client_id", table: "messages", index: Named("messages_client_msg_id_key"), sql: conversations::BY_CLIENT_ID_SQL, sample_params: &[Text("conv-42"), Text("user-42"), Text("cmid-4242")] },

@@ -53,6 +53,30 @@ pub async fn insert(tx: &mut Tx, user: &UserRow) -> Result<(), sqlx::Error> {
     })
 }
 
+/// Creates a built-in account (an agent's) unless it exists: several nodes may start at once.
+/// It has no usable password: `password_hash` is a hash of a secret nobody keeps.
+pub async fn ensure_account(
+    db: &Db,
+    id: &str,
+    email: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    with_pool!(db, "users.ensure_builtin", |conn| {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, created_at, updated_at, password_changed_at) \
+             VALUES ($1, $2, $3, 'user', $4, $4, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(password_hash)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    })
+}
+
 pub async fn by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
     with_pool!(db, "users.by_email", |conn| sqlx::query_as(BY_EMAIL_SQL).bind(email).fetch_optional(conn).await)
 }

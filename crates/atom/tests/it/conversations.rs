@@ -311,6 +311,8 @@ async fn the_database_serialises_senders_of_one_conversation_without_the_nodes_t
                 client_msg_id: format!("raw-{i}"),
                 body: "x".to_owned(),
                 created_at: 1,
+                sender_kind: "user".to_owned(),
+                stream_id: None,
             };
             insert_message(&mut tx, &row).await.expect("insert");
             tx.commit().await.expect("commit");

@@ -14,12 +14,12 @@ use crate::socket_peer::{Open, SocketPeer};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// One `atom serve` process on `port`.
-struct Node {
-    base: String,
+pub(crate) struct Node {
+    pub(crate) base: String,
     child: tokio::process::Child,
 }
 
-async fn serve(env: &[(String, String)], port: u16) -> Node {
+pub(crate) async fn serve(env: &[(String, String)], port: u16) -> Node {
     let mut env = env.to_vec();
     env.extend(pairs(&[("LISTEN", &format!("127.0.0.1:{port}"))]));
     let child =
@@ -30,7 +30,7 @@ async fn serve(env: &[(String, String)], port: u16) -> Node {
 }
 
 /// A user registered and signed in on `node`: (id, access token).
-async fn account(client: &reqwest::Client, node: &Node) -> (String, String) {
+pub(crate) async fn account(client: &reqwest::Client, node: &Node) -> (String, String) {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     let body = json!({ "email": email, "password": PASSWORD });
     let response = client.post(format!("{}/v1/auth/register", node.base)).json(&body).send().await.expect("sent");
@@ -88,7 +88,7 @@ async fn sync(peer: &mut SocketPeer, id: &str, positions: Value) -> Value {
     ack["positions"].clone()
 }
 
-fn shared_env(database_url: &str) -> Vec<(String, String)> {
+pub(crate) fn shared_env(database_url: &str) -> Vec<(String, String)> {
     pairs(&[
         ("DATABASE_URL", database_url),
         ("REDIS_URL", &redis_url()),

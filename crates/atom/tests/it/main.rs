@@ -36,6 +36,7 @@ mod connectors_refresh;
 mod connectors_submit;
 mod connectors_webhooks;
 mod conversations;
+mod conversations_agent;
 mod conversations_nodes;
 mod conversations_socket;
 mod db_faults;

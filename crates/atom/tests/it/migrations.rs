@@ -178,6 +178,7 @@ const PINNED_CHECKSUMS: &[(&str, i64, &str)] = &[
     ("postgres", 7, "a925f7be21ec9945"),
     ("postgres", 8, "220ff8c1b550b4b6"),
     ("postgres", 9, "45d2ca560a10415c"),
+    ("postgres", 10, "c79a9f10663bab8f"),
     ("sqlite", 1, "754de4a8703e9f20"),
     ("sqlite", 2, "7d08d8e449b2a35b"),
     ("sqlite", 3, "0d5547df60a22a1a"),
@@ -186,6 +187,7 @@ const PINNED_CHECKSUMS: &[(&str, i64, &str)] = &[
     ("sqlite", 7, "a925f7be21ec9945"),
     ("sqlite", 8, "220ff8c1b550b4b6"),
     ("sqlite", 9, "b63d80fc87922d0a"),
+    ("sqlite", 10, "c79a9f10663bab8f"),
 ];
 
 async fn migrator_of(dialect: &str) -> sqlx::migrate::Migrator {
