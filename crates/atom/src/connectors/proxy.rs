@@ -376,7 +376,7 @@ impl Proxy {
                 let app = self.connectors.app(&row.provider).await.map_err(|_| {
                     ProxyError::new(ProxyCode::NotConfigured, "this instance has no OAuth 1.0a app for this provider")
                 })?;
-                let token_secret = credentials.fields.get(OAUTH1_TOKEN_SECRET).map_or("", String::as_str);
+                let token_secret = credentials.token_secret.as_deref().unwrap_or("");
                 let signer = oauth1::Signer {
                     consumer_key: &app.client.client_id,
                     consumer_secret: secrecy::ExposeSecret::expose_secret(&app.client.client_secret),
@@ -392,10 +392,6 @@ impl Proxy {
         Ok(())
     }
 }
-
-/// Where an OAuth 1.0a connection keeps its token secret, in the credential's fields (the
-/// token itself is the access token).
-pub const OAUTH1_TOKEN_SECRET: &str = "oauth_token_secret";
 
 /// What is sent, less the body.
 struct Target {

@@ -90,6 +90,7 @@ fn principal() -> Principal {
         credential: Credential::ApiKey {
             key_id: "builtin:echo-agent".to_owned(),
             scopes: vec![AGENT_SCOPE.to_owned()],
+            providers: None,
             expires_at: None,
         },
     }

@@ -431,9 +431,7 @@ async fn store(
     }
     if auth_kind == "oauth1" {
         credentials.access_token = Some(OAUTH1_TOKEN.to_owned());
-        credentials
-            .fields
-            .insert(atom::connectors::proxy::OAUTH1_TOKEN_SECRET.to_owned(), OAUTH1_TOKEN_SECRET.to_owned());
+        credentials.token_secret = Some(OAUTH1_TOKEN_SECRET.to_owned());
     }
     let obtained = Obtained {
         user_id: user.id.clone(),
