@@ -35,7 +35,8 @@ impl Connectors {
                 return Some(ConnectError::new(ErrorCode::NotConfigured, "the provider's app could not be read"));
             }
         };
-        let resolved = match super::endpoints::check_params(oauth, &super::endpoints::stored_params(&row.params)) {
+        let resolved = match super::endpoints::check_params(oauth, &super::endpoints::stored_params(oauth, &row.params))
+        {
             Ok(values) => self.endpoints(oauth, &values, &app.client.client_id).await,
             Err(e) => Err(e.into()),
         };

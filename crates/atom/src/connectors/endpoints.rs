@@ -87,9 +87,15 @@ pub fn check_params(spec: &OAuth2Spec, given: &BTreeMap<String, String>) -> Resu
     })
 }
 
-/// The parameters stored with an authorization or a connection (a JSON object of strings).
-pub fn stored_params(json: &str) -> BTreeMap<String, String> {
-    serde_json::from_str(json).unwrap_or_default()
+/// The connection parameters stored with an authorization or a connection (a JSON object).
+/// A connection's object also holds the values kept from its flow (`instance_url`, a lookup's
+/// `cloud_id`), which are not parameters: only the spec's parameters are returned.
+pub fn stored_params(spec: &OAuth2Spec, json: &str) -> BTreeMap<String, String> {
+    let all: BTreeMap<String, serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    all.into_iter()
+        .filter(|(name, _)| spec.params.iter().any(|p| &p.name == name))
+        .filter_map(|(name, value)| Some((name, value.as_str()?.to_owned())))
+        .collect()
 }
 
 fn unfillable(what: &str) -> ConnectError {

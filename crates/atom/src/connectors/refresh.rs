@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use super::error::{ConnectError, ConnectorError, ErrorCode};
 use super::exchange;
+use super::requests::ClientCredentials;
 use super::service::Connectors;
 use super::spec::AuthSpec;
+use super::tokens;
 use super::vault::{self, Credentials};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::bus::{Event, EventKind};
@@ -171,14 +173,35 @@ impl Connectors {
             return self.mark_needs_reauth(row, &ConnectError::new(ErrorCode::InvalidGrant, "no refresh token")).await;
         };
         let app = self.app(provider).await?;
-        let values = super::endpoints::check_params(oauth, &super::endpoints::stored_params(&row.params))?;
+        let values = super::endpoints::check_params(oauth, &super::endpoints::stored_params(oauth, &row.params))?;
         let oauth = &self.endpoints(oauth, &values, &app.client.client_id).await?;
+        let template = self.template(provider).ok();
+        // The parameters and the values kept from the flow, all checked when they were stored.
+        let mut stored = values.clone();
+        let kept: std::collections::BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&row.params).unwrap_or_default();
+        for (name, value) in kept {
+            if let Some(value) = value.as_str() {
+                stored.insert_trusted(&name, value);
+            }
+        }
+        stored.insert_trusted("client_id", app.client.client_id.clone());
         let started = Instant::now();
         let attempts = self.settings().refresh_attempts.max(1);
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match exchange::refresh(self.http(), oauth, &app.client, &refresh_token).await {
+            let attempt_result = match &template {
+                // A catalog provider: the refresh as its template says (body encoding, client
+                // authentication, where the tokens sit in the answer).
+                Some(t) => {
+                    let client = ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
+                    let endpoint = t.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str());
+                    tokens::refresh(self.http(), t, &stored, &client, &refresh_token, endpoint).await
+                }
+                None => exchange::refresh(self.http(), oauth, &app.client, &refresh_token).await,
+            };
+            match attempt_result {
                 Err(e) if e.code.is_transient() && attempt < attempts => {
                     let backoff = e
                         .retry_after_secs

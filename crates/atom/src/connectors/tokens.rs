@@ -65,6 +65,20 @@ pub fn read(
     body: &[u8],
     now: time::OffsetDateTime,
 ) -> Result<TokenSet, ConnectError> {
+    read_answer(t, status, retry_after, content_type, body, now, false)
+}
+
+/// [`read`], for the code exchange or (`refresh`) a refresh, whose tokens may sit elsewhere
+/// (`oauth2.refresh_response`) and which need not carry the kept values again.
+fn read_answer(
+    t: &Template,
+    status: u16,
+    retry_after: Option<u64>,
+    content_type: Option<&str>,
+    body: &[u8],
+    now: time::OffsetDateTime,
+    refresh: bool,
+) -> Result<TokenSet, ConnectError> {
     if status == 429 {
         let mut e = ConnectError::new(ErrorCode::RateLimited, "the provider asked to slow down");
         e.retry_after_secs = retry_after;
@@ -92,7 +106,12 @@ pub fn read(
             format!("the token endpoint answered {status} with {what} where JSON was expected"),
         ));
     };
-    oauth2::parse_token_response(t, &json, now).map_err(|e| match e {
+    let parsed = if refresh {
+        oauth2::parse_refresh_response(t, &json, now)
+    } else {
+        oauth2::parse_token_response(t, &json, now)
+    };
+    parsed.map_err(|e| match e {
         FlowError::Missing(name) => {
             ConnectError::new(ErrorCode::MissingField, format!("the token response has no valid {name}"))
         }
@@ -215,5 +234,36 @@ pub async fn exchange_code(
         scopes: tokens.scopes,
         account,
         kept,
+    })
+}
+
+/// A refresh (RFC 6749 §6) as template `t` says it: the request built by
+/// [`super::requests::refresh`] (at `oauth2.refresh_url`, else the token endpoint, or the
+/// discovered `endpoint`), the answer read at the refresh pointers. In the shape the
+/// refresher stores.
+pub async fn refresh(
+    http: &reqwest::Client,
+    t: &Template,
+    values: &super::placeholders::Values,
+    client: &super::requests::ClientCredentials<'_>,
+    refresh_token: &str,
+    endpoint: Option<&str>,
+) -> Result<super::exchange::TokenSet, ConnectError> {
+    let secret = secrecy::SecretString::from(refresh_token.to_owned());
+    let request = super::requests::refresh(t, values, client, &secret, endpoint)
+        .map_err(|e| ConnectError::new(ErrorCode::NotConfigured, e.to_string()))?;
+    let (status, retry_after, content_type, body) = send(http, &request, "token endpoint").await?;
+    let now = time::OffsetDateTime::now_utc();
+    let tokens = read_answer(t, status, retry_after, content_type.as_deref(), &body, now, true)?;
+    let token_type = oauth2::token_body_json(content_type.as_deref(), &body)
+        .ok()
+        .and_then(|j| j.get("token_type").and_then(Value::as_str).map(str::to_owned));
+    Ok(super::exchange::TokenSet {
+        access_token: tokens.access_token.expose_secret().to_owned(),
+        refresh_token: tokens.refresh_token.as_ref().map(|r| r.expose_secret().to_owned()),
+        token_type,
+        expires_in: tokens.expires_at.map(|at| (at - now).whole_seconds()),
+        scope: tokens.scopes.map(|s| s.join(" ")),
+        raw: serde_json::Map::new(),
     })
 }

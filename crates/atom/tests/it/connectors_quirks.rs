@@ -35,10 +35,13 @@ const PROVIDERS: &[&str] = &["slack", "notion", "salesforce", "quickbooks", "git
 const SLACK_USER_TOKEN: &str = "xoxp-1111-2222-3333-abcdefabcdef";
 const NOTION_TOKEN: &str = "secret_notionAccessToken0123456789";
 const SALESFORCE_TOKEN: &str = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog";
+const SALESFORCE_REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJ";
+const SALESFORCE_REFRESHED: &str = "00Dxx0000001gPL!AR8AQRefreshed0123456789";
 const QUICKBOOKS_TOKEN: &str = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2In0.quickbooks";
 const GITHUB_TOKEN: &str = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
 const MAILCHIMP_TOKEN: &str = "5c6ccc561059aa386da9d112215bae55";
 const JIRA_TOKEN: &str = "eyJraWQiOiJhdGxhc3NpYW4.jira";
+const JIRA_REFRESHED: &str = "eyJraWQiOiJhdGxhc3NpYW4.jira-refreshed";
 const CLOUD_ID: &str = "11223344-a1b2-3b33-c444-def123456789";
 const REALM_ID: &str = "9130346988465766";
 
@@ -73,14 +76,13 @@ fn unreserved(s: &str) -> bool {
 }
 
 /// Checks a code exchange as `provider`'s token endpoint does; its parameters, or the refusal.
-#[allow(clippy::result_large_err)] // a test stub: the refusal is the response it sends
 fn check_token(
     q: &Quirks,
     seen: &Seen,
     provider: &str,
     auth: ClientAuth,
     pkce: bool,
-) -> Result<BTreeMap<String, String>, Response> {
+) -> Result<BTreeMap<String, String>, Box<Response>> {
     let mut problems = Vec::new();
     if seen.method != Method::POST {
         problems.push(format!("token request by {}", seen.method));
@@ -151,7 +153,7 @@ fn check_token(
     for p in &problems {
         q.record.violation(format!("{provider}: {p}"));
     }
-    Err((StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_request" }))).into_response())
+    Err(Box::new((StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_request" }))).into_response()))
 }
 
 fn bearer_is(q: &Quirks, seen: &Seen, provider: &str, scheme: &str, token: &str) -> bool {
@@ -172,7 +174,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
     match seen.path.as_str() {
         "/slack/api/oauth.v2.access" => {
             if let Err(refusal) = check_token(&q, &seen, "slack", ClientAuth::Basic, false) {
-                return refusal;
+                return *refusal;
             }
             if q.mode("slack").as_deref() == Some("error") {
                 // Slack answers its errors with a 200.
@@ -198,7 +200,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/notion/v1/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "notion", ClientAuth::Basic, false) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({
                 "access_token": NOTION_TOKEN, "token_type": "bearer", "bot_id": "b0b0b0b0-0000-4000-8000-000000000001",
@@ -217,9 +219,32 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 json!({ "object": "user", "id": "b0b0b0b0-0000-4000-8000-000000000001", "type": "bot", "name": "Atom at Acme Notes" }),
             )
         }
+        "/salesforce/services/oauth2/token"
+            if seen.form().get("grant_type").map(String::as_str) == Some("refresh_token") =>
+        {
+            let form = seen.form();
+            let valid = form.get("refresh_token").map(String::as_str) == Some(SALESFORCE_REFRESH)
+                && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+                && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+                && seen.header("authorization").is_none()
+                && seen.content_type() == Some("application/x-www-form-urlencoded");
+            if !valid {
+                q.record.violation(format!(
+                    "salesforce: a refresh request Salesforce refuses: {:?}",
+                    form.keys().collect::<Vec<_>>()
+                ));
+                return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
+            }
+            // No refresh token in the answer: the old one stays valid.
+            ok(json!({
+                "access_token": SALESFORCE_REFRESHED, "signature": "uXkYvmZ4QyKu+2aK6cOMt9ZHBHpAGkrZrU0eF0YQx6s=",
+                "scope": "refresh_token api", "instance_url": "https://acme.my.salesforce.com",
+                "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS", "token_type": "Bearer", "issued_at": "1278448932702"
+            }))
+        }
         "/salesforce/services/oauth2/token" => {
             if let Err(refusal) = check_token(&q, &seen, "salesforce", ClientAuth::Form, true) {
-                return refusal;
+                return *refusal;
             }
             let instance = if q.mode("salesforce").as_deref() == Some("bad_instance") {
                 "https://evil.example.com"
@@ -227,7 +252,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 "https://acme.my.salesforce.com"
             };
             ok(json!({
-                "access_token": SALESFORCE_TOKEN, "refresh_token": "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJ",
+                "access_token": SALESFORCE_TOKEN, "refresh_token": SALESFORCE_REFRESH,
                 "signature": "CMJ4l+CCaPQiKjoOEwEig9H4wqhpuLSk4J2urAe+fVg=", "scope": "refresh_token api",
                 "instance_url": instance, "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS",
                 "token_type": "Bearer", "issued_at": "1278448832702"
@@ -235,7 +260,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/quickbooks/oauth2/v1/tokens/bearer" => {
             if let Err(refusal) = check_token(&q, &seen, "quickbooks", ClientAuth::Basic, false) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({
                 "token_type": "bearer", "access_token": QUICKBOOKS_TOKEN, "expires_in": 3600,
@@ -254,7 +279,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 q.record.violation("github: no Accept: application/json");
             }
             if let Err(refusal) = check_token(&q, &seen, "github", ClientAuth::Form, true) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({ "access_token": GITHUB_TOKEN, "scope": "repo,read:user,user:email", "token_type": "bearer" }))
         }
@@ -269,7 +294,7 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
         }
         "/mailchimp/oauth2/token" => {
             if let Err(refusal) = check_token(&q, &seen, "mailchimp", ClientAuth::Form, false) {
-                return refusal;
+                return *refusal;
             }
             ok(json!({ "access_token": MAILCHIMP_TOKEN, "expires_in": 0, "scope": null }))
         }
@@ -290,9 +315,32 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             }
             ok(json!({ "account_id": "8d3a3db4d97663a9074efcc16", "account_name": "Acme", "email": "owner@acme.test" }))
         }
+        "/atlassian/oauth/token"
+            if serde_json::from_slice::<Value>(&seen.body)
+                .ok()
+                .and_then(|b| b["grant_type"].as_str().map(str::to_owned))
+                .as_deref()
+                == Some("refresh_token") =>
+        {
+            // Atlassian's refresh: a JSON body with the client's credentials; it rotates the
+            // refresh token.
+            let body: Value = serde_json::from_slice(&seen.body).unwrap_or_default();
+            let valid = seen.content_type() == Some("application/json")
+                && body["client_id"] == CLIENT_ID
+                && body["client_secret"] == CLIENT_SECRET
+                && body["refresh_token"] == "atlassian-refresh-0123"
+                && seen.header("authorization").is_none();
+            if !valid {
+                q.record.violation(format!("jira: a refresh request Atlassian refuses: {body}"));
+                return (StatusCode::FORBIDDEN, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
+            }
+            ok(
+                json!({ "access_token": JIRA_REFRESHED, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-rotated", "token_type": "Bearer" }),
+            )
+        }
         "/atlassian/oauth/token" => {
             if let Err(refusal) = check_token(&q, &seen, "jira", ClientAuth::Json, false) {
-                return refusal;
+                return *refusal;
             }
             ok(
                 json!({ "access_token": JIRA_TOKEN, "expires_in": 3600, "scope": "read:jira-work offline_access", "refresh_token": "atlassian-refresh-0123", "token_type": "Bearer" }),
@@ -413,6 +461,8 @@ async fn setup() -> Setup {
     let dir = dir.display().to_string();
     let mut config = oauth_peer::app_config();
     config.push(("CONNECTORS_PROVIDERS_DIR", dir.as_str()));
+    // Salesforce's two-hour tokens are due at once, so the refresh route refreshes them.
+    config.push(("CONNECTORS_REFRESH_MARGIN_SECS", "10800"));
     let app = TestApp::spawn_on(db, &config, Router::new()).await;
     let admin = app.user("admin").await;
     for provider in PROVIDERS {
@@ -553,6 +603,23 @@ async fn salesforces_instance_url_and_quickbooks_realm_id_are_kept_and_shown() {
     assert!(view["expires_at"].is_string(), "no expires_in: the template's default lifetime applies");
     assert!(credentials(&s, &id).await.refresh_token.is_some());
 
+    // A refresh reads the connection's parameters apart from its kept values, and keeps
+    // both, and the refresh token Salesforce does not send again.
+    let response = s
+        .app
+        .client
+        .post(s.app.url(&format!("/v1/connections/{id}/refresh")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let refreshed: Value = response.json().await.expect("json");
+    assert_eq!(refreshed["params"]["instance_url"], "https://acme.my.salesforce.com");
+    let c = credentials(&s, &id).await;
+    assert_eq!(c.access_token.as_deref(), Some(SALESFORCE_REFRESHED));
+    assert_eq!(c.refresh_token.as_deref(), Some(SALESFORCE_REFRESH));
+
     // An instance URL that is not Salesforce's is refused by the kept value's pattern.
     s.quirks.modes.lock().expect("lock").insert("salesforce".into(), "bad_instance".into());
     let landed = connect(&s, &user, "salesforce", "").await;
@@ -593,6 +660,22 @@ async fn mailchimps_data_centre_and_atlassians_cloud_id_are_looked_up_after_the_
     assert_eq!(view["params"]["cloud_id"], CLOUD_ID);
     assert_eq!(view["params"]["site_url"], "https://acme.atlassian.net");
     assert_eq!(view["label"], "me@acme.test");
+    // Its refresh is sent as the template says (a JSON body), the rotated token stored, the
+    // looked-up values kept.
+    let response = s
+        .app
+        .client
+        .post(s.app.url(&format!("/v1/connections/{id}/refresh")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let refreshed: Value = response.json().await.expect("json");
+    assert_eq!(refreshed["params"]["cloud_id"], CLOUD_ID);
+    let c = credentials(&s, &id).await;
+    assert_eq!(c.access_token.as_deref(), Some(JIRA_REFRESHED));
+    assert_eq!(c.refresh_token.as_deref(), Some("atlassian-refresh-rotated"));
 
     // A lookup that fails fails the connection, with a stable code; nothing is stored.
     s.quirks.modes.lock().expect("lock").insert("mailchimp".into(), "metadata_down".into());
