@@ -27,6 +27,9 @@ pub struct Connectors {
     public_url: Option<String>,
     /// One lock per connection being refreshed in this process (see [`super::refresh`]).
     pub(super) refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per connection whose webhook deliveries this process is publishing (see
+    /// [`super::webhooks`]).
+    pub(super) publishing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -53,6 +56,7 @@ impl Connectors {
             settings: config.connectors.clone(),
             public_url: config.public_url.clone(),
             refreshing: std::sync::Mutex::default(),
+            publishing: std::sync::Mutex::default(),
         })
     }
 
