@@ -32,6 +32,9 @@ pub struct Connectors {
     pub(super) refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Authorization server metadata by issuer (see [`super::endpoints`]).
     metadata: super::endpoints::MetadataCache,
+    /// One lock per connection whose webhook deliveries this process is publishing (see
+    /// [`super::webhooks`]).
+    pub(super) publishing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -60,6 +63,7 @@ impl Connectors {
             public_url: config.public_url.clone(),
             refreshing: std::sync::Mutex::default(),
             metadata: std::sync::Mutex::default(),
+            publishing: std::sync::Mutex::default(),
         })
     }
 

@@ -33,7 +33,7 @@ use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::bus::{Event, EventKind};
 use crate::error::ApiError;
 use crate::storage::webhooks::{self as sql, DeliveryRow, NewEvent};
-use crate::storage::{Db, now_ms};
+use crate::storage::{Db, Tx, now_ms};
 use crate::wire::rfc3339;
 
 /// The `type` of the notification an owner's sockets get for each event.
@@ -196,8 +196,32 @@ impl Connectors {
     }
 
     /// Publishes connection `connection_id`'s unpublished deliveries in order, each marked
-    /// after its publish; how many. The rows stay locked until the marks commit.
+    /// after its publish; how many.
+    ///
+    /// One publisher per connection at a time: in this process by a lock per connection; on
+    /// PostgreSQL also across nodes, the pending rows staying locked (`FOR UPDATE`) until
+    /// their marks commit. On SQLite (one node) the rows are read and marked in short
+    /// transactions of their own, so that a slow bus (Redis not answering) never holds the
+    /// database's single write lock.
     pub async fn publish_pending(&self, connection_id: &str) -> Result<usize, sqlx::Error> {
+        let lock = {
+            let mut locks = self.publishing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(locks.entry(connection_id.to_owned()).or_default())
+        };
+        let result = {
+            let _held = lock.lock().await;
+            self.publish_pending_locked(connection_id).await
+        };
+        drop(lock);
+        let mut locks = self.publishing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the map's own reference left: nobody waits on it.
+        if locks.get(connection_id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(connection_id);
+        }
+        result
+    }
+
+    async fn publish_pending_locked(&self, connection_id: &str) -> Result<usize, sqlx::Error> {
         let mut total = 0;
         loop {
             let mut tx = self.db().begin().await?;
@@ -205,9 +229,21 @@ impl Connectors {
             if pending.is_empty() {
                 return Ok(total);
             }
+            let sqlite = matches!(tx, Tx::Sqlite(_));
+            if sqlite {
+                // The read ends here; this process's lock keeps the order while publishing,
+                // and the marks take the write lock only afterwards.
+                tx.commit().await?;
+                for delivery in &pending {
+                    self.bus().publish(notification(delivery)).await;
+                }
+                tx = self.db().begin().await?;
+            }
             let now = now_ms();
             for delivery in &pending {
-                self.bus().publish(notification(delivery)).await;
+                if !sqlite {
+                    self.bus().publish(notification(delivery)).await;
+                }
                 sql::mark_published(&mut tx, delivery.seq, now).await?;
             }
             tx.commit().await?;

@@ -5,9 +5,10 @@
 //! Ordering per connection rests on two locks: the transaction that stores an event locks
 //! the owning connections' rows first ([`owners`], `FOR UPDATE` on PostgreSQL; SQLite's
 //! `BEGIN IMMEDIATE` serialises every writer), so a connection's deliveries commit in `seq`
-//! order; and the publisher locks a connection's pending deliveries ([`pending_for_connection`])
-//! until it has published and marked them, so two nodes never publish one connection's
-//! events out of order.
+//! order; and on PostgreSQL the publisher locks a connection's pending deliveries
+//! ([`pending_for_connection`]) until it has published and marked them, so two nodes never
+//! publish one connection's events out of order (on SQLite, one node, a lock per connection
+//! in the process does, so that the bus is never waited on under the write lock).
 
 use super::monitor::timed;
 use super::{Db, Tx};
