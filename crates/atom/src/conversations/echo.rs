@@ -43,7 +43,8 @@ use crate::storage::{Db, now_ms, users};
 
 /// The echo agent's account id: the member `with_agent` adds.
 pub const ECHO_AGENT_ID: &str = "echo-agent";
-/// Its account's email, in a reserved domain (RFC 2606) so no person can hold it.
+/// Its account's email, in the reserved domain of built-in accounts
+/// ([`users::BUILTIN_EMAIL_DOMAIN`]), which the bootstrap admin's "empty installation" ignores.
 pub const ECHO_AGENT_EMAIL: &str = "echo-agent@agents.atom.invalid";
 
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +256,12 @@ fn turn(conversation_id: &str) -> &'static tokio::sync::Mutex<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::words;
+    use super::{ECHO_AGENT_EMAIL, words};
+
+    #[test]
+    fn the_echo_agent_is_a_built_in_account() {
+        assert!(ECHO_AGENT_EMAIL.ends_with(&format!("@{}", crate::storage::users::BUILTIN_EMAIL_DOMAIN)));
+    }
 
     #[test]
     fn words_add_up_to_the_body_and_respect_the_size() {

@@ -106,8 +106,18 @@ pub async fn list(db: &Db, after_email: Option<&str>, limit: i64) -> Result<Vec<
     })
 }
 
+/// The domain of built-in accounts' emails (the echo agent's), reserved by RFC 2606.
+pub const BUILTIN_EMAIL_DOMAIN: &str = "agents.atom.invalid";
+
+/// People's accounts: built-in ones (emails in [`BUILTIN_EMAIL_DOMAIN`]) do not count, so an
+/// installation with only those is still empty for the bootstrap admin.
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
-    with_pool!(db, "users.count", |conn| sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await)
+    with_pool!(db, "users.count", |conn| {
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE email NOT LIKE $1")
+            .bind(format!("%@{BUILTIN_EMAIL_DOMAIN}"))
+            .fetch_one(conn)
+            .await
+    })
 }
 
 /// Admin accounts that can still sign in.

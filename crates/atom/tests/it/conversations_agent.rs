@@ -453,3 +453,34 @@ async fn across_two_nodes_chunks_arrive_in_order_and_the_echo_agent_answers_once
         (&json!("three"), &json!(sent["message"]["seq"].as_i64().expect("seq") + 1))
     );
 }
+
+#[tokio::test]
+async fn the_echo_agents_account_is_made_once_and_leaves_the_installation_empty_for_a_bootstrap_admin() {
+    let mut app = spawn(&[]).await;
+    let accounts = crate::identity_support::fetch_strings(&app, "SELECT id FROM users").await;
+    assert_eq!(accounts, ["echo-agent"], "only the echo agent's account");
+    app.begin_shutdown().await.expect("task").expect("clean shutdown");
+    let TestApp { db, .. } = app;
+    // Started again, now with a bootstrap admin: the agent's account is kept, not made twice,
+    // and the installation is still empty of people, so the admin is created.
+    let extra = [
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", "first@example.com"),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "a long enough password"),
+    ];
+    let app = TestApp::spawn_on(db, &extra, axum::Router::new()).await;
+    let session = app.login("first@example.com", "a long enough password").await;
+    assert_eq!(session["user"]["role"], "admin");
+    let mut accounts = crate::identity_support::fetch_strings(&app, "SELECT email FROM users").await;
+    accounts.sort();
+    assert_eq!(accounts, ["echo-agent@agents.atom.invalid", "first@example.com"]);
+    // Nobody signs in as the agent.
+    let refused = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({ "email": "echo-agent@agents.atom.invalid", "password": "a long enough password" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 401);
+    app.stop().await;
+}
