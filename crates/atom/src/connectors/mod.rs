@@ -58,9 +58,9 @@
 //! handlers call the same code.
 
 pub mod access;
-pub mod agent_routes;
 pub mod admin;
 pub mod admin_routes;
+pub mod agent_routes;
 pub mod apps;
 pub mod catalog;
 pub mod connection_routes;
@@ -84,8 +84,8 @@ pub mod requests;
 pub mod routes;
 pub mod service;
 pub mod spec;
-pub mod submit;
 pub mod ssrf;
+pub mod submit;
 pub mod template;
 pub mod tokens;
 pub mod validate;
