@@ -288,6 +288,19 @@ async fn every_earlier_schema_upgrades_to_the_latest_keeping_its_data() {
                 execute(&db, insert).await;
             }
         }
+        if had_users && table_exists(&db, "webhook_events").await {
+            // The webhook release's tables (0009).
+            for insert in [
+                "INSERT INTO provider_webhook_secrets (provider, secret, created_at, updated_at) \
+                 VALUES ('old-provider', 'sealed', 1, 1)",
+                "INSERT INTO webhook_events (id, provider, event_id, event_type, payload, owners, received_at) \
+                 VALUES ('old-event', 'old-provider', 'old-event-id', 'old.type', '{}', 1, 1)",
+                "INSERT INTO webhook_deliveries (event_seq, connection_id, user_id, published_at, created_at) \
+                 VALUES ((SELECT seq FROM webhook_events WHERE id = 'old-event'), 'old-connection', 'old-user', 1, 1)",
+            ] {
+                execute(&db, insert).await;
+            }
+        }
         // Every data table of this release holds rows, so that the upgrade is seen keeping
         // each one's data: a release that adds a table makes this fail until its seed is added
         // above. (The foundation release holds only the instance row, checked by its id.)
