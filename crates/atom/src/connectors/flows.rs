@@ -233,6 +233,24 @@ pub async fn start(
     Ok(AuthorizationStarted { authorization_url: url.into(), expires_at: rfc3339(row.expires_at) })
 }
 
+/// Takes (deletes and returns) the pending authorization that `key` (a state, or OAuth
+/// 1.0a's request token) names, in one statement, so that it works once whatever happens
+/// next; an unknown or used key is `state_invalid`.
+pub(super) async fn take_pending(connectors: &Connectors, key: &str) -> Result<AuthorizationRow, CallbackOutcome> {
+    let failed = |e: ConnectorError| CallbackOutcome { return_to: None, provider: None, result: Err(e) };
+    match sql::take_authorization(connectors.db(), &state_hash(key)).await {
+        Ok(Some(pending)) => Ok(pending),
+        Ok(None) => Err(failed(
+            ConnectError::new(
+                ErrorCode::StateInvalid,
+                "this authorization is unknown or was already completed; start again",
+            )
+            .into(),
+        )),
+        Err(e) => Err(failed(e.into())),
+    }
+}
+
 /// Completes an authorization from the provider's redirect. Every outcome that names a user
 /// is audited; the pending state is gone afterwards whatever happened.
 pub async fn callback(connectors: &Connectors, query: &CallbackQuery, context: &RequestContext) -> CallbackOutcome {
@@ -243,16 +261,9 @@ pub async fn callback(connectors: &Connectors, query: &CallbackQuery, context: &
         let e = ConnectError::new(ErrorCode::InvalidCallback, "the callback carries no state");
         return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
     };
-    let pending = match sql::take_authorization(connectors.db(), &state_hash(state)).await {
-        Ok(Some(pending)) => pending,
-        Ok(None) => {
-            let e = ConnectError::new(
-                ErrorCode::StateInvalid,
-                "this authorization is unknown or was already completed; start again",
-            );
-            return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
-        }
-        Err(e) => return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) },
+    let pending = match take_pending(connectors, state).await {
+        Ok(pending) => pending,
+        Err(outcome) => return outcome,
     };
     let return_to = Some(pending.return_to.clone()).filter(|r| !r.is_empty());
     let result = complete(connectors, query, &pending, context).await;

@@ -19,7 +19,7 @@ use super::error::{ConnectError, ConnectorError, ErrorCode};
 use super::exchange::transport;
 use super::flows::{
     AUTHORIZATION_TTL_MS, AuthorizationStarted, CallbackOutcome, CallbackQuery, PendingSecrets, StartAuthorization,
-    audit_failure, secrets_aad, state_hash,
+    audit_failure, secrets_aad, state_hash, take_pending,
 };
 use super::identity::{self, CallAuth};
 use super::oauth1::{self, Signer};
@@ -196,16 +196,9 @@ pub async fn callback(connectors: &Connectors, query: &CallbackQuery, context: &
         let e = ConnectError::new(ErrorCode::InvalidCallback, "the callback carries no request token");
         return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
     };
-    let pending = match sql::take_authorization(connectors.db(), &state_hash(token)).await {
-        Ok(Some(pending)) => pending,
-        Ok(None) => {
-            let e = ConnectError::new(
-                ErrorCode::StateInvalid,
-                "this authorization is unknown or was already completed; start again",
-            );
-            return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) };
-        }
-        Err(e) => return CallbackOutcome { return_to: None, provider: None, result: Err(e.into()) },
+    let pending = match take_pending(connectors, token).await {
+        Ok(pending) => pending,
+        Err(outcome) => return outcome,
     };
     let return_to = Some(pending.return_to.clone()).filter(|r| !r.is_empty());
     let result = complete(connectors, query, token, &pending, context).await;
