@@ -10,15 +10,18 @@
 //! Every caller remembers the credentials it saw when it decided a refresh was due, and
 //! re-reads the row after each wait: when they changed meanwhile, another caller (here or in
 //! another process) stored new tokens, and those are used. So a thousand callers on an
-//! expired token make one request to the provider. The new access token and a rotated
-//! refresh token are stored in one statement, only while the lease is still this caller's
-//! (a holder whose lease ran out cannot overwrite newer tokens).
+//! expired token make one request to the provider. The new access token, a rotated refresh
+//! token and the kept values the answer moved (Salesforce's `instance_url`, checked by its
+//! pattern like at the exchange; a malformed one fails the refresh and stores nothing) are
+//! stored in one statement, only while the lease is still this caller's (a holder whose
+//! lease ran out cannot overwrite newer tokens).
 //!
 //! `invalid_grant` marks the connection `needs_reauth`, audits it and tells its owner on the
 //! bus. A transient failure (timeout, 5xx, 429) is retried with back-off (`Retry-After`
 //! when the provider sends one), then recorded in `last_error`; the connection stays
 //! usable while its token is still valid.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,7 @@ use super::exchange;
 use super::requests::ClientCredentials;
 use super::service::Connectors;
 use super::spec::AuthSpec;
+use super::template::{Lookup, Template};
 use super::tokens;
 use super::vault::{self, Credentials};
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
@@ -193,18 +197,21 @@ impl Connectors {
     /// Calls the provider with retries, stores the outcome; the lease is held.
     async fn refresh_at_provider(&self, row: &ConnectionRow, holder: &str) -> Result<ConnectionRow, ConnectorError> {
         let provider = row.provider.as_str();
+        let template = self.template(provider).ok();
+        if let Some(t) = template.as_ref().filter(|t| t.lookup.is_some_and(Lookup::signs_in)) {
+            return self.sign_in_again(row, holder, t).await;
+        }
         let spec = self.provider(provider)?;
         let AuthSpec::OAuth2(oauth) = &spec.auth else {
             return Err(ConnectError::new(ErrorCode::WrongAuthKind, "this connection has nothing to refresh").into());
         };
-        let mut credentials = Credentials::open(&self.keyring(), row)?;
+        let credentials = Credentials::open(&self.keyring(), row)?;
         let Some(refresh_token) = credentials.refresh_token.clone() else {
             return self.mark_needs_reauth(row, &ConnectError::new(ErrorCode::InvalidGrant, "no refresh token")).await;
         };
         let app = self.app(provider).await?;
         let values = super::endpoints::check_params(oauth, &super::endpoints::stored_params(oauth, &row.params))?;
         let oauth = &self.endpoints(oauth, &values, &app.client.client_id).await?;
-        let template = self.template(provider).ok();
         // The parameters and the values kept from the flow, all checked when they were stored.
         let mut stored = values.clone();
         let kept: std::collections::BTreeMap<String, serde_json::Value> =
@@ -216,21 +223,64 @@ impl Connectors {
         }
         stored.insert_trusted("client_id", app.client.client_id.clone());
         let started = Instant::now();
+        let (template, stored, app, refresh_token) = (template.as_deref(), &stored, &app, refresh_token.as_str());
+        let outcome = self
+            .with_retries(provider, move || async move {
+                match template {
+                    // A catalog provider: the refresh as its template says (body encoding,
+                    // client authentication, where the tokens sit in the answer).
+                    Some(t) => {
+                        let client =
+                            ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
+                        let endpoint =
+                            t.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str());
+                        tokens::refresh(self.http(), t, stored, &client, refresh_token, endpoint).await
+                    }
+                    None => exchange::refresh(self.http(), oauth, &app.client, refresh_token).await,
+                }
+            })
+            .await;
+        self.store_outcome(row, holder, credentials, started, outcome).await
+    }
+
+    /// A sign-in's session renewed the way it began: signing in again with the stored
+    /// credential (Tableau's personal access token). A refused credential needs its user
+    /// again, as `invalid_grant` does; the session token and the values the sign-in gives
+    /// (the site id) are stored like a refresh's.
+    async fn sign_in_again(&self, row: &ConnectionRow, holder: &str, t: &Template) -> Result<ConnectionRow, ConnectorError> {
+        let credentials = Credentials::open(&self.keyring(), row)?;
+        let values = super::lookup::stored_values(t, &row.params, &credentials)?;
+        let started = Instant::now();
+        let values = &values;
+        let outcome = self
+            .with_retries(&row.provider, move || async move {
+                let session = super::lookup::sign_in(self.http(), t, values).await?;
+                Ok(exchange::TokenSet {
+                    access_token: session.token,
+                    refresh_token: None,
+                    token_type: None,
+                    expires_in: Some(session.lifetime_secs),
+                    scope: None,
+                    raw: serde_json::Map::new(),
+                    kept: session.values,
+                })
+            })
+            .await;
+        self.store_outcome(row, holder, credentials, started, outcome).await
+    }
+
+    /// `attempt` until it succeeds, fails for good, or `connectors.refresh_attempts` ran out;
+    /// a transient failure waits its back-off (`Retry-After` when given) first.
+    async fn with_retries<F, Fut>(&self, provider: &str, mut attempt_once: F) -> Result<exchange::TokenSet, ConnectError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<exchange::TokenSet, ConnectError>>,
+    {
         let attempts = self.settings().refresh_attempts.max(1);
         let mut attempt = 0;
-        let outcome = loop {
+        loop {
             attempt += 1;
-            let attempt_result = match &template {
-                // A catalog provider: the refresh as its template says (body encoding, client
-                // authentication, where the tokens sit in the answer).
-                Some(t) => {
-                    let client = ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
-                    let endpoint = t.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str());
-                    tokens::refresh(self.http(), t, &stored, &client, &refresh_token, endpoint).await
-                }
-                None => exchange::refresh(self.http(), oauth, &app.client, &refresh_token).await,
-            };
-            match attempt_result {
+            match attempt_once().await {
                 Err(e) if e.code.is_transient() && attempt < attempts => {
                     let backoff = e
                         .retry_after_secs
@@ -239,14 +289,30 @@ impl Connectors {
                     tracing::info!(provider, code = e.code.as_str(), attempt, ?backoff, "connector refresh: retrying");
                     tokio::time::sleep(backoff).await;
                 }
-                other => break other,
+                other => return other,
             }
-        };
+        }
+    }
+
+    /// Records a refresh's outcome: the new tokens (and moved kept values) stored under the
+    /// lease, or the failure recorded as the module says.
+    async fn store_outcome(
+        &self,
+        row: &ConnectionRow,
+        holder: &str,
+        mut credentials: Credentials,
+        started: Instant,
+        outcome: Result<exchange::TokenSet, ConnectError>,
+    ) -> Result<ConnectionRow, ConnectorError> {
+        let provider = row.provider.as_str();
         metrics::histogram!("connector_refresh_duration_seconds", "provider" => provider.to_owned())
             .record(started.elapsed().as_secs_f64());
         let tokens = match outcome {
             Ok(tokens) => tokens,
-            Err(e) if e.code == ErrorCode::InvalidGrant => return self.mark_needs_reauth(row, &e).await,
+            // A sign-in's refused credential is what `invalid_grant` is to a refresh token.
+            Err(e) if matches!(e.code, ErrorCode::InvalidGrant | ErrorCode::InvalidCredentials) => {
+                return self.mark_needs_reauth(row, &e).await;
+            }
             Err(e) => {
                 let outcome = if e.code.is_transient() { "transient" } else { "error" };
                 metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => outcome)
@@ -281,14 +347,20 @@ impl Connectors {
             credentials.token_type.clone_from(&tokens.token_type);
         }
         let expires_at = tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000)));
+        let (params, moved) = moved_params(&row.params, &tokens.kept);
         let sealed = credentials.seal(&self.keyring(), &row.id, &row.user_id)?;
         let mut tx = self.db().begin().await?;
-        let stored = sql::store_refreshed(&mut tx, &row.id, holder, &sealed, expires_at, now).await?;
+        let stored =
+            sql::store_refreshed(&mut tx, &row.id, holder, &sealed, params.as_deref(), expires_at, now).await?;
         if stored {
             let event =
                 AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
                     .target(row.id.clone())
-                    .details(serde_json::json!({ "provider": provider, "rotated": tokens.refresh_token.is_some() }));
+                    .details(serde_json::json!({
+                        "provider": provider,
+                        "rotated": tokens.refresh_token.is_some(),
+                        "moved": moved,
+                    }));
             audit::record(&mut tx, event).await?;
         }
         tx.commit().await?;
@@ -362,6 +434,25 @@ impl Connectors {
         }
         Ok(())
     }
+}
+
+/// The connection's stored parameters (a JSON object, which also holds its kept values) with
+/// the kept values a refresh answer carried, when any of them changed (Salesforce's
+/// `instance_url` after an org moves), and the names that changed. Each value already passed
+/// its pattern when the answer was read. `None` leaves the stored object as it is.
+fn moved_params(stored: &str, kept: &BTreeMap<String, String>) -> (Option<String>, Vec<String>) {
+    let mut params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
+    let mut moved = Vec::new();
+    for (name, value) in kept {
+        if params.get(name).and_then(serde_json::Value::as_str) != Some(value.as_str()) {
+            params.insert(name.clone(), serde_json::Value::from(value.as_str()));
+            moved.push(name.clone());
+        }
+    }
+    if moved.is_empty() {
+        return (None, moved);
+    }
+    (Some(serde_json::Value::Object(params).to_string()), moved)
 }
 
 /// The background refresher: every `connectors.refresh_interval_secs`, refreshes what is due,
