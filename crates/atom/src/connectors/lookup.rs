@@ -153,7 +153,9 @@ pub async fn sign_in(http: &reqwest::Client, t: &Template, values: &Values) -> R
     };
     let url = sign_in_url(t, values)?;
     let field = |name: &str| {
-        values.get(name).ok_or_else(|| ConnectError::new(ErrorCode::NotConfigured, format!("no {name} to sign in with")))
+        values
+            .get(name)
+            .ok_or_else(|| ConnectError::new(ErrorCode::NotConfigured, format!("no {name} to sign in with")))
     };
     // https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_concepts_auth.htm
     let body = serde_json::json!({
@@ -186,7 +188,11 @@ pub async fn sign_in(http: &reqwest::Client, t: &Template, values: &Values) -> R
 
 /// The values a stored connection signs in with: its parameters, checked again by their
 /// patterns, and the credential's fields.
-pub fn stored_values(t: &Template, params: &str, credentials: &super::vault::Credentials) -> Result<Values, ConnectError> {
+pub fn stored_values(
+    t: &Template,
+    params: &str,
+    credentials: &super::vault::Credentials,
+) -> Result<Values, ConnectError> {
     let given = super::endpoints::stored_param_list(&t.params, params);
     let mut values = Values::from_params(t, &given)
         .map_err(|_| ConnectError::new(ErrorCode::NotConfigured, "the connection's parameters no longer fit"))?;

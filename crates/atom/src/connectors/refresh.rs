@@ -230,8 +230,7 @@ impl Connectors {
                     // A catalog provider: the refresh as its template says (body encoding,
                     // client authentication, where the tokens sit in the answer).
                     Some(t) => {
-                        let client =
-                            ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
+                        let client = ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
                         let endpoint =
                             t.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str());
                         tokens::refresh(self.http(), t, stored, &client, refresh_token, endpoint).await
@@ -247,7 +246,12 @@ impl Connectors {
     /// credential (Tableau's personal access token). A refused credential needs its user
     /// again, as `invalid_grant` does; the session token and the values the sign-in gives
     /// (the site id) are stored like a refresh's.
-    async fn sign_in_again(&self, row: &ConnectionRow, holder: &str, t: &Template) -> Result<ConnectionRow, ConnectorError> {
+    async fn sign_in_again(
+        &self,
+        row: &ConnectionRow,
+        holder: &str,
+        t: &Template,
+    ) -> Result<ConnectionRow, ConnectorError> {
         let credentials = Credentials::open(&self.keyring(), row)?;
         let values = super::lookup::stored_values(t, &row.params, &credentials)?;
         let started = Instant::now();
@@ -271,7 +275,11 @@ impl Connectors {
 
     /// `attempt` until it succeeds, fails for good, or `connectors.refresh_attempts` ran out;
     /// a transient failure waits its back-off (`Retry-After` when given) first.
-    async fn with_retries<F, Fut>(&self, provider: &str, mut attempt_once: F) -> Result<exchange::TokenSet, ConnectError>
+    async fn with_retries<F, Fut>(
+        &self,
+        provider: &str,
+        mut attempt_once: F,
+    ) -> Result<exchange::TokenSet, ConnectError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<exchange::TokenSet, ConnectError>>,

@@ -288,10 +288,8 @@ async fn a_connection_parameter_fills_the_urls_at_every_step_and_a_bad_one_is_re
 async fn a_template_without_an_issuer_pushes_its_request_to_the_par_url_it_declares() {
     let peer = OAuthPeer::start_options(json!({ "require_par": true })).await;
     // The tenant template, with its PAR endpoint named (under the tenant) instead of discovered.
-    let template = tenant_template(&peer).replace(
-        "pkce = true\n",
-        &format!("pkce = true\npar_url = \"{}/tenants/{{tenant}}/request\"\n", peer.issuer),
-    );
+    let template = tenant_template(&peer)
+        .replace("pkce = true\n", &format!("pkce = true\npar_url = \"{}/tenants/{{tenant}}/request\"\n", peer.issuer));
     assert!(template.contains("par_url") && !template.contains("issuer ="), "{template}");
     let app = spawn_with(&peer, &[("peer-tenant", template)]).await;
     oauth_peer::set_app(&app, "peer-tenant", oauth_peer::BASIC_CLIENT).await;
@@ -312,7 +310,8 @@ async fn a_template_without_an_issuer_pushes_its_request_to_the_par_url_it_decla
     let stats = peer.stats().await;
     assert_eq!(stats["par_requests"], 1, "{stats}");
     assert_eq!(stats["discovery_requests"], 0, "no metadata read: {stats}");
-    let pushed: Vec<&Value> = stats["tenant_log"].as_array().expect("log").iter().filter(|e| e["path"] == "/request").collect();
+    let pushed: Vec<&Value> =
+        stats["tenant_log"].as_array().expect("log").iter().filter(|e| e["path"] == "/request").collect();
     assert_eq!(pushed.len(), 1, "{stats}");
     assert_eq!(pushed[0]["tenant"], "contoso", "the connection's parameter filled the PAR URL");
 

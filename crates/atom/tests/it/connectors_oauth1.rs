@@ -232,7 +232,8 @@ async fn handle(State(stub): State<Trello>, method: Method, uri: Uri, headers: H
                 stub.record.violation("a body on the token deletion");
             }
             if *stub.revocation_down.lock().expect("lock") {
-                return (StatusCode::SERVICE_UNAVAILABLE, "<html><body>Service Unavailable</body></html>").into_response();
+                return (StatusCode::SERVICE_UNAVAILABLE, "<html><body>Service Unavailable</body></html>")
+                    .into_response();
             }
             stub.issued.lock().expect("lock").access_tokens.remove(&token);
             axum::Json(json!({ "_value": null })).into_response()
@@ -355,6 +356,10 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
     assert_eq!(landed["connection_id"], id);
     assert_eq!(connections(&app, &user).await.len(), 1);
 
+    // The reconnection's token is the connection's now: the one to revoke.
+    let row = sql::by_id(&app.state.db, &id).await.expect("query").expect("row");
+    let current = Credentials::open(&app.state.identity.keyring(), &row).expect("decrypts").access_token.clone();
+    let current = current.expect("access token");
     let response = app
         .client
         .delete(app.url(&format!("/v1/connections/{id}")))
@@ -369,7 +374,7 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
     // Revoked at Trello: the token deleted by a request signed with it.
     let deletions: Vec<String> =
         stub.seen().iter().filter(|r| r.method == Method::DELETE).map(|r| r.path.clone()).collect();
-    assert_eq!(deletions, [format!("/1/tokens/{access}")]);
+    assert_eq!(deletions, [format!("/1/tokens/{current}")]);
 
     let audit = serde_json::to_string(&audit_rows(&app).await).expect("json");
     assert!(audit.contains("connection.created") && audit.contains("connection.deleted"));
@@ -427,7 +432,8 @@ async fn a_revocation_trello_refuses_still_deletes_the_connection_and_records_th
     let landed = landing(deliver(&app, &callback).await).await;
     let id = landed.get("connection_id").unwrap_or_else(|| panic!("connected: {landed:?}")).clone();
     let row = sql::by_id(&app.state.db, &id).await.expect("query").expect("row");
-    let access = Credentials::open(&app.state.identity.keyring(), &row).expect("decrypts").access_token.expect("token");
+    let access =
+        Credentials::open(&app.state.identity.keyring(), &row).expect("decrypts").access_token.clone().expect("token");
 
     *trello.revocation_down.lock().expect("lock") = true;
     let response = app

@@ -149,15 +149,15 @@ async fn setup() -> Setup {
     // server parameter that admits `127.0.0.1:<port>`.
     let template = include_str!("../../../../providers/tableau.toml")
         .replace("https://{server}", "http://{server}")
-        .replace(r#"pattern = "^[a-z0-9][a-z0-9-]*(\\.[a-z0-9][a-z0-9-]*)+$""#, r#"pattern = "^127\\.0\\.0\\.1:[0-9]+$""#)
+        .replace(
+            r#"pattern = "^[a-z0-9][a-z0-9-]*(\\.[a-z0-9][a-z0-9-]*)+$""#,
+            r#"pattern = "^127\\.0\\.0\\.1:[0-9]+$""#,
+        )
         .replace(r#"example = "10ax.online.tableau.com""#, &format!(r#"example = "{server}""#));
     assert!(!template.contains("https://{server}") && template.contains("127\\\\.0"), "{template}");
     std::fs::write(dir.join("tableau.toml"), template).expect("write");
     let dir = dir.display().to_string();
-    let config = [
-        ("CONNECTORS_PROVIDERS_DIR", dir.as_str()),
-        ("CONNECTORS_PROXY_ALLOW_RANGES", "[\"127.0.0.0/8\"]"),
-    ];
+    let config = [("CONNECTORS_PROVIDERS_DIR", dir.as_str()), ("CONNECTORS_PROXY_ALLOW_RANGES", "[\"127.0.0.0/8\"]")];
     let app = TestApp::spawn_on(db, &config, Router::new()).await;
     Setup { app, stub, tableau, server }
 }
@@ -205,7 +205,7 @@ async fn a_tableau_token_signs_in_its_session_carries_the_calls_and_an_ended_ses
     assert_eq!(view["params"]["site"], SITE);
     assert!(view["expires_at"].is_string(), "the session's assumed end: {view}");
     let row = sql::by_id(&s.app.state.db, &id).await.expect("query").expect("row");
-    let first = credentials(&s, &row).access_token.expect("the session token");
+    let first = credentials(&s, &row).access_token.clone().expect("the session token");
     assert!(first.starts_with("session-0001"), "the sign-in's token is the access token");
     assert_eq!(credentials(&s, &row).fields.get("pat_secret").map(String::as_str), Some(PAT_SECRET));
 
@@ -223,7 +223,7 @@ async fn a_tableau_token_signs_in_its_session_carries_the_calls_and_an_ended_ses
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
     assert_eq!(*s.tableau.signins.lock().expect("lock"), 2, "one sign-in again");
     let row = sql::by_id(&s.app.state.db, &id).await.expect("query").expect("row");
-    let second = credentials(&s, &row).access_token.expect("token");
+    let second = credentials(&s, &row).access_token.clone().expect("token");
     assert!(second.starts_with("session-0002"), "the new session stored");
     assert!(row.last_refresh_at.is_some());
     let retried = s.stub.seen().into_iter().rfind(|r| r.path.ends_with("/workbooks")).expect("the retry");
@@ -265,7 +265,8 @@ async fn a_token_tableau_no_longer_accepts_makes_the_connection_need_its_user() 
     s.tableau.end_sessions();
     let problem = assert_problem(workbooks(&s, &user, &id).await, 409).await;
     assert_eq!(problem["code"], "connection_needs_reauth", "{problem}");
-    let view: Value = s.app.get_as(&user.access_token, &format!("/v1/connections/{id}")).await.json().await.expect("json");
+    let view: Value =
+        s.app.get_as(&user.access_token, &format!("/v1/connections/{id}")).await.json().await.expect("json");
     assert_eq!(view["status"], "needs_reauth", "{view}");
     assert!(view["last_error"].as_str().is_some_and(|e| e.starts_with("invalid_credentials")), "{view}");
     s.stub.assert_no_violations();
