@@ -80,6 +80,8 @@ pub mod placeholders;
 pub mod proxy;
 pub mod proxy_error;
 pub mod refresh;
+pub mod refresh_outcome;
+pub mod refresh_worker;
 pub mod requests;
 pub mod routes;
 pub mod service;

@@ -20,8 +20,11 @@
 //! bus. A transient failure (timeout, 5xx, 429) is retried with back-off (`Retry-After`
 //! when the provider sends one), then recorded in `last_error`; the connection stays
 //! usable while its token is still valid.
+//!
+//! A sign-in's session (Tableau's, [`super::lookup::sign_in`]) is renewed here too, by
+//! signing in again with the stored credential. What an outcome stores is
+//! [`super::refresh_outcome`]'s; the background pass is [`super::refresh_worker`]'s.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +36,6 @@ use super::spec::AuthSpec;
 use super::template::{Lookup, Template};
 use super::tokens;
 use super::vault::{self, Credentials};
-use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
-use crate::bus::{Event, EventKind};
 use crate::error::ApiError;
 use crate::storage::connections::{self as sql, ConnectionRow};
 use crate::storage::now_ms;
@@ -301,193 +302,6 @@ impl Connectors {
             }
         }
     }
-
-    /// Records a refresh's outcome: the new tokens (and moved kept values) stored under the
-    /// lease, or the failure recorded as the module says.
-    async fn store_outcome(
-        &self,
-        row: &ConnectionRow,
-        holder: &str,
-        mut credentials: Credentials,
-        started: Instant,
-        outcome: Result<exchange::TokenSet, ConnectError>,
-    ) -> Result<ConnectionRow, ConnectorError> {
-        let provider = row.provider.as_str();
-        metrics::histogram!("connector_refresh_duration_seconds", "provider" => provider.to_owned())
-            .record(started.elapsed().as_secs_f64());
-        let tokens = match outcome {
-            Ok(tokens) => tokens,
-            // A sign-in's refused credential is what `invalid_grant` is to a refresh token.
-            Err(e) if matches!(e.code, ErrorCode::InvalidGrant | ErrorCode::InvalidCredentials) => {
-                return self.mark_needs_reauth(row, &e).await;
-            }
-            Err(e) => {
-                let outcome = if e.code.is_transient() { "transient" } else { "error" };
-                metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => outcome)
-                    .increment(1);
-                tracing::warn!(provider, connection_id = %row.id, code = e.code.as_str(), "connector refresh failed");
-                let mut tx = self.db().begin().await?;
-                sql::record_failure(&mut tx, &row.id, "active", &e.stored(), now_ms()).await?;
-                // The connection's history (the admin view) shows failures beside refreshes.
-                let event = AuditEvent::new(
-                    Actor::System,
-                    "connection.refresh_failed",
-                    Outcome::Failure,
-                    &RequestContext::default(),
-                )
-                .target(row.id.clone())
-                .details(serde_json::json!({ "provider": provider, "error": e.code.as_str() }));
-                audit::record(&mut tx, event).await?;
-                tx.commit().await?;
-                // Still usable while its token is valid.
-                if row.expires_at.is_some_and(|expires| expires > now_ms()) {
-                    return sql::by_id(self.db(), &row.id).await?.ok_or(ApiError::NotFound.into());
-                }
-                return Err(e.into());
-            }
-        };
-        let now = now_ms();
-        credentials.access_token = Some(tokens.access_token.clone());
-        if let Some(rotated) = &tokens.refresh_token {
-            credentials.refresh_token = Some(rotated.clone());
-        }
-        if tokens.token_type.is_some() {
-            credentials.token_type.clone_from(&tokens.token_type);
-        }
-        let expires_at = tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000)));
-        let (params, moved) = moved_params(&row.params, &tokens.kept);
-        let sealed = credentials.seal(&self.keyring(), &row.id, &row.user_id)?;
-        let mut tx = self.db().begin().await?;
-        let stored =
-            sql::store_refreshed(&mut tx, &row.id, holder, &sealed, params.as_deref(), expires_at, now).await?;
-        if stored {
-            let event =
-                AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
-                    .target(row.id.clone())
-                    .details(serde_json::json!({
-                        "provider": provider,
-                        "rotated": tokens.refresh_token.is_some(),
-                        "moved": moved,
-                    }));
-            audit::record(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-        if !stored {
-            // The lease ran out and another holder took over: its tokens stand. The ones
-            // just obtained are dropped (a provider that rotates has invalidated ours anyway).
-            tracing::warn!(provider, connection_id = %row.id, "connector refresh: lease lost; newer tokens kept");
-        }
-        metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => "success")
-            .increment(1);
-        sql::by_id(self.db(), &row.id).await?.ok_or(ApiError::NotFound.into())
-    }
-
-    /// `invalid_grant`: the connection needs its user again. Audited with the change; the
-    /// owner hears of it on the bus.
-    async fn mark_needs_reauth(
-        &self,
-        row: &ConnectionRow,
-        error: &ConnectError,
-    ) -> Result<ConnectionRow, ConnectorError> {
-        metrics::counter!("connector_refreshes_total", "provider" => row.provider.clone(), "outcome" => "invalid_grant")
-            .increment(1);
-        let mut tx = self.db().begin().await?;
-        sql::record_failure(&mut tx, &row.id, "needs_reauth", &error.stored(), now_ms()).await?;
-        let event = AuditEvent::new(
-            Actor::System,
-            "connection.needs_reauth",
-            Outcome::Failure,
-            &RequestContext::default(),
-        )
-        .target(row.id.clone())
-        .details(serde_json::json!({ "provider": row.provider, "user_id": row.user_id, "error": error.code.as_str() }));
-        audit::record(&mut tx, event).await?;
-        tx.commit().await?;
-        tracing::warn!(provider = %row.provider, connection_id = %row.id, "connection needs re-authorization");
-        self.bus()
-            .publish(Event {
-                user_id: row.user_id.clone(),
-                // Delivered to the owner's sockets as `notification`.
-                kind: EventKind::Notification {
-                    notification_type: NEEDS_REAUTH.to_owned(),
-                    data: serde_json::json!({ "connection_id": row.id, "provider": row.provider }),
-                },
-            })
-            .await;
-        Err(ConnectError::new(ErrorCode::NeedsReauth, "the provider refused the refresh token; authorize again").into())
-    }
-
-    /// One pass of the background refresher: every active connection due within the margin.
-    /// How many were refreshed (or found refreshed by another node).
-    pub async fn refresh_due(&self) -> Result<usize, ConnectorError> {
-        let before = now_ms().saturating_add(self.refresh_margin_ms());
-        let mut done = 0;
-        for id in sql::due_for_refresh(self.db(), before, 100).await? {
-            let Some(row) = sql::by_id(self.db(), &id).await? else { continue };
-            match self.refresh(&row.id, &row.credentials).await {
-                Ok(_) => done += 1,
-                Err(e) => tracing::debug!(connection_id = %id, error = %e, "background refresh did not succeed"),
-            }
-        }
-        Ok(done)
-    }
-
-    /// Sets the `connector_connections{status}` gauge.
-    pub async fn record_status_gauges(&self) -> Result<(), sqlx::Error> {
-        let counts = sql::count_by_status(self.db()).await?;
-        for status in ["active", "needs_reauth"] {
-            let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-            #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!("connector_connections", "status" => status).set(n as f64);
-        }
-        Ok(())
-    }
 }
 
-/// The connection's stored parameters (a JSON object, which also holds its kept values) with
-/// the kept values a refresh answer carried, when any of them changed (Salesforce's
-/// `instance_url` after an org moves), and the names that changed. Each value already passed
-/// its pattern when the answer was read. `None` leaves the stored object as it is.
-fn moved_params(stored: &str, kept: &BTreeMap<String, String>) -> (Option<String>, Vec<String>) {
-    let mut params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
-    let mut moved = Vec::new();
-    for (name, value) in kept {
-        if params.get(name).and_then(serde_json::Value::as_str) != Some(value.as_str()) {
-            params.insert(name.clone(), serde_json::Value::from(value.as_str()));
-            moved.push(name.clone());
-        }
-    }
-    if moved.is_empty() {
-        return (None, moved);
-    }
-    (Some(serde_json::Value::Object(params).to_string()), moved)
-}
-
-/// The background refresher: every `connectors.refresh_interval_secs`, refreshes what is due,
-/// updates the status gauges and purges expired pending authorizations. Ends when `stop`
-/// resolves.
-pub fn spawn_worker(connectors: Arc<Connectors>) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = connectors.settings().refresh_interval_secs;
-    if interval == 0 {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        // The first pass one interval after start, not at once: start-up stays quiet, and a
-        // node restarted in a loop does not sweep the table on every start.
-        let period = Duration::from_secs(interval);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            if let Err(e) = connectors.refresh_due().await {
-                tracing::warn!(error = %e, "background refresh pass failed");
-            }
-            if let Err(e) = connectors.record_status_gauges().await {
-                tracing::debug!(error = %e, "connection gauges not updated");
-            }
-            if let Err(e) = sql::purge_expired_authorizations(connectors.db(), now_ms()).await {
-                tracing::debug!(error = %e, "expired authorizations not purged");
-            }
-        }
-    }))
-}
+pub use super::refresh_worker::spawn_worker;
