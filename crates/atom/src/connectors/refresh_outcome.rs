@@ -154,3 +154,21 @@ fn moved_params(stored: &str, kept: &BTreeMap<String, String>) -> (Option<String
     }
     (Some(serde_json::Value::Object(params).to_string()), moved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_kept_value_that_changed_rewrites_the_stored_parameters() {
+        let stored = r#"{"domain":"login","instance_url":"https://acme.my.salesforce.com"}"#;
+        let same = BTreeMap::from([("instance_url".to_owned(), "https://acme.my.salesforce.com".to_owned())]);
+        assert_eq!(moved_params(stored, &same), (None, Vec::new()));
+        assert_eq!(moved_params(stored, &BTreeMap::new()), (None, Vec::new()));
+        let moved = BTreeMap::from([("instance_url".to_owned(), "https://acme2.my.salesforce.com".to_owned())]);
+        let (params, names) = moved_params(stored, &moved);
+        assert_eq!(names, ["instance_url"]);
+        let params: serde_json::Value = serde_json::from_str(&params.expect("rewritten")).expect("json");
+        assert_eq!(params, serde_json::json!({ "domain": "login", "instance_url": "https://acme2.my.salesforce.com" }));
+    }
+}
