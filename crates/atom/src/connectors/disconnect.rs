@@ -1,6 +1,7 @@
 //! Disconnecting: revoke at the provider (RFC 7009: the refresh token, which ends the grant,
-//! then the access token; or the provider's own call, as its template declares it), then
-//! delete the local secrets. The local deletion never depends
+//! then the access token; or the provider's own call, as its template declares it; an OAuth
+//! 1.0a token by its signed deletion; a sign-in's session by its sign-out), then delete the
+//! local secrets. The local deletion never depends
 //! on the provider: when revocation fails (unreachable, an error), the connection is deleted
 //! all the same and the failure is recorded in the audit row.
 
@@ -8,6 +9,7 @@ use super::error::{ConnectError, ConnectorError, ErrorCode};
 use super::exchange;
 use super::service::Connectors;
 use super::spec::AuthSpec;
+use super::template::Lookup;
 use super::vault::Credentials;
 use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
 use crate::error::ApiError;
@@ -17,6 +19,28 @@ impl Connectors {
     /// Revokes `row`'s tokens at its provider, as its template says (RFC 7009, or the
     /// provider's own call); `None` when done (or nothing to revoke), the error otherwise.
     async fn revoke_at_provider(&self, row: &ConnectionRow) -> Option<ConnectError> {
+        if let Ok(t) = self.template(&row.provider) {
+            // OAuth 1.0a (Trello's token deletion) and a sign-in's session (Tableau's
+            // sign-out) are revoked as their templates say.
+            let outcome = if t.oauth1.is_some() {
+                Some(super::oauth1_flow::revoke(self, &t, row).await)
+            } else if t.lookup.is_some_and(Lookup::signs_in) {
+                Some(super::lookup::sign_out(self, &t, row).await)
+            } else {
+                None
+            };
+            match outcome {
+                Some(Ok(())) => return None,
+                Some(Err(ConnectorError::Connect(e))) => return Some(e),
+                Some(Err(ConnectorError::Api(_))) => {
+                    return Some(ConnectError::new(
+                        ErrorCode::NotConfigured,
+                        "the connection could not be revoked as its template says",
+                    ));
+                }
+                None => {}
+            }
+        }
         let Ok(spec) = self.provider(&row.provider) else { return None };
         let AuthSpec::OAuth2(oauth) = &spec.auth else { return None };
         if oauth.revocation_url.is_none() && oauth.provider_revocation.is_none() && oauth.discovery_issuer.is_none() {

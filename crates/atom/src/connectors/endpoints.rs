@@ -91,9 +91,14 @@ pub fn check_params(spec: &OAuth2Spec, given: &BTreeMap<String, String>) -> Resu
 /// A connection's object also holds the values kept from its flow (`instance_url`, a lookup's
 /// `cloud_id`), which are not parameters: only the spec's parameters are returned.
 pub fn stored_params(spec: &OAuth2Spec, json: &str) -> BTreeMap<String, String> {
+    stored_param_list(&spec.params, json)
+}
+
+/// As [`stored_params`], for a template's parameter declarations alone.
+pub fn stored_param_list(params: &[super::template::Param], json: &str) -> BTreeMap<String, String> {
     let all: BTreeMap<String, serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
     all.into_iter()
-        .filter(|(name, _)| spec.params.iter().any(|p| &p.name == name))
+        .filter(|(name, _)| params.iter().any(|p| &p.name == name))
         .filter_map(|(name, value)| Some((name, value.as_str()?.to_owned())))
         .collect()
 }
@@ -186,6 +191,7 @@ impl Connectors {
         resolved.token_url = fill(&spec.token_url, "token URL")?;
         resolved.revocation_url = spec.revocation_url.as_deref().map(|u| fill(u, "revocation URL")).transpose()?;
         resolved.identity_url = spec.identity_url.as_deref().map(|u| fill(u, "identity URL")).transpose()?;
+        resolved.par_url = spec.par_url.as_deref().map(|u| fill(u, "pushed authorization request URL")).transpose()?;
         for value in resolved.authorize_params.values_mut() {
             *value = fill(value, "authorization parameters")?;
         }
@@ -207,7 +213,11 @@ impl Connectors {
                     if metadata.revocation_endpoint.is_some() && resolved.provider_revocation.is_none() {
                         resolved.revocation_url.clone_from(&metadata.revocation_endpoint);
                     }
-                    resolved.par_url.clone_from(&metadata.pushed_authorization_request_endpoint);
+                    // The template's own `par_url` is its author's choice; the metadata's
+                    // endpoint serves the others.
+                    if resolved.par_url.is_none() {
+                        resolved.par_url.clone_from(&metadata.pushed_authorization_request_endpoint);
+                    }
                     resolved.par = spec.par || metadata.require_pushed_authorization_requests;
                 }
                 // The template's own endpoints are the fallback, when it has them.
@@ -225,7 +235,7 @@ impl Connectors {
             )
             .into());
         }
-        for url in [&resolved.authorization_url, &resolved.token_url] {
+        for url in [&resolved.authorization_url, &resolved.token_url].into_iter().chain(resolved.par_url.as_ref()) {
             if url::Url::parse(url).is_err() {
                 return Err(unfillable("endpoint").into());
             }

@@ -50,6 +50,9 @@ pub struct TokenSet {
     pub scope: Option<String>,
     /// The whole answer, for values a template keeps (an instance URL).
     pub raw: serde_json::Map<String, Value>,
+    /// The template's kept values the answer carried, each checked by its pattern (a
+    /// Salesforce `instance_url` that moved): stored again with the new tokens.
+    pub kept: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -124,7 +127,7 @@ pub fn parse_token_body(status: u16, retry_after: Option<u64>, body: &[u8]) -> R
     let scope = json.get("scope").and_then(Value::as_str).map(str::to_owned);
     // Secrets that some providers add (an id_token) are not kept with the raw answer.
     json.remove("id_token");
-    Ok(TokenSet { access_token, refresh_token, token_type, expires_in, scope, raw: json })
+    Ok(TokenSet { access_token, refresh_token, token_type, expires_in, scope, raw: json, kept: Default::default() })
 }
 
 /// Sends a form to the token endpoint, authenticated as the template says.

@@ -20,17 +20,20 @@
 //!   issuer's metadata (RFC 8414 / OIDC discovery) fetched, cached and applied.
 //! - [`par`]: pushed authorization requests (RFC 9126).
 //! - [`flows`]: the OAuth 2.0 authorization URL and callback (PKCE, `iss`, single-use state).
-//! - [`oauth1_flow`]: the OAuth 1.0a three-legged flow (Trello), with the same state guarantees.
+//! - [`oauth1_flow`]: the OAuth 1.0a three-legged flow (Trello), with the same state
+//!   guarantees, and the signed revocation of its token.
 //! - [`exchange`]: the token endpoint, revocation and identity calls, each answer checked.
 //! - [`identity`]: the template's identity endpoint called with a pasted or OAuth 1.0a
 //!   credential: who it belongs to, and proof that it works.
 //! - [`tokens`]: the code exchange read through the template (client authentication, body
 //!   encoding, token pointers, expiry, kept values), then [`lookup`] (Atlassian's cloud id,
-//!   Mailchimp's data centre) and the identity call.
-//! - [`submit`]: connecting an API-key or basic-auth service by submitting its credential.
+//!   Mailchimp's data centre; Tableau's sign-in and sign-out) and the identity call.
+//! - [`submit`]: connecting an API-key or basic-auth service by submitting its credential
+//!   (signed in first when its template's lookup is a sign-in).
 //! - [`vault`]: connections and their encrypted credentials; what the API shows of them.
-//! - [`refresh`]: single-flight refresh (in process and across processes), the background
-//!   refresher, `needs_reauth`.
+//! - [`refresh`]: single-flight refresh (in process and across processes), a sign-in's
+//!   session renewed; [`refresh_outcome`] what an outcome stores (tokens, moved kept values,
+//!   `needs_reauth`); [`refresh_worker`] the background refresher.
 //! - [`disconnect`]: revocation at the provider, then local deletion.
 //! - [`error`]: connection errors with stable codes; scrubbing of provider text.
 //! - [`connection_routes`]: the HTTP handlers of connections and apps.
@@ -80,6 +83,8 @@ pub mod placeholders;
 pub mod proxy;
 pub mod proxy_error;
 pub mod refresh;
+pub mod refresh_outcome;
+pub mod refresh_worker;
 pub mod requests;
 pub mod routes;
 pub mod service;

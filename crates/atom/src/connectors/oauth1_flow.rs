@@ -10,6 +10,10 @@
 //! guess), with the request token's secret sealed like a PKCE verifier; it lives
 //! [`super::flows::AUTHORIZATION_TTL_MS`] and is deleted by the first callback that presents
 //! it, whatever that callback's outcome.
+//!
+//! Disconnecting revokes the token where the template says (`oauth1.revocation`: Trello's
+//! `DELETE /1/tokens/{token}`), in a request signed with the token and its secret like the
+//! agent's calls; [`super::disconnect`] deletes the connection whatever the answer.
 
 use std::collections::BTreeMap;
 
@@ -290,4 +294,60 @@ async fn complete(
     audit::record(&mut tx, event).await?;
     tx.commit().await?;
     Ok(row)
+}
+
+/// Revokes connection `row`'s token at its OAuth 1.0a provider, when the template says how:
+/// the request signed with the consumer key and the token (HMAC-SHA1). `Ok` when the
+/// provider accepted it or the template names no revocation.
+pub async fn revoke(connectors: &Connectors, t: &Template, row: &ConnectionRow) -> Result<(), ConnectorError> {
+    let Some(revocation) = t.oauth1.as_ref().and_then(|o| o.revocation.as_ref()) else { return Ok(()) };
+    let credentials = Credentials::open(&connectors.keyring(), row)?;
+    let (Some(token), Some(token_secret)) = (credentials.access_token.as_deref(), credentials.token_secret.as_deref())
+    else {
+        return Ok(());
+    };
+    let params = super::endpoints::stored_param_list(&t.params, &row.params);
+    let mut values = values(t, &params)?;
+    // In a path segment: encoded as RFC 5849 encodes (unreserved characters only).
+    values.insert_secret("access_token", secrecy::SecretString::from(oauth1::encode(token)));
+    let target = url(&values, &revocation.url, "oauth1.revocation.url")?;
+    let app = connectors.app(&row.provider).await?;
+    let signer = Signer {
+        consumer_key: &app.client.client_id,
+        consumer_secret: app.client.client_secret.expose_secret(),
+        token: Some(token),
+        token_secret,
+    };
+    let method = match revocation.method {
+        super::template::HttpMethod::Get => reqwest::Method::GET,
+        super::template::HttpMethod::Post => reqwest::Method::POST,
+        super::template::HttpMethod::Delete => reqwest::Method::DELETE,
+    };
+    let nonce = crate::identity::random_secret();
+    let timestamp = u64::try_from(now_ms() / 1000).unwrap_or_default();
+    let header = oauth1::authorization_header(method.as_str(), &target, &[], &signer, &[], &nonce, timestamp);
+    let response = connectors
+        .http()
+        .request(method, target)
+        .header(reqwest::header::AUTHORIZATION, header)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| transport(&e, "revocation endpoint"))?;
+    let status = response.status();
+    match status.as_u16() {
+        200..=299 => Ok(()),
+        429 => Err(ConnectError::new(ErrorCode::RateLimited, "the provider asked to slow down").into()),
+        500..=599 => Err(ConnectError::new(
+            ErrorCode::ProviderUnavailable,
+            format!("the provider's revocation endpoint answered {status}"),
+        )
+        .into()),
+        // The answer's text is not kept: a refusal may echo the token.
+        _ => Err(ConnectError::new(
+            ErrorCode::ProviderError,
+            format!("the provider's revocation endpoint answered {status}"),
+        )
+        .into()),
+    }
 }

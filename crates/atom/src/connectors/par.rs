@@ -1,8 +1,9 @@
 //! Pushed authorization requests (RFC 9126): the authorization request's parameters are
 //! posted to the server, authenticated as at the token endpoint, and the browser is sent with
 //! only `client_id` and the `request_uri` the server answered. Used when the template says
-//! `par`, or the server's metadata says `require_pushed_authorization_requests`; the request
-//! never shows its parameters in the browser's address bar.
+//! `par` or names its endpoint (`par_url`, for a server whose metadata is not read), or the
+//! server's metadata says `require_pushed_authorization_requests`; the request never shows
+//! its parameters in the browser's address bar.
 
 use secrecy::ExposeSecret;
 use serde_json::Value;

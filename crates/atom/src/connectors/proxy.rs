@@ -199,10 +199,10 @@ impl Proxy {
 
         let credentials = Credentials::open(&self.connectors.keyring(), &row)?;
         let first = self.send(&template, &row, &credentials, &target, &mut body).await?;
-        let retry = first.status() == reqwest::StatusCode::UNAUTHORIZED
-            && body.replayable()
-            && row.auth_kind == "oauth2"
-            && credentials.refresh_token.is_some();
+        // Renewable: a refresh token, or a sign-in's session (Tableau) signed in again.
+        let renewable = (row.auth_kind == "oauth2" && credentials.refresh_token.is_some())
+            || (template.lookup.is_some_and(super::template::Lookup::signs_in) && credentials.access_token.is_some());
+        let retry = first.status() == reqwest::StatusCode::UNAUTHORIZED && body.replayable() && renewable;
         if !retry {
             return Ok(forwarded(first));
         }

@@ -10,14 +10,20 @@
 //! Every caller remembers the credentials it saw when it decided a refresh was due, and
 //! re-reads the row after each wait: when they changed meanwhile, another caller (here or in
 //! another process) stored new tokens, and those are used. So a thousand callers on an
-//! expired token make one request to the provider. The new access token and a rotated
-//! refresh token are stored in one statement, only while the lease is still this caller's
-//! (a holder whose lease ran out cannot overwrite newer tokens).
+//! expired token make one request to the provider. The new access token, a rotated refresh
+//! token and the kept values the answer moved (Salesforce's `instance_url`, checked by its
+//! pattern like at the exchange; a malformed one fails the refresh and stores nothing) are
+//! stored in one statement, only while the lease is still this caller's (a holder whose
+//! lease ran out cannot overwrite newer tokens).
 //!
 //! `invalid_grant` marks the connection `needs_reauth`, audits it and tells its owner on the
 //! bus. A transient failure (timeout, 5xx, 429) is retried with back-off (`Retry-After`
 //! when the provider sends one), then recorded in `last_error`; the connection stays
 //! usable while its token is still valid.
+//!
+//! A sign-in's session (Tableau's, [`super::lookup::sign_in`]) is renewed here too, by
+//! signing in again with the stored credential. What an outcome stores is
+//! [`super::refresh_outcome`]'s; the background pass is [`super::refresh_worker`]'s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,10 +33,9 @@ use super::exchange;
 use super::requests::ClientCredentials;
 use super::service::Connectors;
 use super::spec::AuthSpec;
+use super::template::{Lookup, Template};
 use super::tokens;
 use super::vault::{self, Credentials};
-use crate::audit::{self, Actor, AuditEvent, Outcome, RequestContext};
-use crate::bus::{Event, EventKind};
 use crate::error::ApiError;
 use crate::storage::connections::{self as sql, ConnectionRow};
 use crate::storage::now_ms;
@@ -193,18 +198,21 @@ impl Connectors {
     /// Calls the provider with retries, stores the outcome; the lease is held.
     async fn refresh_at_provider(&self, row: &ConnectionRow, holder: &str) -> Result<ConnectionRow, ConnectorError> {
         let provider = row.provider.as_str();
+        let template = self.template(provider).ok();
+        if let Some(t) = template.as_ref().filter(|t| t.lookup.is_some_and(Lookup::signs_in)) {
+            return self.sign_in_again(row, holder, t).await;
+        }
         let spec = self.provider(provider)?;
         let AuthSpec::OAuth2(oauth) = &spec.auth else {
             return Err(ConnectError::new(ErrorCode::WrongAuthKind, "this connection has nothing to refresh").into());
         };
-        let mut credentials = Credentials::open(&self.keyring(), row)?;
+        let credentials = Credentials::open(&self.keyring(), row)?;
         let Some(refresh_token) = credentials.refresh_token.clone() else {
             return self.mark_needs_reauth(row, &ConnectError::new(ErrorCode::InvalidGrant, "no refresh token")).await;
         };
         let app = self.app(provider).await?;
         let values = super::endpoints::check_params(oauth, &super::endpoints::stored_params(oauth, &row.params))?;
         let oauth = &self.endpoints(oauth, &values, &app.client.client_id).await?;
-        let template = self.template(provider).ok();
         // The parameters and the values kept from the flow, all checked when they were stored.
         let mut stored = values.clone();
         let kept: std::collections::BTreeMap<String, serde_json::Value> =
@@ -216,21 +224,72 @@ impl Connectors {
         }
         stored.insert_trusted("client_id", app.client.client_id.clone());
         let started = Instant::now();
+        let (template, stored, app, refresh_token) = (template.as_deref(), &stored, &app, refresh_token.as_str());
+        let outcome = self
+            .with_retries(provider, move || async move {
+                match template {
+                    // A catalog provider: the refresh as its template says (body encoding,
+                    // client authentication, where the tokens sit in the answer).
+                    Some(t) => {
+                        let client = ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
+                        let endpoint =
+                            t.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str());
+                        tokens::refresh(self.http(), t, stored, &client, refresh_token, endpoint).await
+                    }
+                    None => exchange::refresh(self.http(), oauth, &app.client, refresh_token).await,
+                }
+            })
+            .await;
+        self.store_outcome(row, holder, credentials, started, outcome).await
+    }
+
+    /// A sign-in's session renewed the way it began: signing in again with the stored
+    /// credential (Tableau's personal access token). A refused credential needs its user
+    /// again, as `invalid_grant` does; the session token and the values the sign-in gives
+    /// (the site id) are stored like a refresh's.
+    async fn sign_in_again(
+        &self,
+        row: &ConnectionRow,
+        holder: &str,
+        t: &Template,
+    ) -> Result<ConnectionRow, ConnectorError> {
+        let credentials = Credentials::open(&self.keyring(), row)?;
+        let values = super::lookup::stored_values(t, &row.params, &credentials)?;
+        let started = Instant::now();
+        let values = &values;
+        let outcome = self
+            .with_retries(&row.provider, move || async move {
+                let session = super::lookup::sign_in(self.http(), t, values).await?;
+                Ok(exchange::TokenSet {
+                    access_token: session.token,
+                    refresh_token: None,
+                    token_type: None,
+                    expires_in: Some(session.lifetime_secs),
+                    scope: None,
+                    raw: serde_json::Map::new(),
+                    kept: session.values,
+                })
+            })
+            .await;
+        self.store_outcome(row, holder, credentials, started, outcome).await
+    }
+
+    /// `attempt` until it succeeds, fails for good, or `connectors.refresh_attempts` ran out;
+    /// a transient failure waits its back-off (`Retry-After` when given) first.
+    async fn with_retries<F, Fut>(
+        &self,
+        provider: &str,
+        mut attempt_once: F,
+    ) -> Result<exchange::TokenSet, ConnectError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<exchange::TokenSet, ConnectError>>,
+    {
         let attempts = self.settings().refresh_attempts.max(1);
         let mut attempt = 0;
-        let outcome = loop {
+        loop {
             attempt += 1;
-            let attempt_result = match &template {
-                // A catalog provider: the refresh as its template says (body encoding, client
-                // authentication, where the tokens sit in the answer).
-                Some(t) => {
-                    let client = ClientCredentials { id: &app.client.client_id, secret: &app.client.client_secret };
-                    let endpoint = t.oauth2.as_ref().and_then(|o| o.issuer.as_ref()).map(|_| oauth.token_url.as_str());
-                    tokens::refresh(self.http(), t, &stored, &client, &refresh_token, endpoint).await
-                }
-                None => exchange::refresh(self.http(), oauth, &app.client, &refresh_token).await,
-            };
-            match attempt_result {
+            match attempt_once().await {
                 Err(e) if e.code.is_transient() && attempt < attempts => {
                     let backoff = e
                         .retry_after_secs
@@ -239,156 +298,10 @@ impl Connectors {
                     tracing::info!(provider, code = e.code.as_str(), attempt, ?backoff, "connector refresh: retrying");
                     tokio::time::sleep(backoff).await;
                 }
-                other => break other,
-            }
-        };
-        metrics::histogram!("connector_refresh_duration_seconds", "provider" => provider.to_owned())
-            .record(started.elapsed().as_secs_f64());
-        let tokens = match outcome {
-            Ok(tokens) => tokens,
-            Err(e) if e.code == ErrorCode::InvalidGrant => return self.mark_needs_reauth(row, &e).await,
-            Err(e) => {
-                let outcome = if e.code.is_transient() { "transient" } else { "error" };
-                metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => outcome)
-                    .increment(1);
-                tracing::warn!(provider, connection_id = %row.id, code = e.code.as_str(), "connector refresh failed");
-                let mut tx = self.db().begin().await?;
-                sql::record_failure(&mut tx, &row.id, "active", &e.stored(), now_ms()).await?;
-                // The connection's history (the admin view) shows failures beside refreshes.
-                let event = AuditEvent::new(
-                    Actor::System,
-                    "connection.refresh_failed",
-                    Outcome::Failure,
-                    &RequestContext::default(),
-                )
-                .target(row.id.clone())
-                .details(serde_json::json!({ "provider": provider, "error": e.code.as_str() }));
-                audit::record(&mut tx, event).await?;
-                tx.commit().await?;
-                // Still usable while its token is valid.
-                if row.expires_at.is_some_and(|expires| expires > now_ms()) {
-                    return sql::by_id(self.db(), &row.id).await?.ok_or(ApiError::NotFound.into());
-                }
-                return Err(e.into());
-            }
-        };
-        let now = now_ms();
-        credentials.access_token = Some(tokens.access_token.clone());
-        if let Some(rotated) = &tokens.refresh_token {
-            credentials.refresh_token = Some(rotated.clone());
-        }
-        if tokens.token_type.is_some() {
-            credentials.token_type.clone_from(&tokens.token_type);
-        }
-        let expires_at = tokens.expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s.saturating_mul(1000)));
-        let sealed = credentials.seal(&self.keyring(), &row.id, &row.user_id)?;
-        let mut tx = self.db().begin().await?;
-        let stored = sql::store_refreshed(&mut tx, &row.id, holder, &sealed, expires_at, now).await?;
-        if stored {
-            let event =
-                AuditEvent::new(Actor::System, "connection.refreshed", Outcome::Success, &RequestContext::default())
-                    .target(row.id.clone())
-                    .details(serde_json::json!({ "provider": provider, "rotated": tokens.refresh_token.is_some() }));
-            audit::record(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-        if !stored {
-            // The lease ran out and another holder took over: its tokens stand. The ones
-            // just obtained are dropped (a provider that rotates has invalidated ours anyway).
-            tracing::warn!(provider, connection_id = %row.id, "connector refresh: lease lost; newer tokens kept");
-        }
-        metrics::counter!("connector_refreshes_total", "provider" => provider.to_owned(), "outcome" => "success")
-            .increment(1);
-        sql::by_id(self.db(), &row.id).await?.ok_or(ApiError::NotFound.into())
-    }
-
-    /// `invalid_grant`: the connection needs its user again. Audited with the change; the
-    /// owner hears of it on the bus.
-    async fn mark_needs_reauth(
-        &self,
-        row: &ConnectionRow,
-        error: &ConnectError,
-    ) -> Result<ConnectionRow, ConnectorError> {
-        metrics::counter!("connector_refreshes_total", "provider" => row.provider.clone(), "outcome" => "invalid_grant")
-            .increment(1);
-        let mut tx = self.db().begin().await?;
-        sql::record_failure(&mut tx, &row.id, "needs_reauth", &error.stored(), now_ms()).await?;
-        let event = AuditEvent::new(
-            Actor::System,
-            "connection.needs_reauth",
-            Outcome::Failure,
-            &RequestContext::default(),
-        )
-        .target(row.id.clone())
-        .details(serde_json::json!({ "provider": row.provider, "user_id": row.user_id, "error": error.code.as_str() }));
-        audit::record(&mut tx, event).await?;
-        tx.commit().await?;
-        tracing::warn!(provider = %row.provider, connection_id = %row.id, "connection needs re-authorization");
-        self.bus()
-            .publish(Event {
-                user_id: row.user_id.clone(),
-                // Delivered to the owner's sockets as `notification`.
-                kind: EventKind::Notification {
-                    notification_type: NEEDS_REAUTH.to_owned(),
-                    data: serde_json::json!({ "connection_id": row.id, "provider": row.provider }),
-                },
-            })
-            .await;
-        Err(ConnectError::new(ErrorCode::NeedsReauth, "the provider refused the refresh token; authorize again").into())
-    }
-
-    /// One pass of the background refresher: every active connection due within the margin.
-    /// How many were refreshed (or found refreshed by another node).
-    pub async fn refresh_due(&self) -> Result<usize, ConnectorError> {
-        let before = now_ms().saturating_add(self.refresh_margin_ms());
-        let mut done = 0;
-        for id in sql::due_for_refresh(self.db(), before, 100).await? {
-            let Some(row) = sql::by_id(self.db(), &id).await? else { continue };
-            match self.refresh(&row.id, &row.credentials).await {
-                Ok(_) => done += 1,
-                Err(e) => tracing::debug!(connection_id = %id, error = %e, "background refresh did not succeed"),
+                other => return other,
             }
         }
-        Ok(done)
-    }
-
-    /// Sets the `connector_connections{status}` gauge.
-    pub async fn record_status_gauges(&self) -> Result<(), sqlx::Error> {
-        let counts = sql::count_by_status(self.db()).await?;
-        for status in ["active", "needs_reauth"] {
-            let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-            #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!("connector_connections", "status" => status).set(n as f64);
-        }
-        Ok(())
     }
 }
 
-/// The background refresher: every `connectors.refresh_interval_secs`, refreshes what is due,
-/// updates the status gauges and purges expired pending authorizations. Ends when `stop`
-/// resolves.
-pub fn spawn_worker(connectors: Arc<Connectors>) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = connectors.settings().refresh_interval_secs;
-    if interval == 0 {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        // The first pass one interval after start, not at once: start-up stays quiet, and a
-        // node restarted in a loop does not sweep the table on every start.
-        let period = Duration::from_secs(interval);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            if let Err(e) = connectors.refresh_due().await {
-                tracing::warn!(error = %e, "background refresh pass failed");
-            }
-            if let Err(e) = connectors.record_status_gauges().await {
-                tracing::debug!(error = %e, "connection gauges not updated");
-            }
-            if let Err(e) = sql::purge_expired_authorizations(connectors.db(), now_ms()).await {
-                tracing::debug!(error = %e, "expired authorizations not purged");
-            }
-        }
-    }))
-}
+pub use super::refresh_worker::spawn_worker;

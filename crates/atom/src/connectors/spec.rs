@@ -80,7 +80,8 @@ pub struct OAuth2Spec {
     /// Pushed authorization requests (RFC 9126): the template says so, or the metadata says
     /// `require_pushed_authorization_requests`.
     pub par: bool,
-    /// The pushed authorization request endpoint, from the metadata.
+    /// The pushed authorization request endpoint: the template's `par_url` (a template
+    /// until [`super::endpoints`] fills it), else the metadata's.
     pub par_url: Option<String>,
     /// Where the connection's label and provider account id come from (an OIDC userinfo
     /// endpoint or the service's own "me").
@@ -126,6 +127,11 @@ impl ProviderSpec {
                     None if o.issuer.is_some() => Some(String::new()),
                     None => None,
                 };
+                let par_url = match &o.par_url {
+                    Some(u) if fillable(u, &[]) => Some(u.clone()),
+                    Some(_) => return None,
+                    None => None,
+                };
                 let authorization_url = endpoint(&o.authorization_url)?;
                 let token_url = endpoint(&o.token_url)?;
                 let revocation = o.revocation.as_ref().filter(|r| fillable(&r.url, &["client_id"]));
@@ -158,8 +164,8 @@ impl ProviderSpec {
                     provider_revocation,
                     params: t.params.clone(),
                     discovery_issuer: o.issuer.clone(),
-                    par: o.par,
-                    par_url: None,
+                    par: o.par || par_url.is_some(),
+                    par_url,
                     identity_url,
                     issuer: o.issuer.clone(),
                     default_scopes: o.scopes.clone(),

@@ -2,7 +2,9 @@
 //! the template's fields (Telegram's bot token, Freshdesk's API key with its helpdesk domain
 //! as a connection parameter); each is checked by its pattern, then proven against the
 //! template's identity endpoint when it has one, and only then stored, encrypted, in the same
-//! vault as OAuth tokens.
+//! vault as OAuth tokens. A template whose lookup is a sign-in (Tableau's personal access
+//! token) signs in first: the session token it answers is stored as the connection's access
+//! token, expiring when the session is assumed to end, and [`super::refresh`] signs in again.
 //!
 //! Invariants: a refused credential stores nothing (the provider is asked before the
 //! transaction opens); no submitted value is echoed in an error, a log line or an audit row
@@ -129,16 +131,28 @@ pub async fn submit(
             .into());
         }
     };
-    if t.lookup.is_some() {
-        return Err(ConnectError::new(
-            ErrorCode::NotConfigured,
-            "this provider's sign-in step after the credential is not run by this server yet",
-        )
-        .into());
+    let mut values = check(t, request)?;
+    // A sign-in (Tableau's) turns the credential into a session first: its refusal is the
+    // credential's, and its values (the site id) are known before the identity call.
+    let session = match t.lookup {
+        Some(lookup) if lookup.signs_in() => Some(super::lookup::sign_in(connectors.http(), t, &values).await),
+        _ => None,
     }
-    let values = check(t, request)?;
-    let account = match identity::identify(connectors.http(), t, &values, CallAuth::Credential).await {
-        Ok(account) => account,
+    .transpose();
+    let proven = match session {
+        Ok(session) => {
+            if let Some(session) = &session {
+                for (name, value) in &session.values {
+                    values.insert_trusted(name, value.clone());
+                }
+                values.insert_secret("access_token", secrecy::SecretString::from(session.token.clone()));
+            }
+            identity::identify(connectors.http(), t, &values, CallAuth::Credential).await.map(|a| (a, session))
+        }
+        Err(e) => Err(e),
+    };
+    let (account, session) = match proven {
+        Ok(proven) => proven,
         Err(e) => {
             let e = ConnectorError::from(e);
             super::flows::audit_failure(connectors, user_id, &t.id, &e, context).await;
@@ -160,6 +174,15 @@ pub async fn submit(
             (if key.is_empty() { "default".to_owned() } else { key.join("&") }, t.name.clone())
         }
     };
+    let now = now_ms();
+    // The sign-in's values are shown with the parameters (not secrets); its session token is
+    // the connection's access token until it ends.
+    if let Some(session) = &session {
+        for (name, value) in &session.values {
+            params.insert(name.clone(), value.as_str().into());
+        }
+    }
+    let expires_at = session.as_ref().map(|s| now.saturating_add(s.lifetime_secs.saturating_mul(1000)));
     let obtained = Obtained {
         user_id: user_id.to_owned(),
         provider: t.id.clone(),
@@ -174,14 +197,13 @@ pub async fn submit(
                 .iter()
                 .filter_map(|f| Some((f.name.clone(), request.credentials.get(&f.name)?.clone())))
                 .collect(),
-            access_token: None,
+            access_token: session.map(|s| s.token),
             refresh_token: None,
             token_type: None,
             token_secret: None,
         },
-        expires_at: None,
+        expires_at,
     };
-    let now = now_ms();
     let mut tx = connectors.db().begin().await?;
     let (row, created) = vault::store(&mut tx, &connectors.keyring(), &obtained, now).await?;
     let action = if created { "connection.created" } else { "connection.reauthorized" };

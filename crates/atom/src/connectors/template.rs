@@ -176,13 +176,22 @@ pub enum Lookup {
     /// `GET https://api.xero.com/connections` with the new token; keeps the first
     /// organisation's `tenant_id`, which every call names in its `xero-tenant-id` header.
     XeroConnections,
-    /// `POST https://{server}/api/{version}/auth/signin` with the personal access token's name
-    /// and secret; keeps the `site_id` and gives the session token that calls carry as
-    /// `{access_token}` (`X-Tableau-Auth`). Signs in again when the session ends.
+    /// `POST https://{server}/api/{version}/auth/signin` (the template's `lookup_url`) with
+    /// the personal access token's name and secret (`pat_name`, `pat_secret`) and the site's
+    /// content URL (`site`); keeps the `site_id` and `user_id` and gives the session token
+    /// that calls carry as `{access_token}` (`X-Tableau-Auth`). Signs in again when the
+    /// session ends; disconnecting signs out (`…/auth/signout`).
     TableauSignin,
 }
 
 impl Lookup {
+    /// Whether the lookup is a sign-in with the submitted credential whose answer is the
+    /// session token the calls carry (`{access_token}`), signed in again when the session
+    /// ends: the connection's "refresh" (Tableau).
+    pub fn signs_in(self) -> bool {
+        matches!(self, Self::TableauSignin)
+    }
+
     /// The names the lookup adds, with a pattern and an example each.
     pub fn provides(self) -> &'static [(&'static str, &'static str, &'static str)] {
         match self {
@@ -195,7 +204,10 @@ impl Lookup {
                 ("api_endpoint", "^https://[a-z]+[0-9]+\\.api\\.mailchimp\\.com$", "https://us6.api.mailchimp.com"),
             ],
             Self::XeroConnections => &[("tenant_id", "^[0-9a-fA-F-]{36}$", "70784a63-d24b-46a9-a4db-0e70a274b056")],
-            Self::TableauSignin => &[("site_id", "^[0-9a-fA-F-]{36}$", "9a8b7c6d-5e4f-3a2b-1c0d-9e8f7a6b5c4d")],
+            Self::TableauSignin => &[
+                ("site_id", "^[0-9a-fA-F-]{36}$", "9a8b7c6d-5e4f-3a2b-1c0d-9e8f7a6b5c4d"),
+                ("user_id", "^[0-9a-fA-F-]{36}$", "d5704762-603a-42b2-a9a7-f9cd2b2c4253"),
+            ],
         }
     }
 }
@@ -221,6 +233,11 @@ pub struct OAuth2 {
     /// The server requires pushed authorization requests (RFC 9126).
     #[serde(default)]
     pub par: bool,
+    /// The pushed authorization request endpoint (RFC 9126), for a server whose metadata is
+    /// not read (no `issuer`); may hold connection parameters. When set, every authorization
+    /// request is pushed there first, as with `par`.
+    #[serde(default)]
+    pub par_url: Option<String>,
     /// PKCE (RFC 7636) with the S256 method.
     #[serde(default)]
     pub pkce: bool,
@@ -414,6 +431,24 @@ pub struct OAuth1 {
     /// Extra parameters of the authorization redirect (Trello's `scope`, `expiration`).
     #[serde(default)]
     pub authorization_params: BTreeMap<String, String>,
+    /// How a connection's token is revoked at the provider; none when it has no way.
+    #[serde(default)]
+    pub revocation: Option<OAuth1Revocation>,
+}
+
+/// The revocation of an OAuth 1.0a token: one request signed with the token itself, as every
+/// call is (Trello's `DELETE /1/tokens/{access_token}`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth1Revocation {
+    /// A template; `{access_token}` is the token revoked (percent-encoded into the path).
+    pub url: String,
+    #[serde(default = "delete")]
+    pub method: HttpMethod,
+}
+
+fn delete() -> HttpMethod {
+    HttpMethod::Delete
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -514,3 +514,44 @@ fn githubs_revocation_names_the_client_in_its_path() {
     assert_eq!(req.param("access_token"), Some("gho_x"));
     assert_eq!(req.body().expect("body").0, "application/json");
 }
+
+#[test]
+fn a_par_url_stands_in_for_discovery_and_is_checked_like_the_other_urls() {
+    let with = |line: &str| MINIMAL.replace("client_auth = \"basic\"", &format!("client_auth = \"basic\"\n{line}"));
+    let t =
+        catalog::parse("acme.toml", &with("par_url = \"https://{subdomain}.acme.example/oauth/par\"")).expect("valid");
+    let spec = super::spec::ProviderSpec::from_template(&t).expect("a spec");
+    let super::spec::AuthSpec::OAuth2(o) = &spec.auth else { panic!("an OAuth 2.0 spec") };
+    assert!(o.par, "a declared PAR endpoint is used");
+    assert_eq!(o.par_url.as_deref(), Some("https://{subdomain}.acme.example/oauth/par"), "filled per connection");
+    for (line, field, message) in [
+        ("par = true", "oauth2.par", "par_url"),
+        ("par_url = \"http://acme.example/par\"", "oauth2.par_url", "https"),
+        ("par_url = \"https://{tenant}.acme.example/par\"", "oauth2.par_url", "{tenant} is not declared"),
+    ] {
+        let errors = refused(&with(line));
+        assert!(errors.iter().any(|(f, m)| f == field && m.contains(message)), "{line}: {errors:?}");
+    }
+}
+
+#[test]
+fn a_sign_in_names_its_url_and_its_fields_and_an_oauth1_revocation_its_placeholders() {
+    let parse = |id: &str, text: &str| catalog::parse(&format!("{id}.toml"), text);
+    let tableau = include_str!("../../../../providers/tableau.toml");
+    parse("tableau", tableau).expect("the catalog's template");
+    let field_errors =
+        |text: &str| parse("tableau", text).err().map(|e| e.into_iter().map(|e| e.field).collect::<Vec<_>>());
+    let no_url = tableau.replace("lookup_url = \"https://{server}/api/3.24/auth/signin\"\n", "");
+    assert_eq!(field_errors(&no_url), Some(vec!["lookup_url".to_owned()]));
+    let no_secret = tableau.replace("name = \"pat_secret\"", "name = \"pat_password\"");
+    assert!(field_errors(&no_secret).is_some_and(|f| f.contains(&"fields".to_owned())), "the sign-in's field");
+
+    let trello = include_str!("../../../../providers/trello.toml");
+    parse("trello", trello).expect("the catalog's template");
+    let undeclared = trello.replace("tokens/{access_token}", "tokens/{token}");
+    assert!(field_errors_of(parse("trello", &undeclared)).contains(&"oauth1.revocation.url".to_owned()));
+}
+
+fn field_errors_of(parsed: Result<Template, Vec<catalog::CatalogError>>) -> Vec<String> {
+    parsed.err().map(|e| e.into_iter().map(|e| e.field).collect()).unwrap_or_default()
+}

@@ -265,5 +265,6 @@ pub async fn refresh(
         expires_in: tokens.expires_at.map(|at| (at - now).whole_seconds()),
         scope: tokens.scopes.map(|s| s.join(" ")),
         raw: serde_json::Map::new(),
+        kept: tokens.kept,
     })
 }

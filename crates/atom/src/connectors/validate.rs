@@ -111,6 +111,10 @@ impl Validator {
             for (k, val) in &o.authorization_params {
                 self.text(format!("oauth1.authorization_params.{k}"), val, Stage::Authorize, false);
             }
+            if let Some(r) = &o.revocation {
+                // The token revoked is in the URL (Trello's path), as in the agent's calls.
+                self.url("oauth1.revocation.url".into(), &r.url, Stage::Api, true);
+            }
         }
         self.check_api(t);
         self.check_webhooks(t);
@@ -239,7 +243,16 @@ impl Validator {
         match (&t.lookup, &t.lookup_url) {
             (Some(_), Some(url)) => self.url("lookup_url".into(), url, Stage::Token, false),
             (None, Some(_)) => self.err("lookup_url", "applies only with a lookup"),
+            // A sign-in has no fixed host: the template says where it goes.
+            (Some(l), None) if l.signs_in() => self.err("lookup_url", "is required: where the sign-in goes"),
             _ => {}
+        }
+        if t.lookup == Some(Lookup::TableauSignin) {
+            for name in ["pat_name", "pat_secret"] {
+                if !t.fields.iter().any(|f| f.name == name) {
+                    self.err("fields", format!("the sign-in needs a field {name:?}"));
+                }
+            }
         }
         if t.auth_mode.needs_app() {
             self.available.insert("client_id".into(), (EXAMPLE_CLIENT_ID.into(), Stage::Token));
@@ -253,8 +266,11 @@ impl Validator {
         if let Some(issuer) = &o.issuer {
             self.url("oauth2.issuer".into(), issuer, Stage::Authorize, false);
         }
-        if o.par && o.issuer.is_none() {
-            self.err("oauth2.par", "needs oauth2.issuer: the PAR endpoint comes from discovery");
+        if o.par && o.issuer.is_none() && o.par_url.is_none() {
+            self.err("oauth2.par", "needs oauth2.issuer (the PAR endpoint from discovery) or oauth2.par_url");
+        }
+        if let Some(url) = &o.par_url {
+            self.url("oauth2.par_url".into(), url, Stage::Authorize, false);
         }
         match (&o.authorization_url, code) {
             (Some(url), true) => {
@@ -276,7 +292,7 @@ impl Validator {
         if let Some(url) = &o.refresh_url {
             self.url("oauth2.refresh_url".into(), url, Stage::Connected, false);
         }
-        if !code && (o.pkce || o.par) {
+        if !code && (o.pkce || o.par || o.par_url.is_some()) {
             self.err("oauth2.pkce", "PKCE and PAR apply to the authorization code grant only");
         }
         if o.client_auth == ClientAuth::None && !(code && o.pkce) {

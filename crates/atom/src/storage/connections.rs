@@ -254,21 +254,24 @@ pub async fn release_lease(db: &Db, id: &str, holder: &str) -> Result<(), sqlx::
     })
 }
 
-/// Stores refreshed credentials, only while `holder` still holds the lease (a holder whose
-/// lease ran out and was taken over must not overwrite the newer tokens), and releases it.
-/// True when stored.
+/// Stores refreshed credentials, and the connection's parameters when the refresh moved a
+/// kept value (`params`, the whole object; `None` leaves them), only while `holder` still
+/// holds the lease (a holder whose lease ran out and was taken over must not overwrite the
+/// newer tokens), and releases it. True when stored.
 pub async fn store_refreshed(
     tx: &mut Tx,
     id: &str,
     holder: &str,
     credentials: &str,
+    params: Option<&str>,
     expires_at: Option<i64>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     with_tx!(tx, "connections.store_refreshed", |conn| {
         sqlx::query(
             "UPDATE connections SET credentials = $3, expires_at = $4, last_refresh_at = $5, last_error = NULL, \
-             status = 'active', updated_at = $5, refresh_holder = NULL, refresh_lease_until = NULL \
+             status = 'active', updated_at = $5, refresh_holder = NULL, refresh_lease_until = NULL, \
+             params = COALESCE($6, params) \
              WHERE id = $1 AND refresh_holder = $2",
         )
         .bind(id)
@@ -276,6 +279,7 @@ pub async fn store_refreshed(
         .bind(credentials)
         .bind(expires_at)
         .bind(now)
+        .bind(params)
         .execute(conn)
         .await
         .map(|r| r.rows_affected() == 1)

@@ -284,6 +284,55 @@ async fn a_connection_parameter_fills_the_urls_at_every_step_and_a_bad_one_is_re
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_template_without_an_issuer_pushes_its_request_to_the_par_url_it_declares() {
+    let peer = OAuthPeer::start_options(json!({ "require_par": true })).await;
+    // The tenant template, with its PAR endpoint named (under the tenant) instead of discovered.
+    let template = tenant_template(&peer)
+        .replace("pkce = true\n", &format!("pkce = true\npar_url = \"{}/tenants/{{tenant}}/request\"\n", peer.issuer));
+    assert!(template.contains("par_url") && !template.contains("issuer ="), "{template}");
+    let app = spawn_with(&peer, &[("peer-tenant", template)]).await;
+    oauth_peer::set_app(&app, "peer-tenant", oauth_peer::BASIC_CLIENT).await;
+    let user = app.user("user").await;
+
+    let url = authorization_url(
+        authorize(
+            &app,
+            &user.access_token,
+            json!({ "provider": "peer-tenant", "params": { "tenant": "contoso" }, "return_to": oauth_peer::RETURN_URL }),
+        )
+        .await,
+    )
+    .await;
+    assert!(url.starts_with(&format!("{}/tenants/contoso/auth?", peer.issuer)), "{url}");
+    let q = query(&url);
+    assert_eq!(q.keys().collect::<Vec<_>>(), ["client_id", "request_uri"], "only the pushed request's handle: {url}");
+    let stats = peer.stats().await;
+    assert_eq!(stats["par_requests"], 1, "{stats}");
+    assert_eq!(stats["discovery_requests"], 0, "no metadata read: {stats}");
+    let pushed: Vec<&Value> =
+        stats["tenant_log"].as_array().expect("log").iter().filter(|e| e["path"] == "/request").collect();
+    assert_eq!(pushed.len(), 1, "{stats}");
+    assert_eq!(pushed[0]["tenant"], "contoso", "the connection's parameter filled the PAR URL");
+
+    let landed = landing(deliver(&app, &consent(&url, "allow", "alice").await).await).await;
+    assert!(landed.contains_key("connection_id"), "connected through the pushed request: {landed:?}");
+    let stats = peer.stats().await;
+    assert_eq!(stats["token_log"][0]["grant_type"], "authorization_code", "{stats}");
+    assert_eq!(stats["token_log"][0]["code_verifier"], true);
+
+    // A parameter that fails its pattern never reaches the PAR endpoint.
+    let response = authorize(
+        &app,
+        &user.access_token,
+        json!({ "provider": "peer-tenant", "params": { "tenant": "evil.example.com/x" }, "return_to": oauth_peer::RETURN_URL }),
+    )
+    .await;
+    assert_problem(response, 422).await;
+    assert_eq!(peer.stats().await["par_requests"], 1);
+    app.stop().await;
+}
+
 /// What the strict stub saw: the revoked token, or why a request was refused.
 type Seen = Arc<Mutex<Vec<Result<String, String>>>>;
 

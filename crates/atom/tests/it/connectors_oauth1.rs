@@ -46,6 +46,8 @@ struct Issued {
 struct Trello {
     record: Record,
     issued: Arc<Mutex<Issued>>,
+    /// The token deletion answers 503 (Trello unavailable) while set.
+    revocation_down: Arc<Mutex<bool>>,
 }
 
 /// RFC 3986 unreserved characters stay; everything else is `%XX`, upper case (RFC 5849 §3.6).
@@ -212,6 +214,30 @@ async fn handle(State(stub): State<Trello>, method: Method, uri: Uri, headers: H
             }
             axum::Json(json!({ "id": MEMBER_ID, "username": "trellouser", "fullName": "Trello User" })).into_response()
         }
+        // Revocation: `DELETE /1/tokens/{token}`, authenticated by the app's key and that
+        // token (here a signature with both).
+        (Method::DELETE, path) if path.starts_with("/1/tokens/") => {
+            let deleted = path.trim_start_matches("/1/tokens/").to_owned();
+            let token = oauth_params(&seen).ok().and_then(|o| o.get("oauth_token").cloned()).unwrap_or_default();
+            let Some(secret) = stub.issued.lock().expect("lock").access_tokens.get(&token).cloned() else {
+                return refuse(&stub, "token deletion with an unknown access token".into(), false);
+            };
+            if let Err(why) = verify(&stub, &seen, &secret) {
+                return refuse(&stub, why, false);
+            }
+            if deleted != token {
+                return refuse(&stub, format!("deleting {deleted} with another token"), false);
+            }
+            if !seen.body.is_empty() {
+                stub.record.violation("a body on the token deletion");
+            }
+            if *stub.revocation_down.lock().expect("lock") {
+                return (StatusCode::SERVICE_UNAVAILABLE, "<html><body>Service Unavailable</body></html>")
+                    .into_response();
+            }
+            stub.issued.lock().expect("lock").access_tokens.remove(&token);
+            axum::Json(json!({ "_value": null })).into_response()
+        }
         (method, path) => {
             stub.record.violation(format!("unexpected {method} {path}"));
             StatusCode::NOT_FOUND.into_response()
@@ -222,6 +248,7 @@ async fn handle(State(stub): State<Trello>, method: Method, uri: Uri, headers: H
 struct Setup {
     app: TestApp,
     stub: Stub,
+    trello: Trello,
 }
 
 async fn setup(consumer_secret: &str) -> Setup {
@@ -251,7 +278,7 @@ async fn setup(consumer_secret: &str) -> Setup {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
-    Setup { app, stub }
+    Setup { app, stub, trello }
 }
 
 async fn start(app: &TestApp, user: &TestUser) -> reqwest::Response {
@@ -279,7 +306,7 @@ async fn connections(app: &TestApp, user: &TestUser) -> Vec<Value> {
 
 #[tokio::test]
 async fn trello_connects_through_the_three_legs_and_disconnects() {
-    let Setup { app, stub } = setup(CONSUMER_SECRET).await;
+    let Setup { app, stub, .. } = setup(CONSUMER_SECRET).await;
     let user = app.user("user").await;
     let other = app.user("user").await;
 
@@ -329,6 +356,10 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
     assert_eq!(landed["connection_id"], id);
     assert_eq!(connections(&app, &user).await.len(), 1);
 
+    // The reconnection's token is the connection's now: the one to revoke.
+    let row = sql::by_id(&app.state.db, &id).await.expect("query").expect("row");
+    let current = Credentials::open(&app.state.identity.keyring(), &row).expect("decrypts").access_token.clone();
+    let current = current.expect("access token");
     let response = app
         .client
         .delete(app.url(&format!("/v1/connections/{id}")))
@@ -337,7 +368,13 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["revoked"], true, "{body}");
     assert!(connections(&app, &user).await.is_empty());
+    // Revoked at Trello: the token deleted by a request signed with it.
+    let deletions: Vec<String> =
+        stub.seen().iter().filter(|r| r.method == Method::DELETE).map(|r| r.path.clone()).collect();
+    assert_eq!(deletions, [format!("/1/tokens/{current}")]);
 
     let audit = serde_json::to_string(&audit_rows(&app).await).expect("json");
     assert!(audit.contains("connection.created") && audit.contains("connection.deleted"));
@@ -350,7 +387,7 @@ async fn trello_connects_through_the_three_legs_and_disconnects() {
 
 #[tokio::test]
 async fn a_wrong_verifier_a_wrong_consumer_secret_and_an_unknown_token_each_fail_and_store_nothing() {
-    let Setup { app, stub } = setup(CONSUMER_SECRET).await;
+    let Setup { app, stub, .. } = setup(CONSUMER_SECRET).await;
     let user = app.user("user").await;
 
     // A verifier that is not the one issued: Trello refuses the exchange.
@@ -376,12 +413,53 @@ async fn a_wrong_verifier_a_wrong_consumer_secret_and_an_unknown_token_each_fail
 
     // The instance's app with a consumer secret Trello does not know: the request token is
     // refused with a stable code, and no secret is shown.
-    let Setup { app, stub } = setup("not-the-consumer-secret-0123456789").await;
+    let Setup { app, stub, .. } = setup("not-the-consumer-secret-0123456789").await;
     let user = app.user("user").await;
     let body = assert_problem(start(&app, &user).await, 502).await;
     assert_eq!(body["code"], "provider_error");
     assert!(!body.to_string().contains("not-the-consumer-secret"), "{body}");
     assert!(connections(&app, &user).await.is_empty());
+    stub.assert_no_violations();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revocation_trello_refuses_still_deletes_the_connection_and_records_the_failure() {
+    let Setup { app, stub, trello } = setup(CONSUMER_SECRET).await;
+    let user = app.user("user").await;
+    let started: Value = start(&app, &user).await.json().await.expect("json");
+    let callback = authorize(started["authorization_url"].as_str().expect("url")).await;
+    let landed = landing(deliver(&app, &callback).await).await;
+    let id = landed.get("connection_id").unwrap_or_else(|| panic!("connected: {landed:?}")).clone();
+    let row = sql::by_id(&app.state.db, &id).await.expect("query").expect("row");
+    let access =
+        Credentials::open(&app.state.identity.keyring(), &row).expect("decrypts").access_token.clone().expect("token");
+
+    *trello.revocation_down.lock().expect("lock") = true;
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/connections/{id}")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "the local deletion does not depend on Trello");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["revoked"], false, "{body}");
+    assert!(body["revocation_error"].as_str().is_some_and(|e| e.starts_with("provider_unavailable")), "{body}");
+    assert!(connections(&app, &user).await.is_empty());
+    assert!(sql::by_id(&app.state.db, &id).await.expect("query").is_none(), "the secrets are gone");
+    assert_eq!(stub.seen().iter().filter(|r| r.method == Method::DELETE).count(), 1, "one revocation attempt");
+
+    let audit = audit_rows(&app).await;
+    let deleted = audit
+        .iter()
+        .find(|e| e["action"] == "connection.deleted" && e["target"] == id.as_str())
+        .unwrap_or_else(|| panic!("the deletion audited: {audit:?}"));
+    let details = deleted["details"].to_string();
+    assert!(details.contains("provider_unavailable") && details.contains("\"revoked\":false"), "{details}");
+    let text = serde_json::to_string(&audit).expect("json") + &body.to_string();
+    assert!(!text.contains(&access), "no token in the audit log or the answer");
     stub.assert_no_violations();
     app.stop().await;
 }

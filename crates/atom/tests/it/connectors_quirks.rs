@@ -37,6 +37,7 @@ const NOTION_TOKEN: &str = "secret_notionAccessToken0123456789";
 const SALESFORCE_TOKEN: &str = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog";
 const SALESFORCE_REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJ";
 const SALESFORCE_REFRESHED: &str = "00Dxx0000001gPL!AR8AQRefreshed0123456789";
+const SALESFORCE_NOT_STORED: &str = "00Dxx0000001gPL!AR8AQNotStored0123456789";
 const QUICKBOOKS_TOKEN: &str = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2In0.quickbooks";
 const GITHUB_TOKEN: &str = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
 const MAILCHIMP_TOKEN: &str = "5c6ccc561059aa386da9d112215bae55";
@@ -235,10 +236,17 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 ));
                 return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
             }
+            // An org moved to another instance answers its new instance URL with the tokens.
+            let host = seen.header("host").unwrap_or_default().to_owned();
+            let (token, instance) = match q.mode("salesforce").as_deref() {
+                Some("moving") => (SALESFORCE_REFRESHED, format!("http://{host}/instance/moved")),
+                Some("moving_bad") => (SALESFORCE_NOT_STORED, "https://evil.example.com".to_owned()),
+                _ => (SALESFORCE_REFRESHED, "https://acme.my.salesforce.com".to_owned()),
+            };
             // No refresh token in the answer: the old one stays valid.
             ok(json!({
-                "access_token": SALESFORCE_REFRESHED, "signature": "uXkYvmZ4QyKu+2aK6cOMt9ZHBHpAGkrZrU0eF0YQx6s=",
-                "scope": "refresh_token api", "instance_url": "https://acme.my.salesforce.com",
+                "access_token": token, "signature": "uXkYvmZ4QyKu+2aK6cOMt9ZHBHpAGkrZrU0eF0YQx6s=",
+                "scope": "refresh_token api", "instance_url": instance,
                 "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS", "token_type": "Bearer", "issued_at": "1278448932702"
             }))
         }
@@ -246,10 +254,11 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
             if let Err(refusal) = check_token(&q, &seen, "salesforce", ClientAuth::Form, true) {
                 return *refusal;
             }
-            let instance = if q.mode("salesforce").as_deref() == Some("bad_instance") {
-                "https://evil.example.com"
-            } else {
-                "https://acme.my.salesforce.com"
+            let host = seen.header("host").unwrap_or_default().to_owned();
+            let instance = match q.mode("salesforce").as_deref() {
+                Some("bad_instance") => "https://evil.example.com".to_owned(),
+                Some("moving" | "moving_bad") => format!("http://{host}/instance/acme"),
+                _ => "https://acme.my.salesforce.com".to_owned(),
             };
             ok(json!({
                 "access_token": SALESFORCE_TOKEN, "refresh_token": SALESFORCE_REFRESH,
@@ -257,6 +266,17 @@ async fn handle(State(q): State<Quirks>, method: Method, uri: Uri, headers: Head
                 "instance_url": instance, "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS",
                 "token_type": "Bearer", "issued_at": "1278448832702"
             }))
+        }
+        // A Salesforce instance's REST API (the proxy's calls), at the instance URL the
+        // connection keeps.
+        p if p.starts_with("/instance/") => {
+            if !p.contains("/services/data/v62.0/") {
+                q.record.violation(format!("salesforce: a call outside the REST API: {p}"));
+            }
+            if !bearer_is(&q, &seen, "salesforce", "Bearer", SALESFORCE_REFRESHED) {
+                return unauthorized();
+            }
+            ok(json!({ "encoding": "UTF-8", "maxBatchSize": 200, "sobjects": [] }))
         }
         "/quickbooks/oauth2/v1/tokens/bearer" => {
             if let Err(refusal) = check_token(&q, &seen, "quickbooks", ClientAuth::Basic, false) {
@@ -393,9 +413,19 @@ fn templates(base: &str) -> Vec<(&'static str, String)> {
     let notion = include_str!("../../../../providers/notion.toml").replace("https://api.notion.com", &s("/notion"));
     // Salesforce's identity endpoint lives at the instance URL (a real salesforce.com host,
     // as its pattern demands), so the test leaves it out; the label is then the service's name.
+    // Its instance URL's pattern also admits the stub's `/instance/<name>`, so that a refresh
+    // can move a connection to another instance the proxy then reaches.
+    let port = base.rsplit(':').next().unwrap_or_default();
+    let instance_pattern = r#"pattern = "^https://[a-zA-Z0-9][a-zA-Z0-9.-]*\\.(salesforce|force)\\.com$""#;
+    let original = include_str!("../../../../providers/salesforce.toml");
+    assert!(original.contains(instance_pattern), "the instance URL's pattern as the template has it");
     let salesforce = drop_table(
-        &include_str!("../../../../providers/salesforce.toml")
-            .replace("https://{domain}.salesforce.com", &s("/salesforce")),
+        &original.replace("https://{domain}.salesforce.com", &s("/salesforce")).replace(
+            instance_pattern,
+            &format!(
+                r#"pattern = "^(https://[a-zA-Z0-9][a-zA-Z0-9.-]*\\.(salesforce|force)\\.com|http://127\\.0\\.0\\.1:{port}/instance/[a-z]+)$""#
+            ),
+        ),
         "[identity]",
     );
     let quickbooks = include_str!("../../../../providers/quickbooks.toml")
@@ -463,6 +493,8 @@ async fn setup() -> Setup {
     config.push(("CONNECTORS_PROVIDERS_DIR", dir.as_str()));
     // Salesforce's two-hour tokens are due at once, so the refresh route refreshes them.
     config.push(("CONNECTORS_REFRESH_MARGIN_SECS", "10800"));
+    // The proxy reaches the stub's Salesforce instance on loopback.
+    config.push(("CONNECTORS_PROXY_ALLOW_RANGES", "[\"127.0.0.0/8\"]"));
     let app = TestApp::spawn_on(db, &config, Router::new()).await;
     let admin = app.user("admin").await;
     for provider in PROVIDERS {
@@ -637,6 +669,64 @@ async fn salesforces_instance_url_and_quickbooks_realm_id_are_kept_and_shown() {
     let landed = connect(&s, &user, "quickbooks", "&realmId=../../evil").await;
     assert_eq!(landed.get("error").map(String::as_str), Some("missing_field"), "{landed:?}");
     assert_eq!(count(&s, &user).await, 2);
+    s.stub.assert_no_violations();
+    s.app.stop().await;
+}
+
+async fn refresh(s: &Setup, user: &TestUser, id: &str) -> Value {
+    let response = s
+        .app
+        .client
+        .post(s.app.url(&format!("/v1/connections/{id}/refresh")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    response.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn a_refresh_that_moves_salesforces_instance_url_moves_the_connection_and_the_proxy() {
+    let s = setup().await;
+    let user = s.app.user("user").await;
+    s.quirks.modes.lock().expect("lock").insert("salesforce".into(), "moving".into());
+    let landed = connect(&s, &user, "salesforce", "").await;
+    let id = landed.get("connection_id").unwrap_or_else(|| panic!("connected: {landed:?}")).clone();
+    let acme = format!("{}/instance/acme", s.stub.url());
+    let moved = format!("{}/instance/moved", s.stub.url());
+    assert_eq!(connection(&s, &user, &id).await["params"]["instance_url"], acme.as_str());
+
+    // The refresh answers another instance URL: stored with the new token, shown at once.
+    let refreshed = refresh(&s, &user, &id).await;
+    assert_eq!(refreshed["params"]["instance_url"], moved.as_str(), "{refreshed}");
+    assert_eq!(refreshed["params"]["domain"], "login", "the parameters stay");
+    let view = connection(&s, &user, &id).await;
+    assert_eq!(view["params"]["instance_url"], moved.as_str());
+    assert!(view["last_error"].is_null(), "{view}");
+    assert_eq!(credentials(&s, &id).await.access_token.as_deref(), Some(SALESFORCE_REFRESHED));
+
+    // The proxy's base URL is the moved instance's.
+    let response = s.app.get_as(&user.access_token, &format!("/v1/proxy/{id}/sobjects")).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let calls: Vec<String> =
+        s.stub.seen().iter().filter(|r| r.path.starts_with("/instance/")).map(|r| r.path.clone()).collect();
+    assert_eq!(calls, ["/instance/moved/services/data/v62.0/sobjects"], "the call went to the new instance");
+
+    // A refresh answering an instance URL that fails its pattern stores nothing: the
+    // connection keeps its instance, its token and its expiry, and records the failure.
+    let before = sql::by_id(&s.app.state.db, &id).await.expect("query").expect("row");
+    s.quirks.modes.lock().expect("lock").insert("salesforce".into(), "moving_bad".into());
+    let refused = refresh(&s, &user, &id).await;
+    assert_eq!(refused["params"]["instance_url"], moved.as_str(), "{refused}");
+    let after = sql::by_id(&s.app.state.db, &id).await.expect("query").expect("row");
+    assert_eq!(after.params, before.params);
+    assert_eq!(after.credentials, before.credentials, "the token the refused answer carried is not stored");
+    assert_eq!(after.expires_at, before.expires_at);
+    assert!(after.last_error.as_deref().is_some_and(|e| e.starts_with("missing_field")), "{:?}", after.last_error);
+    assert_eq!(credentials(&s, &id).await.access_token.as_deref(), Some(SALESFORCE_REFRESHED));
+    let text = refused.to_string();
+    assert!(!text.contains(SALESFORCE_NOT_STORED) && !text.contains("evil.example.com"), "{text}");
     s.stub.assert_no_violations();
     s.app.stop().await;
 }

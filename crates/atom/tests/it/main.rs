@@ -34,6 +34,7 @@ mod connectors_proxy;
 mod connectors_quirks;
 mod connectors_refresh;
 mod connectors_submit;
+mod connectors_tableau;
 mod connectors_webhooks;
 mod conversations;
 mod conversations_agent;
