@@ -4,13 +4,14 @@
 //!
 //! Invariant: the protected router is wrapped in [`super::routes::auth::authenticate`] as a
 //! whole (see `identity::routes::router`), so a new route is protected unless it is added to
-//! the public list on purpose.
+//! the public list on purpose. The same middleware checks that an API key's scopes reach
+//! the matched route ([`Principal::require_route`]) before the handler runs.
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderValue;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method};
 
-use super::api_keys::{API_KEY_PREFIX, CONNECTIONS_USE};
+use super::api_keys::{AGENT_SCOPE, API_KEY_PREFIX, CONNECTIONS_USE};
 use crate::audit::Actor;
 use crate::error::ApiError;
 
@@ -117,6 +118,65 @@ impl Principal {
     }
 }
 
+impl Principal {
+    /// Whether the caller's credential reaches the route `route` (the router's path template,
+    /// e.g. `/v1/connections/{id}/token`) with `method`. A user's access token, and an API key
+    /// with the `api` scope, reach every route (each route still checks what its owner may
+    /// do there). A key without `api` reaches only what its other scopes are for, so a key
+    /// handed to an agent or a script cannot manage the account it belongs to (mint keys,
+    /// change the password, delete the account):
+    /// - `admin`: the admin routes (`/v1/admin/...`), which also need the admin role;
+    /// - `connections:use`: the proxy, the token route, reading the owner's connections and
+    ///   forcing a refresh;
+    /// - `agent`: reading the conversations it is a member of (it talks over Socket.io);
+    /// - any key: `GET /v1/me`, who it acts for.
+    pub fn require_route(&self, method: &Method, route: &str) -> Result<(), ApiError> {
+        let scopes = match &self.credential {
+            Credential::AccessToken { .. } => return Ok(()),
+            Credential::ApiKey { scopes, .. } => scopes,
+        };
+        let read = method == Method::GET || method == Method::HEAD;
+        if (read && route == "/v1/me") || scopes.iter().any(|s| scope_reaches(s, method, read, route)) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "This API key's scopes ({}) do not reach {method} {route}; it needs the api scope.",
+            scopes.join(" ")
+        )))
+    }
+
+    /// Whether the caller may hold a Socket.io connection: a user's access token, or an API
+    /// key with the `api` or the `agent` scope (a `connections:use` or `admin` key has no
+    /// business in conversations).
+    pub fn may_use_realtime(&self) -> bool {
+        match &self.credential {
+            Credential::AccessToken { .. } => true,
+            Credential::ApiKey { scopes, .. } => scopes.iter().any(|s| s == "api" || s == AGENT_SCOPE),
+        }
+    }
+}
+
+/// The routes one scope reaches; see [`Principal::require_route`]. Route templates are the
+/// router's own (`axum::extract::MatchedPath`), so a renamed route fails the unit test that
+/// checks every template named here against the OpenAPI document's paths.
+fn scope_reaches(scope: &str, method: &Method, read: bool, route: &str) -> bool {
+    match scope {
+        "api" => true,
+        "admin" => route.starts_with("/v1/admin/"),
+        CONNECTIONS_USE => {
+            route.starts_with(PROXY_ROUTES)
+                || (read && matches!(route, "/v1/connections" | "/v1/connections/{id}" | "/v1/connections/{id}/token"))
+                || (method == Method::POST && route == "/v1/connections/{id}/refresh")
+        }
+        AGENT_SCOPE => read && (route == "/v1/conversations" || route.starts_with("/v1/conversations/")),
+        _ => false,
+    }
+}
+
+/// The prefix of the proxy's route templates (`/v1/proxy/{connection_id}/{*path}` and the
+/// base-URL forms).
+const PROXY_ROUTES: &str = "/v1/proxy/{connection_id}";
+
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
@@ -160,6 +220,55 @@ pub async fn verify_credential(identity: &super::Identity, credential: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_a_scope_names_is_a_route_of_the_api() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::http::openapi::document()).expect("openapi json");
+        let paths: Vec<&String> = doc["paths"].as_object().expect("paths").keys().collect();
+        // The templates and prefixes `scope_reaches` and `require_route` name.
+        for named in [
+            "/v1/me",
+            "/v1/connections",
+            "/v1/connections/{id}",
+            "/v1/connections/{id}/token",
+            "/v1/connections/{id}/refresh",
+            "/v1/conversations",
+        ] {
+            assert!(paths.iter().any(|p| *p == named), "{named} is not a route");
+        }
+        for prefix in ["/v1/admin/", "/v1/conversations/", PROXY_ROUTES] {
+            assert!(paths.iter().any(|p| p.starts_with(prefix)), "no route under {prefix}");
+        }
+    }
+
+    #[test]
+    fn a_key_reaches_the_routes_of_its_scopes_and_an_access_token_every_route() {
+        let key = |scopes: &[&str]| Principal {
+            user_id: "u".into(),
+            role: Role::User,
+            credential: Credential::ApiKey {
+                key_id: "k".into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at: None,
+                providers: None,
+            },
+        };
+        let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+        let api = key(&["api"]);
+        assert!(api.require_route(&delete, "/v1/me").is_ok());
+        let proxy = key(&[CONNECTIONS_USE]);
+        assert!(proxy.require_route(&post, "/v1/proxy/{connection_id}/{*path}").is_ok());
+        assert!(proxy.require_route(&get, "/v1/connections/{id}/token").is_ok());
+        assert!(proxy.require_route(&delete, "/v1/connections/{id}").is_err(), "disconnecting is the owner's");
+        assert!(proxy.require_route(&post, "/v1/api-keys").is_err());
+        let agent = key(&[AGENT_SCOPE]);
+        assert!(agent.require_route(&get, "/v1/conversations/{id}/messages").is_ok());
+        assert!(agent.require_route(&post, "/v1/conversations/{id}/members").is_err());
+        assert!(key(&["admin"]).require_route(&get, "/v1/api-keys").is_err());
+        assert!(key(&[]).require_route(&get, "/v1/me").is_ok());
+        assert!(key(&[]).require_route(&get, "").is_err(), "no matched route reaches nothing");
+        assert!(!proxy.may_use_realtime() && agent.may_use_realtime() && api.may_use_realtime());
+    }
 
     #[test]
     fn bearer_takes_the_token_of_a_bearer_header_and_refuses_any_other_shape() {

@@ -358,6 +358,9 @@ struct ConnectAuth {
 #[derive(Debug)]
 enum Refusal {
     Unauthorized,
+    /// A valid credential whose scopes do not include conversations (an API key with only
+    /// `connections:use` or `admin`): see [`Principal::may_use_realtime`].
+    Forbidden,
     OverCap(OverCap),
     Unavailable,
 }
@@ -367,6 +370,7 @@ impl Refusal {
     fn reason(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::OverCap(OverCap { cap: Cap::Address, .. }) => "address_cap",
             Self::OverCap(OverCap { cap: Cap::User, .. }) => "user_cap",
             Self::Unavailable => "unavailable",
@@ -378,6 +382,7 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::OverCap(_) => "too_many_connections",
             Self::Unavailable => "unavailable",
         })
@@ -439,7 +444,8 @@ async fn authenticate(state: &AppState, token: Option<String>, address: Option<I
         None => Err(ApiError::Unauthorized { error: "", description: "Authentication required." }),
     };
     match outcome {
-        Ok(principal) => Ok(principal),
+        Ok(principal) if principal.may_use_realtime() => Ok(principal),
+        Ok(_) => Err(Refusal::Forbidden),
         Err(ApiError::Unauthorized { .. }) => {
             // Whether the budget is spent or not, the client hears only `unauthorized`.
             let _ = crate::edge::count_failed_authentication(&state.edge, address).await;

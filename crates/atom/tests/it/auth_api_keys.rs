@@ -250,3 +250,42 @@ async fn keys_are_listed_page_by_page_newest_first_however_many_there_are() {
     }
     app.stop().await;
 }
+
+/// A key without the `api` scope reaches only what its other scopes are for: it cannot manage
+/// the account it belongs to.
+#[tokio::test]
+async fn a_key_without_the_api_scope_reaches_only_the_routes_of_its_scopes() {
+    let app = TestApp::spawn().await;
+    let user = app.user("user").await;
+    let admin = app.user("admin").await;
+    let proxy_only = key_of(
+        &create_api_key(&app, &user.access_token, json!({ "name": "agent", "scopes": ["connections:use"] })).await,
+    );
+    let agent_only =
+        key_of(&create_api_key(&app, &user.access_token, json!({ "name": "worker", "scopes": ["agent"] })).await);
+    let admin_only =
+        key_of(&create_api_key(&app, &admin.access_token, json!({ "name": "ops", "scopes": ["admin"] })).await);
+
+    // Who it acts for, any key may ask.
+    for key in [&proxy_only, &agent_only, &admin_only] {
+        assert_eq!(app.get_as(key, "/v1/me").await.status(), 200);
+    }
+    // What each scope is for.
+    assert_eq!(app.get_as(&proxy_only, "/v1/connections").await.status(), 200);
+    assert_eq!(app.get_as(&agent_only, "/v1/conversations").await.status(), 200);
+    assert_eq!(app.get_as(&admin_only, "/v1/admin/users").await.status(), 200);
+    // Managing the account, or anything else, is not.
+    for (key, what) in [(&proxy_only, "connections:use"), (&agent_only, "agent"), (&admin_only, "admin")] {
+        let problem = assert_problem(app.get_as(key, "/v1/api-keys").await, 403).await;
+        assert!(problem["detail"].as_str().expect("detail").contains("api scope"), "{problem}");
+        let minted = post(&app, Some(key.as_str()), "/v1/api-keys", &json!({ "name": "more" })).await;
+        assert_eq!(minted.status(), 403, "a {what} key cannot mint keys");
+        let deleted = delete_as(&app, key, "/v1/me").await;
+        assert_eq!(deleted.status(), 403, "a {what} key cannot delete the account");
+    }
+    let started = post(&app, Some(agent_only.as_str()), "/v1/conversations", &json!({ "title": "x" })).await;
+    assert_eq!(started.status(), 403, "an agent key reads, it does not start conversations over HTTP");
+    assert_eq!(app.get_as(&proxy_only, "/v1/admin/users").await.status(), 403);
+    assert_eq!(fetch_strings(&app, "SELECT name FROM api_keys ORDER BY name").await, ["agent", "ops", "worker"]);
+    app.stop().await;
+}

@@ -394,3 +394,18 @@ async fn shutdown_closes_sockets_first_so_the_drain_does_not_wait_for_long_polls
     // either is the sockets closed first.
     assert!(started.elapsed() < Duration::from_secs(9), "shutdown took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_key_without_the_api_or_agent_scope_is_refused_forbidden() {
+    let app = spawn(&[]).await;
+    let user = app.user("user").await;
+    let created =
+        create_api_key(&app, &user.access_token, json!({ "name": "proxy only", "scopes": ["connections:use"] })).await;
+    let key = created["key"].as_str().expect("key").to_owned();
+    let mut peer = Peer::start().await;
+    for transport in TRANSPORTS {
+        let outcome = peer.connect(&format!("scoped-{transport}"), &app, transport, auth(&key)).await;
+        assert_refused(&outcome, "forbidden", "a connections:use key");
+    }
+    app.stop().await;
+}

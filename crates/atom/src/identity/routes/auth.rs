@@ -2,7 +2,7 @@
 //! [`RequestContext`] of audit rows is extracted from the request (client address as the
 //! rate limits see it, user agent, request id).
 
-use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -54,6 +54,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             return denied.unwrap_or(e).into_response();
         }
     };
+    // A route_layer runs after routing, so the matched route's template is known; without
+    // one (never, behind the router) the request reaches nothing.
+    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("");
+    if let Err(e) = principal.require_route(req.method(), route) {
+        return e.into_response();
+    }
     let user = AuthenticatedUser(principal.user_id.clone());
     let limited = if state.edge.enabled() {
         let caller = Caller {
