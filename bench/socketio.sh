@@ -102,5 +102,5 @@ if [ -n "$pg_scenarios" ] && [[ " $targets " == *" atom "* ]]; then run postgres
 if [ -n "$doc" ]; then
   node bench/socketio/report.mjs --doc "$doc" --cpu "$uname_cpu" --loadavg-start "$loadavg_start" \
     --loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" --commit "$(git rev-parse --short HEAD)" \
-    --command "${BENCH_COMMAND:-bench/socketio.sh}" "${results[@]}"
+    --profile "$profile" --command "${BENCH_COMMAND:-bench/socketio.sh}" "${results[@]}"
 fi

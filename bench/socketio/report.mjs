@@ -34,7 +34,7 @@ const table = (rows) => ["| | atom | Node | atom / Node |", "| --- | ---: | ---:
 const out = [];
 const date = new Date().toISOString().slice(0, 10);
 out.push(
-  `Run: \`${opt("command")}\` on ${date}, release build of \`${opt("commit")}\`, 2 vCPUs (${opt("cpu")}), ` +
+  `Run: \`${opt("command")}\` on ${date}, ${opt("profile") ?? "release"} build of \`${opt("commit")}\`, 2 vCPUs (${opt("cpu")}), ` +
     `servers on CPU 0 and the client processes on CPU 1; load average ${opt("loadavg-start")} before and ` +
     `${opt("loadavg-end")} after (the machine is shared with other engineers' builds and tests: ` +
     "latencies and rates are noisy, memory and CPU time per unit much less so).",
