@@ -56,14 +56,14 @@ start_atom() { # $1: sqlite|postgres, $2: port
     psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS atom_bench_sio WITH (FORCE)" -c "CREATE DATABASE atom_bench_sio" >/dev/null
     export ATOM_DATABASE_URL=$pg/atom_bench_sio
   fi
-  ATOM_LISTEN=127.0.0.1:$2 ATOM_DATA_DIR=$tmp/$1 ATOM_LOG=warn ATOM_AUTH_REGISTRATION=open \
+  ATOM_LISTEN=127.0.0.1:$2 ATOM_DATA_DIR=$(mktemp -d -p "$tmp") ATOM_LOG=warn ATOM_AUTH_REGISTRATION=open \
     ATOM_AUTH_ACCESS_TTL_SECS=7200 ATOM_RATE_LIMIT_ENABLED=false \
     ATOM_HTTP_MAX_CONNECTIONS=19990 ATOM_HTTP_MAX_CONNECTIONS_PER_IP=20000 ATOM_HTTP_MAX_IN_FLIGHT=20000 \
     ATOM_REALTIME_MAX_CONNECTIONS_PER_ADDRESS=20000 ATOM_REALTIME_MAX_CONNECTIONS_PER_USER=20000 \
     ATOM_REALTIME_CONNECT_TIMEOUT_SECS=$connect_timeout \
     ATOM_REALTIME_EVENTS_PER_SECOND=100000 ATOM_REALTIME_EVENT_BURST=100000 \
     ATOM_CONVERSATIONS_MAX_MEMBERS=100000 ATOM_CONVERSATIONS_ECHO_AGENT=false \
-    $server_cpu "$atom" serve >"$tmp/atom-$1.log" 2>&1 &
+    $server_cpu "$atom" serve >>"$tmp/atom-$1.log" 2>&1 &
   server=$!
   wait_up "$2"
 }
@@ -85,7 +85,7 @@ results=()
 run() { # $1: label, $2: target (atom|node), $3: scenarios
   local port out
   port=$(free_port)
-  if [ "$2" = node ]; then start_node "$port"; else start_atom "$1" "$port"; fi
+  if [ "$2" = node ]; then start_node "$port"; else start_atom "${1%%-*}" "$port"; fi
   out=$tmp/$1.json
   BENCH_NODE_SECRET=$node_secret $client_cpu node --max-old-space-size=4096 bench/socketio/run.mjs \
     --target "$2" --url "http://127.0.0.1:$port" --pid "$server" --scenarios "$3" >"$out"
@@ -94,8 +94,19 @@ run() { # $1: label, $2: target (atom|node), $3: scenarios
   cat "$out"
 }
 
-for t in $targets; do
-  if [ "$t" = atom ]; then run sqlite atom "$scenarios"; else run node node "$scenarios"; fi
+# Each memory scenario starts on a fresh server (what an earlier one freed would blur its
+# baseline: Node's garbage collector, for one, gives memory back only later); the others share
+# one. The targets alternate, so that a busy spell of the machine lands on both.
+groups=()
+rest=()
+for s in ${scenarios//,/ }; do
+  case $s in idle|pending) groups+=("$s") ;; *) rest+=("$s") ;; esac
+done
+if [ ${#rest[@]} -gt 0 ]; then groups+=("$(IFS=,; echo "${rest[*]}")"); fi
+for g in "${groups[@]}"; do
+  for t in $targets; do
+    if [ "$t" = atom ]; then run "sqlite-$g" atom "$g"; else run "node-$g" node "$g"; fi
+  done
 done
 if [ -n "$pg_scenarios" ] && [[ " $targets " == *" atom "* ]]; then run postgres atom "$pg_scenarios"; fi
 

@@ -2,7 +2,7 @@
 // atom and the Node reference side by side, with atom / Node ratios.
 //
 //   node report.mjs --doc FILE --cpu NAME --loadavg-start "a b c" --loadavg-end "a b c" \
-//       --commit SHA --command "…" sqlite=FILE.json node=FILE.json [postgres=FILE.json]
+//       --commit SHA --profile release --command "…" sqlite-idle=FILE.json node-idle=FILE.json … [postgres=FILE.json]
 
 import fs from "node:fs";
 
@@ -11,14 +11,16 @@ const opt = (name) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const runs = {};
+// Each LABEL=FILE is one server's run: sqlite-* and postgres are atom's, node-* the reference's.
+const atom = {};
+const node = {};
+const pg = {};
 for (const a of args) {
-  const m = /^(sqlite|node|postgres)=(.+)$/.exec(a);
-  if (m) runs[m[1]] = JSON.parse(fs.readFileSync(m[2], "utf8"));
+  const m = /^(sqlite|node|postgres)[^=]*=(.+)$/.exec(a);
+  if (!m) continue;
+  const { scenarios } = JSON.parse(fs.readFileSync(m[2], "utf8"));
+  Object.assign({ sqlite: atom, node, postgres: pg }[m[1]], scenarios);
 }
-const atom = runs.sqlite?.scenarios ?? {};
-const node = runs.node?.scenarios ?? {};
-const pg = runs.postgres?.scenarios ?? {};
 
 const fmt = (x, digits = 1) =>
   x === undefined || x === null || Number.isNaN(x) ? "–" : Number(x).toLocaleString("en-US", { maximumFractionDigits: digits });

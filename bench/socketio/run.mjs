@@ -424,10 +424,10 @@ async function chat(setup) {
 const results = { target, scenarios: {}, loadavg_start: loadavg() };
 try {
   const needBig = scenarios.some((s) => ["idle", "broadcast", "storm"].includes(s));
-  const users = needBig ? USERS : Math.min(USERS, 2 * CHAT_PAIRS);
+  const users = needBig ? USERS : scenarios.includes("chat") ? Math.min(USERS, 2 * CHAT_PAIRS) : 0;
   const t = now();
-  const setup = await setUp(users, needBig);
-  log(`set-up: ${users + 1} users in ${((now() - t) / 1000).toFixed(1)} s`);
+  const setup = users > 0 ? await setUp(users, needBig) : null;
+  log(`set-up: ${users} users in ${((now() - t) / 1000).toFixed(1)} s`);
   results.rss_idle_server_kb = rssKb();
   for (const s of scenarios) {
     log(`${s}...`);
