@@ -11,7 +11,7 @@
 # Knobs: BENCH_SCENARIOS (idle,pending,broadcast,storm,chat), BENCH_PG_SCENARIOS (chat: what
 # runs on atom over PostgreSQL too; empty for none), BENCH_TARGETS (atom node), BENCH_PIN (1:
 # servers on CPU 0, clients on CPU 1), BENCH_PROFILE (release, or debug for the binary the
-# tests built), BENCH_DOC (the file whose bench:socketio block is rewritten; empty: none),
+# tests built), BENCH_ATOM (the atom binary to run; default target/$BENCH_PROFILE/atom), BENCH_DOC (the file whose bench:socketio block is rewritten; empty: none),
 # and run.mjs's own (BENCH_IDLE, BENCH_PENDING, BENCH_BROADCAST, BENCH_USERS, …; see there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "${BENCH_BUILD:-1}" = 1 ] && [ "$profile" = release ] && [[ " $targets " == *" atom "* ]]; then
   cargo build --release -q -p atom
 fi
-atom=target/$profile/atom
+atom=${BENCH_ATOM:-target/$profile/atom}
 tmp=$(mktemp -d)
 server=""
 cleanup() {
@@ -112,6 +112,6 @@ if [ -n "$pg_scenarios" ] && [[ " $targets " == *" atom "* ]]; then run postgres
 
 if [ -n "$doc" ]; then
   node bench/socketio/report.mjs --doc "$doc" --cpu "$uname_cpu" --loadavg-start "$loadavg_start" \
-    --loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" --commit "$(git rev-parse --short HEAD)" \
+    --loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" --commit "${BENCH_ATOM_COMMIT:-$(git rev-parse --short HEAD)}" \
     --profile "$profile" --command "${BENCH_COMMAND:-bench/socketio.sh}" "${results[@]}"
 fi
