@@ -11,7 +11,9 @@
 # Knobs: BENCH_SCENARIOS (idle,pending,broadcast,storm,chat), BENCH_PG_SCENARIOS (chat: what
 # runs on atom over PostgreSQL too; empty for none), BENCH_TARGETS (atom node), BENCH_PIN (1:
 # servers on CPU 0, clients on CPU 1), BENCH_PROFILE (release, or debug for the binary the
-# tests built), BENCH_ATOM (the atom binary to run; default target/$BENCH_PROFILE/atom), BENCH_DOC (the file whose bench:socketio block is rewritten; empty: none),
+# tests built), BENCH_ATOM (the atom binary to run; default target/$BENCH_PROFILE/atom) and
+# BENCH_ATOM_COMMIT (the commit the report names for it), BENCH_DOC (the file whose
+# bench:socketio block is rewritten; empty: none),
 # and run.mjs's own (BENCH_IDLE, BENCH_PENDING, BENCH_BROADCAST, BENCH_USERS, …; see there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
