@@ -13,7 +13,8 @@
 // everything and reads RSS once more (what the server gave back).
 //
 // Usage: node bench/siomem.mjs http://127.0.0.1:PORT SERVER_PID auth|unauth COUNT
-//        (needs tests/peers' node_modules; USERS, default 20; BATCH concurrent opens, 200)
+//        (needs tests/peers' node_modules; USERS, default 20; BATCH concurrent opens, 200;
+//        HOLD=1 keeps the connections open until the script is killed, for a heap profiler)
 
 import { createRequire } from "node:module";
 import fs from "node:fs";
@@ -115,6 +116,11 @@ async function main() {
   const after = await settled();
   const perConnection = ((after.vm_rss_kib - before.vm_rss_kib) * 1024) / COUNT;
   const perConnectionAnon = ((after.rss_anon_kib - before.rss_anon_kib) * 1024) / COUNT;
+  if (process.env.HOLD === "1") {
+    // For a heap profiler attached to the server: the connections stay open until killed.
+    console.log(JSON.stringify({ mode, connections: COUNT, before, after, holding: true }));
+    await new Promise(() => {});
+  }
   for (const c of open) c.disconnect();
   await sleep(3000);
   const closed = await settled();

@@ -79,11 +79,16 @@ fn slim(req: Request, address: Option<IpAddr>) -> Request {
     slim
 }
 
-/// The headers engineioxide reads, copied out of the connection's read buffer.
+/// The headers engineioxide reads, copied out of the connection's read buffer, in a map sized
+/// for them (a request has one of them at most: a websocket opens with a GET).
 fn copied(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::with_capacity(2);
-    for name in [CONTENT_TYPE, SEC_WEBSOCKET_KEY] {
-        if let Some(value) = headers.get(&name).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+    let read = [CONTENT_TYPE, SEC_WEBSOCKET_KEY].map(|name| {
+        let value = headers.get(&name).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+        (name, value)
+    });
+    let mut kept = HeaderMap::with_capacity(read.iter().filter(|(_, v)| v.is_some()).count());
+    for (name, value) in read {
+        if let Some(value) = value {
             kept.insert(name, value);
         }
     }
@@ -94,4 +99,27 @@ fn copied(headers: &HeaderMap) -> HeaderMap {
 fn opens_a_session(req: &Request) -> bool {
     let query = req.uri().query().unwrap_or("");
     !form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "sid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socketioxide_gets_the_path_query_two_headers_and_the_address_only() {
+        let req = Request::get("http://example.com/socket.io/?EIO=4&transport=websocket")
+            .header(SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("cookie", "session=secret")
+            .header("user-agent", "test")
+            .extension(7_u32)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let address = IpAddr::from([192, 0, 2, 7]);
+        let slim = slim(req, Some(address));
+        assert_eq!(slim.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(slim.headers().len(), 1, "{:?}", slim.headers());
+        assert_eq!(slim.headers()[SEC_WEBSOCKET_KEY], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(slim.extensions().get::<ClientAddress>().map(|a| a.0), Some(address));
+        assert_eq!(slim.extensions().get::<u32>(), None, "other extensions are dropped");
+    }
 }
