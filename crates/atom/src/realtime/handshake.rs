@@ -8,8 +8,8 @@
 //!
 //! The same middleware hands socketioxide a slim copy of each request ([`slim`]): engineioxide
 //! keeps the parts of the request that opened a session for the session's life, and hyper's
-//! header values and URI are slices of the connection's read buffer (16 KiB once a head has
-//! been read), so keeping any of them would keep the whole buffer, for every connection.
+//! header values and URI are slices of the connection's read buffer (about 16 KiB a connection
+//! under heaptrack), so keeping any of them would keep the whole buffer, for every connection.
 //! The copy holds what engineioxide reads (the URI's path and query, `Content-Type` of a
 //! polling POST, `Sec-WebSocket-Key` of an upgrade), hyper's upgrade handle, and the client
 //! address worked out here, once, as [`ClientAddress`].
