@@ -31,13 +31,13 @@ use super::agent::{StreamChunk, StreamComplete, StreamFailure};
 use super::socket::{Hub, answer, conversation_refusal, payload};
 use super::streams::{AgentLink, Job, Origin, Reply, queue_full};
 use crate::identity::Principal;
-use crate::realtime::events;
+use crate::realtime::Events;
 
-/// Registers the three agent events on an admitted socket.
-pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    events::on(socket, "agent:streaming", AgentEvent(Kind::Chunk));
-    events::on(socket, "agent:streaming_complete", AgentEvent(Kind::Complete));
-    events::on(socket, "agent:streaming_error", AgentEvent(Kind::Fail));
+/// Registers the three agent events.
+pub fn register<A: Adapter>(events: &mut Events<A>) {
+    events.on("agent:streaming", AgentEvent(Kind::Chunk));
+    events.on("agent:streaming_complete", AgentEvent(Kind::Complete));
+    events.on("agent:streaming_error", AgentEvent(Kind::Fail));
 }
 
 #[derive(Debug, Clone, Copy)]

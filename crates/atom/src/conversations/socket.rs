@@ -1,7 +1,8 @@
-//! The conversation events on Socket.io, generic over the adapter. [`Hub::attach`] runs in
+//! The conversation events on Socket.io, generic over the adapter. [`Hub::register`] adds
+//! their handlers to realtime's event table when the server starts; [`Hub::attach`] runs in
 //! realtime's connect middleware, before the client learns it is connected: it joins the
-//! socket to the room of each of its user's conversations, gives it its
-//! [`SocketDelivery`] and registers the handlers.
+//! socket to the room of each of its user's conversations and gives it its
+//! [`SocketDelivery`].
 //!
 //! Client to server, each acknowledged with `{ok: true, …}` or
 //! `{ok: false, error: {code, message, errors?}}`:
@@ -39,7 +40,7 @@ use crate::bus::Bus;
 use crate::config::ConversationsConfig;
 use crate::error::database_unreachable;
 use crate::identity::Principal;
-use crate::realtime::events;
+use crate::realtime::Events;
 use crate::storage::Db;
 
 /// The most conversations a `sync` may name.
@@ -91,18 +92,22 @@ impl<A: Adapter> Hub<A> {
         tasks
     }
 
-    /// Sets up an admitted socket of `principal`: its rooms, its delivery, its handlers.
+    /// Registers the conversation events (behind realtime's event budget and metrics, which
+    /// also answer unknown events).
+    pub fn register(events: &mut Events<A>) {
+        events.on("message:send", message_send::<A>);
+        events.on("sync", sync::<A>);
+        events.on("messages:ack", messages_ack::<A>);
+        events.on("typing", typing::<A>);
+        super::agent_events::register(events);
+    }
+
+    /// Sets up an admitted socket of `principal`: its rooms and its delivery.
     pub async fn attach(self: &Arc<Self>, socket: &SocketRef<A>, principal: &Principal) -> Result<(), sqlx::Error> {
         let conversations = super::all_of(&self.db, &principal.user_id).await?;
         socket.join(conversations.iter().map(|c| conversation_room(&c.id)).collect::<Vec<_>>());
         socket.extensions.insert(Arc::new(SocketDelivery::new(&principal.user_id)));
         socket.extensions.insert(Arc::clone(self));
-        // Behind realtime's event budget and metrics, which also answer unknown events.
-        events::on(socket, "message:send", message_send::<A>);
-        events::on(socket, "sync", sync::<A>);
-        events::on(socket, "messages:ack", messages_ack::<A>);
-        events::on(socket, "typing", typing::<A>);
-        super::agent_events::register(socket);
         if let Some(io) = self.io.get() {
             self.presence.opened(io, &self.db, &principal.user_id);
         }

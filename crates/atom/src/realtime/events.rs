@@ -1,8 +1,11 @@
 //! What every client event passes before its handler: the socket's event budget, the
 //! `realtime_events_in_total{event}` count, and the answer to events nobody handles.
 //!
-//! Register a client event's handler with [`on`] (not `socket.on`), so that it is counted and
-//! limited like every other; the fallback for unknown events is set by the connect handler.
+//! The client events are registered once, when the server starts, in one [`Events`] table
+//! ([`Events::on`], never `socket.on`), so that each is counted and limited like every other.
+//! An admitted socket gets the table as its one (fallback) handler ([`Events::attach`]):
+//! socketioxide would otherwise keep a map of boxed handlers per socket, about 800 bytes for
+//! our ten events, the same in every socket.
 //!
 //! - Each socket has an [`EventBudget`]: `realtime.events_per_second` sustained, bursts of
 //!   `realtime.event_burst` (governor's GCRA, per socket, in its extensions). An event over it
@@ -16,13 +19,14 @@
 //! metric's `event` label comes from the registered names (and `unknown`), never from what a
 //! client sent, so a client cannot create series.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::{AckSender, Event, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler};
 use socketioxide::socket::Socket;
 use socketioxide_core::Value;
@@ -72,19 +76,58 @@ pub fn error_ack(code: &str, message: &str) -> serde_json::Value {
     json!({ "ok": false, "error": { "code": code, "message": message } })
 }
 
-/// Registers `handler` for the client event `event` behind the event budget and the metrics.
-pub fn on<A, H, T>(socket: &SocketRef<A>, event: &'static str, handler: H)
-where
-    A: Adapter,
-    H: MessageHandler<A, T>,
-    T: Send + Sync + 'static,
-{
-    socket.on(event, Guarded { event, handler });
+/// A handler of the table, its type erased.
+type Handler<A> = Box<dyn Fn(Arc<Socket<A>>, Value, Option<i64>) + Send + Sync>;
+
+/// The client events of every socket, by name, each behind the checks of this module.
+pub struct Events<A: Adapter> {
+    handlers: HashMap<&'static str, Handler<A>>,
 }
 
-/// Answers events that have no handler (registered as the socket's fallback).
-pub fn on_unknown<A: Adapter>(socket: &SocketRef<A>) {
-    socket.on_fallback(Guarded { event: UNKNOWN, handler: unknown::<A> });
+impl<A: Adapter> std::fmt::Debug for Events<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl<A: Adapter> Default for Events<A> {
+    fn default() -> Self {
+        Self { handlers: HashMap::new() }
+    }
+}
+
+impl<A: Adapter> Events<A> {
+    /// Registers `handler` for the client event `event` behind the event budget and the
+    /// metrics.
+    pub fn on<H, T>(&mut self, event: &'static str, handler: H)
+    where
+        H: MessageHandler<A, T>,
+        T: Send + Sync + 'static,
+    {
+        let guarded = Guarded { event, handler };
+        self.handlers.insert(event, Box::new(move |socket, data, ack_id| guarded.call(socket, data, ack_id)));
+    }
+
+    /// Makes `socket` handle the registered events, and answer the others `unknown_event`.
+    pub fn attach(self: &Arc<Self>, socket: &SocketRef<A>) {
+        socket.on_fallback(Dispatch(Arc::clone(self)));
+    }
+}
+
+/// A socket's one handler: the event's own from the table, or the answer to unknown events.
+struct Dispatch<A: Adapter>(Arc<Events<A>>);
+
+impl<A: Adapter> MessageHandler<A, ()> for Dispatch<A> {
+    fn call(&self, socket: Arc<Socket<A>>, mut data: Value, ack_id: Option<i64>) {
+        // socketioxide only calls a handler with a packet whose event name it has read.
+        let handler = Event::from_message_parts(&socket, &mut data, &ack_id)
+            .ok()
+            .and_then(|Event(event)| self.0.handlers.get(event.as_str()));
+        match handler {
+            Some(handler) => handler(socket, data, ack_id),
+            None => Guarded { event: UNKNOWN, handler: unknown::<A> }.call(socket, data, ack_id),
+        }
+    }
 }
 
 async fn unknown<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>) {

@@ -19,11 +19,12 @@
 //! socketioxide-redis's ([`adapter`]) when `redis.url` is set, so rooms, disconnects and
 //! socket queries span every node, and the local adapter otherwise; [`Realtime`] is the
 //! node's server whatever its adapter. Conversation handlers plug in the same way: generic
-//! over `A: Adapter`, registered from [`admit`] through [`events::on`].
+//! over `A: Adapter`, registered once in the server's [`Events`] table, which [`admit`] gives
+//! each socket.
 //!
 //! Invariants: an admitted socket has its [`Principal`], its [`ConnectionSlot`], its event
-//! budget ([`events`]) and its expiry timer ([`expiry`]) in its extensions and its event
-//! handlers registered before the client learns it is connected (socketioxide runs the
+//! budget ([`events`]) and its expiry timer ([`expiry`]) in its extensions and the event
+//! table as its handler before the client learns it is connected (socketioxide runs the
 //! connect handler in a task of its own, after answering, so handlers registered there could
 //! miss the client's first event). The slot is released exactly once when the socket goes,
 //! whatever the reason (see [`caps`]), and the expiry timer is cancelled with it.
@@ -77,11 +78,17 @@ use crate::state::AppState;
 use adapter::{PubSub, RedisAdapter};
 pub use caps::{Cap, ConnectionCaps, ConnectionSlot, OverCap};
 pub use connections::{AdapterFailed, Connection};
-pub use events::{error_ack, on};
+pub use events::{Events, error_ack};
 pub use revocation::user_room;
 
 /// Where Socket.io is served.
 pub const PATH: &str = "/socket.io/";
+
+/// Each websocket's read buffer (tungstenite's, allocated and zeroed per connection, and held
+/// for its life): a client's events are small (a ping is a few bytes, a `message:send` a few
+/// hundred), and a larger frame still arrives whole (tungstenite reserves a frame's length
+/// when it reads its header), only in more reads. engineioxide's default is 4 KiB.
+const WS_READ_BUFFER_BYTES: usize = 1024;
 
 /// The event the server sends just before it closes a connection, `{code, message}`.
 pub const CLOSING_EVENT: &str = "session:closing";
@@ -276,16 +283,18 @@ pub async fn start(state: &AppState) -> Result<(Router<AppState>, Realtime), red
         .ping_interval(ping_interval)
         .connect_timeout(connect_timeout)
         .max_payload(u64::try_from(max_message).unwrap_or(u64::MAX))
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
         .with_state(Context { app: state.clone(), caps: Arc::clone(&caps), limits });
     match &config.redis.url {
         None => {
             let conversations = Hub::<LocalAdapter>::new(&state.db, &state.bus, &config.conversations);
-            let (service, io) = builder.with_state(Arc::clone(&conversations)).build_svc();
+            let (service, io) =
+                builder.with_state(Arc::clone(&conversations)).with_state(client_events::<LocalAdapter>()).build_svc();
             let delivery = conversations.bind(&io);
-            // socketioxide keeps the handshake's parts for the connection's life: the peer
-            // address (the server's `ConnectInfo` extension) goes with them, for `admit`.
+            // socketioxide keeps the handshake's parts for the connection's life: the client
+            // address ([`handshake::ClientAddress`]) goes with them, for `admit`.
             io.ns("/", on_connect.with(admit));
             let routes = Router::new().route_service(PATH, service);
             let (routes, node) = serve(state, caps, routes, io, None, delivery);
@@ -296,8 +305,11 @@ pub async fn start(state: &AppState) -> Result<(Router<AppState>, Realtime), red
             let pubsub = PubSub::new(url, timeout)?;
             let adapter_state = pubsub.clone().adapter_state(&config.redis.key_prefix);
             let conversations = Hub::<RedisAdapter>::new(&state.db, &state.bus, &config.conversations);
-            let (service, io) =
-                builder.with_adapter::<RedisAdapter>(adapter_state).with_state(Arc::clone(&conversations)).build_svc();
+            let (service, io) = builder
+                .with_adapter::<RedisAdapter>(adapter_state)
+                .with_state(Arc::clone(&conversations))
+                .with_state(client_events::<RedisAdapter>())
+                .build_svc();
             let delivery = conversations.bind(&io);
             // Our driver never fails a subscription (it retries in the background), so this
             // registers the namespace at once, whether Redis answers or not.
@@ -309,6 +321,14 @@ pub async fn start(state: &AppState) -> Result<(Router<AppState>, Realtime), red
             Ok((routes, Realtime::Redis(node)))
         }
     }
+}
+
+/// The table of every client event, shared by the sockets ([`events`]).
+fn client_events<A: Adapter>() -> Arc<Events<A>> {
+    let mut events = Events::default();
+    events.on("whoami", whoami::<A>);
+    Hub::<A>::register(&mut events);
+    Arc::new(events)
 }
 
 /// `route` behind the count of pending handshakes, and the node with its tasks started.
@@ -395,10 +415,10 @@ async fn admit<A: Adapter>(
     io: SocketIo<A>,
     State(context): State<Context>,
     State(conversations): State<Arc<Hub<A>>>,
+    State(events): State<Arc<Events<A>>>,
     TryData(auth): TryData<ConnectAuth>,
 ) -> Result<(), Refusal> {
-    let parts = socket.req_parts();
-    let address = context.app.edge.client_ip(&parts.headers, &parts.extensions);
+    let address = socket.req_parts().extensions.get::<handshake::ClientAddress>().map(|a| a.0);
     if let Some(address) = address {
         context.caps.end_handshake(address);
     }
@@ -431,8 +451,7 @@ async fn admit<A: Adapter>(
         return Err(refuse(Refusal::Unavailable));
     }
     socket.extensions.insert(principal);
-    events::on(&socket, "whoami", whoami::<A>);
-    events::on_unknown(&socket);
+    events.attach(&socket);
     socket.on_disconnect(on_disconnect::<A>);
     Ok(())
 }
