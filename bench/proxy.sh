@@ -7,7 +7,9 @@
 # The provider is bench/bare-axum (`GET /health`, a small JSON answer) on loopback; Atom
 # (atom-bench proxy-serve: the release build with one API-key connection whose template's
 # base URL is that stub, loopback allowed by connectors.proxy_allow_ranges, the rate limits
-# out of the way) forwards to it with the key injected as a bearer token. Each case is
+# out of the way) forwards to it with the connection's key injected as a bearer token. The
+# caller is an agent: it presents an API key of the connection's owner with the
+# `connections:use` scope, as `proxy-serve` prints it. Each case is
 # measured with `wrk -t1 -c$CONNECTIONS -d$DURATION --latency`, $RUNS times in interleaved
 # rounds (direct, proxy), medians reported: requests per second, p50 and p99. Servers on
 # CPU 0, wrk on CPU 1 (taskset), so the proxy and the stub share one core in the proxy case.
@@ -94,12 +96,12 @@ ATOM_LOG=warn ATOM_CONNECTORS_PROVIDERS_DIR="$TMP/providers" \
 PIDS+=($!)
 wait_http "http://127.0.0.1:$ATOM_PORT/health"
 for _ in $(seq 100); do [ -s "$TMP/atom.out" ] && break; sleep 0.05; done
-read -r TOKEN CONNECTION <"$TMP/atom.out" || die "proxy-serve printed no token: $(cat "$TMP/atom.err")"
+read -r KEY CONNECTION <"$TMP/atom.out" || die "proxy-serve printed no key: $(cat "$TMP/atom.err")"
 
 DIRECT="http://127.0.0.1:$STUB_PORT/health"
 PROXIED="http://127.0.0.1:$ATOM_PORT/v1/proxy/$CONNECTION/health"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$PROXIED")
-[ "$code" = 200 ] || die "the proxy answered $code"
+code=$(curl -s -o "$TMP/first" -w '%{http_code}' -H "Authorization: Bearer $KEY" "$PROXIED")
+[ "$code" = 200 ] || die "the proxy answered $code: $(cat "$TMP/first")"
 
 # wrk's latency line value in milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v} else {sub(/s/,"",v); print v*1000}}'; }
@@ -116,10 +118,11 @@ run() { # $1: case name, $2: URL, $3…: extra wrk arguments
   echo "$name $rps $p50 $p99" >>"$TMP/results"
   log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
 }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$RUNS"); do
   log "round $round of $RUNS"
   run direct "$DIRECT"
-  run proxy "$PROXIED" -H "Authorization: Bearer $TOKEN"
+  run proxy "$PROXIED" -H "Authorization: Bearer $KEY"
 done
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -129,15 +132,19 @@ p_rps=$(col proxy 2) p_p50=$(col proxy 3) p_p99=$(col proxy 4)
 added_p50=$(awk -v a="$p_p50" -v b="$d_p50" 'BEGIN {printf "%.3f", a - b}')
 added_p99=$(awk -v a="$p_p99" -v b="$d_p99" 'BEGIN {printf "%.3f", a - b}')
 ratio=$(awk -v a="$p_rps" -v b="$d_rps" 'BEGIN {printf "%.2f", a / b}')
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
 
 section=$(
   cat <<EOF
 <!-- bench:proxy -->
 Command: \`bench/proxy.sh\` (wrk -t1 -c$CONNECTIONS, ${DURATION}s per run, $RUNS interleaved rounds,
-medians). Machine: $(nproc) CPUs ($cpu), servers on CPU 0, wrk on CPU 1. The provider is
-\`bare-axum\`'s \`GET /health\` on loopback; the proxy case calls it through
-\`/v1/proxy/{connection_id}/health\` with an access token, the API key injected as a bearer.
+medians), release build of \`$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\`.
+Machine: $(nproc) CPUs ($cpu), servers on CPU 0, wrk on CPU 1; the machine is shared with
+other work, load average (1, 5, 15 min) $load_before before and $load_after after the run.
+The provider is \`bare-axum\`'s \`GET /health\` on loopback; the proxy case calls it through
+\`/v1/proxy/{connection_id}/health\` with an agent's API key (\`connections:use\`), the
+connection's API key injected as a bearer.
 
 | case | requests/s | p50 (ms) | p99 (ms) |
 | --- | ---: | ---: | ---: |

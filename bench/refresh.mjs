@@ -6,15 +6,22 @@
 // sent straight to the peer by this script, timed the same way), and the same thousand calls
 // once the token is fresh (atom's own cost of answering them, without any refresh).
 //
+// Then the agent's token read, `GET /v1/connections/{id}/token` on the first node, one call at
+// a time: per round, the first call after a reconnection (the token due: refreshed at the
+// provider, stored, then returned), then BENCH_TOKEN_READS calls with the token fresh (the row
+// read from the database, decrypted, the read audited); against them, as many
+// `GET /v1/connections/{id}` (the same row read, no decryption, no audit row).
+//
 //   node bench/refresh.mjs <peer issuer> <atom base URL>...
 //
-// Knobs: BENCH_CALLERS (1000), BENCH_ROUNDS (5), BENCH_DIRECT (20 direct refresh grants).
-// Prints one JSON object.
+// Knobs: BENCH_CALLERS (1000), BENCH_ROUNDS (5), BENCH_DIRECT (20 direct refresh grants),
+// BENCH_TOKEN_READS (200). Prints one JSON object.
 
 const [issuer, ...nodes] = process.argv.slice(2);
 const callers = Number(process.env.BENCH_CALLERS || 1000);
 const rounds = Number(process.env.BENCH_ROUNDS || 5);
 const directRuns = Number(process.env.BENCH_DIRECT || 20);
+const tokenReads = Number(process.env.BENCH_TOKEN_READS || 200);
 const publicUrl = 'http://atom.bench';
 const callback = `${publicUrl}/v1/connections/callback`;
 const [clientId, clientSecret] = ['post-client', 'post-client-secret-value-0123456789'];
@@ -24,6 +31,11 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+const percentile = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
+};
 
 async function json(response, what) {
   const text = await response.text();
@@ -101,6 +113,61 @@ async function direct() {
   return times;
 }
 
+// One call at a time: the milliseconds each took; every answer must be a 200.
+async function sequential(url, token, count) {
+  const times = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = process.hrtime.bigint();
+    await json(await fetch(url, { headers: { authorization: `Bearer ${token}` } }), url);
+    times.push(ms(t0));
+  }
+  return times;
+}
+
+// The token route per round: the due token's first read, then fresh reads against the
+// connection's own metadata read.
+async function tokenRoute(node, token) {
+  const rounds_ = [];
+  for (let round = 0; round < rounds; round++) {
+    const id = await connect(node, token);
+    const before = (await stats()).token_log.filter((t) => t.grant_type === 'refresh_token').length;
+    const t0 = process.hrtime.bigint();
+    const first = await json(
+      await fetch(`${node}/v1/connections/${id}/token`, { headers: { authorization: `Bearer ${token}` } }),
+      'token (due)',
+    );
+    const due = ms(t0);
+    const after = (await stats()).token_log.filter((t) => t.grant_type === 'refresh_token').length;
+    if (after - before !== 1 || !first.access_token) throw new Error(`the due read made ${after - before} refreshes`);
+    // Interleaved in halves, so that drift on a shared machine falls on both.
+    const fresh = [];
+    const metadata = [];
+    for (let half = 0; half < 2; half++) {
+      fresh.push(...(await sequential(`${node}/v1/connections/${id}/token`, token, tokenReads / 2)));
+      metadata.push(...(await sequential(`${node}/v1/connections/${id}`, token, tokenReads / 2)));
+    }
+    const after2 = (await stats()).token_log.filter((t) => t.grant_type === 'refresh_token').length;
+    if (after2 !== after) throw new Error('a fresh token was refreshed again');
+    rounds_.push({
+      due_ms: Number(due.toFixed(2)),
+      fresh_p50_ms: Number(percentile(fresh, 0.5).toFixed(3)),
+      fresh_p99_ms: Number(percentile(fresh, 0.99).toFixed(3)),
+      metadata_p50_ms: Number(percentile(metadata, 0.5).toFixed(3)),
+      metadata_p99_ms: Number(percentile(metadata, 0.99).toFixed(3)),
+    });
+  }
+  const med = (k) => Number(median(rounds_.map((r) => r[k])).toFixed(3));
+  return {
+    reads_per_round: tokenReads,
+    rounds: rounds_,
+    due_ms_median: med('due_ms'),
+    fresh_p50_ms_median: med('fresh_p50_ms'),
+    fresh_p99_ms_median: med('fresh_p99_ms'),
+    metadata_p50_ms_median: med('metadata_p50_ms'),
+    metadata_p99_ms_median: med('metadata_p99_ms'),
+  };
+}
+
 async function main() {
   const email = `bench-${Date.now()}@example.com`;
   const password = 'correct horse battery staple';
@@ -152,6 +219,7 @@ async function main() {
     });
   }
   const directTimes = await direct();
+  const tokenRead = await tokenRoute(nodes[0], token);
   console.log(JSON.stringify({
     nodes: nodes.length,
     callers,
@@ -160,6 +228,7 @@ async function main() {
     all_answered_ms_median: Number(median(results.map((r) => r.all_answered_ms)).toFixed(1)),
     fresh_all_answered_ms_median: Number(median(results.map((r) => r.fresh_all_answered_ms)).toFixed(1)),
     provider_round_trip_ms_median: Number(median(directTimes).toFixed(2)),
+    token_read: tokenRead,
   }));
 }
 

@@ -4,13 +4,16 @@
 # node and on two nodes sharing one PostgreSQL database. Per round, the token requests the
 # provider saw (must be 1) and the time until every caller had its answer; against it, the
 # provider's own round trip (a refresh grant sent straight to the peer, in the same run).
+# Then the agent's token read (GET /v1/connections/{id}/token), one call at a time: a due
+# token's first read, and fresh reads against the connection's metadata read (see
+# bench/refresh.mjs).
 #
 #   bench/refresh.sh            # BENCH_PG=postgres://postgres@127.0.0.1:5432
 #
 # Knobs: BENCH_CALLERS (1000), BENCH_ROUNDS (5), BENCH_DIRECT (20), BENCH_TOKEN_DELAY_MS (0: a
 # delay the peer adds to every token answer, to stand for a distant provider), BENCH_PROFILE
-# (release; `debug` runs target/debug/atom as the tests built it, without a release build).
-# Prints one JSON line per case.
+# (release; `debug` runs target/debug/atom as the tests built it, without a release build),
+# BENCH_TOKEN_READS (200). Prints one JSON line per case, and the load average before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
@@ -98,6 +101,7 @@ stop_nodes() { # leaves the peer (pids[0]) running
   pids=("${pids[0]}")
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 export ATOM_DATABASE_URL=$pg/$db
 fresh_db
 one=$(start_node one)
@@ -109,3 +113,4 @@ a=$(start_node a)
 b=$(start_node b)
 printf '{"case":"two nodes, one postgres","results":%s}\n' "$(node bench/refresh.mjs "$issuer" "$a" "$b")"
 stop_nodes
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

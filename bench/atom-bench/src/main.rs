@@ -15,11 +15,13 @@
 //! - `data-commits ITERS`: p50/p99 of a write transaction appending one audit row, one
 //!   after another (`bench/sqlite-sync.sh` runs it per `database.sqlite_synchronous`).
 //! - `serve ADDR DATA_DIR`: Atom with `/bench/public` and `/bench/protected` (both answer
-//!   `ok`), for wrk; prints an access token for the protected route on the first line.
+//!   `ok`), for wrk; prints an access token (of a session, valid `auth.access_ttl_secs`) for
+//!   the protected route on the first line.
 //!
 //! - `proxy-serve ADDR DATA_DIR PROVIDER`: Atom with one API-key connection to `PROVIDER`
-//!   (a template in `ATOM_CONNECTORS_PROVIDERS_DIR`) owned by a fresh user; prints an access
-//!   token and the connection id on the first line, for `bench/proxy.sh`.
+//!   (a template in `ATOM_CONNECTORS_PROVIDERS_DIR`) owned by a fresh user; prints an API key
+//!   of that user's with the `connections:use` scope (the agent's credential) and the
+//!   connection id on the first line, for `bench/proxy.sh`.
 //!
 //! Configuration comes from `ATOM_*` variables as for `atom serve`.
 
@@ -166,9 +168,7 @@ async fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         atom::identity::Role::User,
     )
     .await?;
-    let tokens = app.state().identity.tokens().await;
-    // The longest lifetime allowed, so that the token outlives any run.
-    let (token, _) = tokens.issue(&user.id, vec!["user".to_owned()], Some(Duration::from_secs(24 * 3600)))?;
+    let token = session_token(app.state(), &user.id).await?;
     println!("{token}");
     let app = app
         .with_routes(Router::new().route("/bench/public", get(|| async { "ok" })))
@@ -193,8 +193,7 @@ async fn proxy_serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
         atom::identity::Role::User,
     )
     .await?;
-    let tokens = state.identity.tokens().await;
-    let (token, _) = tokens.issue(&user.id, vec!["user".to_owned()], Some(Duration::from_secs(24 * 3600)))?;
+    let key = agent_key(&state.db, &user.id).await?;
     let mut credentials = atom::connectors::vault::Credentials::default();
     credentials.fields.insert("api_key".to_owned(), "bench-key-0123456789".to_owned());
     let obtained = atom::connectors::vault::Obtained {
@@ -214,7 +213,58 @@ async fn proxy_serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
             .await
             .map_err(|e| e.to_string())?;
     tx.commit().await?;
-    println!("{token} {}", row.id);
+    println!("{key} {}", row.id);
     app.run_until(atom::shutdown::signal()).await?;
     Ok(())
+}
+
+/// An access token of `user_id`'s as a sign-in issues one: bound to a session (the server
+/// refuses a token without one), for the configured lifetime (`auth.access_ttl_secs`).
+async fn session_token(state: &atom::state::AppState, user_id: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let now = atom::storage::now_ms();
+    let row = atom::storage::sessions::RefreshRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        // Never presented: the session only has to exist for the token's `sid`.
+        token_hash: atom::identity::secret_hash(&atom::identity::random_secret()),
+        family_id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_owned(),
+        created_at: now,
+        expires_at: now + 24 * 3600 * 1000,
+        used_at: None,
+        revoked_at: None,
+        client_addr: None,
+        user_agent: None,
+    };
+    let mut tx = state.db.begin().await?;
+    atom::storage::sessions::insert(&mut tx, &row).await?;
+    tx.commit().await?;
+    let tokens = state.identity.tokens().await;
+    let (token, _) = tokens.issue_for_session(user_id, &row.family_id, vec!["user".to_owned()])?;
+    Ok(token)
+}
+
+/// An API key of `user_id`'s with the `connections:use` scope, stored as `POST /v1/api-keys`
+/// stores one: the credential an agent calls the proxy with. (A bare access JWT is no
+/// substitute: the server accepts only tokens bound to a session, which a sign-in makes.)
+async fn agent_key(db: &atom::storage::Db, user_id: &str) -> Result<String, Box<dyn std::error::Error>> {
+    use atom::identity::api_keys::{API_KEY_PREFIX, CONNECTIONS_USE};
+    let prefix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let key = format!("{API_KEY_PREFIX}{prefix}_{}", atom::identity::random_secret());
+    let row = atom::storage::api_keys::ApiKeyRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_owned(),
+        name: "bench agent".to_owned(),
+        prefix,
+        key_hash: atom::identity::secret_hash(&key),
+        scopes: CONNECTIONS_USE.to_owned(),
+        created_at: atom::storage::now_ms(),
+        last_used_at: None,
+        expires_at: None,
+        revoked_at: None,
+        providers: None,
+    };
+    let mut tx = db.begin().await?;
+    atom::storage::api_keys::insert(&mut tx, &row).await?;
+    tx.commit().await?;
+    Ok(key)
 }

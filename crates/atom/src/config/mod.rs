@@ -107,6 +107,12 @@ pub struct ConnectorsConfig {
     /// Request bodies up to this size are held, so that a call refused with 401 can be sent
     /// again after a refresh; a larger body is streamed and a 401 passed back as it is.
     pub proxy_replay_bytes: usize,
+    /// A form body to an OAuth 1.0a provider is signed whole, so it is held before the call:
+    /// at most this many bytes.
+    pub proxy_signed_form_max_bytes: usize,
+    /// A caller's use of a connection through the proxy is audited once per this many
+    /// seconds (the first call of the window).
+    pub proxy_use_window_secs: u64,
     /// The longest the proxy waits for a provider's response head.
     pub proxy_timeout_secs: u64,
     /// Proxy calls per connection: sustained per minute, and the burst.

@@ -66,6 +66,8 @@ fn each_invalid_value_names_its_key() {
         ("CONVERSATIONS_REPLAY_BATCH", "0", "conversations.replay_batch"),
         ("CONVERSATIONS_RETENTION_DAYS", "-1", "conversations.retention_days"),
         ("METRICS_LISTEN", "not-an-address", "metrics.listen"),
+        ("CONNECTORS_PROXY_SIGNED_FORM_MAX_BYTES", "100", "connectors.proxy_signed_form_max_bytes"),
+        ("CONNECTORS_PROXY_USE_WINDOW_SECS", "0", "connectors.proxy_use_window_secs"),
         ("METRICS_TOKEN", "short", "metrics.token"),
         ("METRICS_TOKEN", "sixteen chars or more but a space", "metrics.token"),
         ("METRICS_LISTEN", "127.0.0.1:8000", "metrics.listen"),

@@ -250,6 +250,15 @@ impl Config {
         if c.proxy_replay_bytes > 16 * 1024 * 1024 {
             return Err(ConfigError::new("connectors.proxy_replay_bytes", "must be at most 16777216"));
         }
+        if !(1024..=16 * 1024 * 1024).contains(&c.proxy_signed_form_max_bytes) {
+            return Err(ConfigError::new(
+                "connectors.proxy_signed_form_max_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if !(1..=86_400).contains(&c.proxy_use_window_secs) {
+            return Err(ConfigError::new("connectors.proxy_use_window_secs", "must be between 1 and 86400"));
+        }
         if !(1..=300).contains(&c.proxy_timeout_secs) {
             return Err(ConfigError::new("connectors.proxy_timeout_secs", "must be between 1 and 300"));
         }

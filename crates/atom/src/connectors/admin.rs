@@ -121,7 +121,8 @@ pub async fn stats(db: &Db) -> Result<ConnectionStats, ApiError> {
 pub struct HistoryEntry {
     pub at: String,
     /// `connection.refreshed`, `connection.refresh_failed`, `connection.needs_reauth`,
-    /// `connection.token_issued`, `connection.deleted`, `connection.admin_refresh`…
+    /// `connection.token_read` (a caller took its token), `connection.proxy_used` (a caller's
+    /// first proxied call in a window), `connection.deleted`, `connection.admin_refresh`…
     pub action: String,
     pub outcome: String,
     /// `user`, `api_key`, `system` or `anonymous`.

@@ -42,7 +42,8 @@
 //! - [`access`]: who may use a connection (its owner, or a `connections:use` API key), and
 //!   its fresh token, audited.
 //! - [`proxy`]: calls forwarded to the provider with the credential injected, streamed both
-//!   ways, retried once after a refresh on 401, rate-limited; [`proxy_error`] its own errors.
+//!   ways, retried once after a refresh on 401, rate-limited; [`proxy_error`] its own errors;
+//!   [`proxy_use`] who used a connection through it, audited once per caller and window.
 //! - [`ssrf`]: the guard that keeps the proxy off the server's own network: the address
 //!   policy, the resolver that applies it at connect time, path normalisation.
 //! - [`agent_routes`]: `GET /v1/connections/{id}/token` and `/v1/proxy/{connection_id}/{path}`.
@@ -82,6 +83,7 @@ pub mod pattern;
 pub mod placeholders;
 pub mod proxy;
 pub mod proxy_error;
+pub mod proxy_use;
 pub mod refresh;
 pub mod refresh_outcome;
 pub mod refresh_worker;

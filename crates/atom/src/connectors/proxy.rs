@@ -17,9 +17,15 @@
 //!   response body streams back. Hop-by-hop headers and `Set-Cookie` are dropped both ways.
 //!   A provider's status passes back as it is: a 3xx is not followed (the client's redirect
 //!   policy is `none`), a 429 keeps its `Retry-After`.
+//! - A form body to an OAuth 1.0a provider is signed with the rest of the request (RFC 5849
+//!   §3.4.1.3.1), so it is held whole before the call, up to
+//!   `connectors.proxy_signed_form_max_bytes` (a larger one is `body_too_large`), and never
+//!   streamed.
 //! - Addresses are checked by [`super::ssrf`] at connect time. Calls are rate-limited per
 //!   connection and per caller (API key or user), shared across nodes through Redis when
 //!   configured.
+//! - Who used the connection goes on its record ([`super::proxy_use`]): the first call of a
+//!   caller in a window is audited before it goes out.
 //!
 //! Metrics: `connector_proxy_requests_total{provider,status}` (the provider's status, or the
 //! proxy's own error code) and `connector_proxy_duration_seconds{provider}` (until the
@@ -42,10 +48,12 @@ use super::oauth1;
 use super::pattern::Pattern;
 use super::placeholders::Values;
 use super::proxy_error::{ProxyCode, ProxyError};
+use super::proxy_use::ProxyUse;
 use super::service::Connectors;
 use super::ssrf::{AddressPolicy, GuardedResolver, Refusal, Refused};
 use super::template::{CredentialPlacement, Template};
 use super::vault::Credentials;
+use crate::audit::RequestContext;
 use crate::cache::Redis;
 use crate::config::Config;
 use crate::edge::ratelimit::{Limiter, Policy};
@@ -103,7 +111,10 @@ pub struct Proxy {
     limiter: Limiter,
     max_body: u64,
     replay_bytes: usize,
+    /// The most of a form body held to be signed for an OAuth 1.0a provider.
+    signed_form_max: usize,
     timeout: Duration,
+    uses: ProxyUse,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -145,19 +156,30 @@ impl Proxy {
             limiter: Limiter::new(policies, redis),
             max_body: c.proxy_max_body_bytes,
             replay_bytes: c.proxy_replay_bytes,
+            signed_form_max: c
+                .proxy_signed_form_max_bytes
+                .min(usize::try_from(c.proxy_max_body_bytes).unwrap_or(usize::MAX)),
             timeout,
+            uses: ProxyUse::new(Duration::from_secs(c.proxy_use_window_secs)),
         })
     }
 
-    /// Forwards `call` to connection `id`'s provider as `principal`; records the metrics.
-    pub async fn forward<S, E>(&self, principal: &Principal, id: &str, call: Call<S>) -> Result<Forwarded, ProxyError>
+    /// Forwards `call` to connection `id`'s provider as `principal`; records the metrics, and
+    /// the caller's use of the connection once per window.
+    pub async fn forward<S, E>(
+        &self,
+        principal: &Principal,
+        id: &str,
+        call: Call<S>,
+        context: &RequestContext,
+    ) -> Result<Forwarded, ProxyError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
         let started = Instant::now();
         let mut provider = None;
-        let result = self.forward_inner(principal, id, call, &mut provider).await;
+        let result = self.forward_inner(principal, id, call, context, &mut provider).await;
         let provider = provider.unwrap_or_else(|| "none".to_owned());
         let status = match &result {
             Ok(f) => f.response.status().as_u16().to_string(),
@@ -175,6 +197,7 @@ impl Proxy {
         principal: &Principal,
         id: &str,
         call: Call<S>,
+        context: &RequestContext,
         provider: &mut Option<String>,
     ) -> Result<Forwarded, ProxyError>
     where
@@ -193,11 +216,18 @@ impl Proxy {
         {
             return Err(too_large(self.max_body));
         }
+        // RFC 5849 §3.4.1.3.1: an OAuth 1.0a signature covers a form body's parameters.
+        let signed_form =
+            matches!(template.api.credential.placement, CredentialPlacement::Oauth1) && is_form(&call.headers);
+        if signed_form && content_length(&call.headers).is_some_and(|length| length > self.signed_form_max as u64) {
+            return Err(form_too_large(self.signed_form_max));
+        }
         let row = self.connectors.fresh(row).await?;
-        let mut body = self.hold(call.body).await?;
+        let mut body = if signed_form { self.hold_whole(call.body).await? } else { self.hold(call.body).await? };
         let target = Target { method: call.method, path: call.path, query: call.query, headers: call.headers };
 
         let credentials = Credentials::open(&self.connectors.keyring(), &row)?;
+        self.uses.record(self.connectors.db(), principal, &row, context).await?;
         let first = self.send(&template, &row, &credentials, &target, &mut body).await?;
         // Renewable: a refresh token, or a sign-in's session (Tableau) signed in again.
         let renewable = (row.auth_kind == "oauth2" && credentials.refresh_token.is_some())
@@ -271,6 +301,23 @@ impl Proxy {
             whole.extend_from_slice(&chunk);
         }
         Ok(Held { body: HeldBody::Whole(Bytes::from(whole)), over })
+    }
+
+    /// Reads the whole body, to be signed with the request: at most `signed_form_max` bytes.
+    async fn hold_whole<S, E>(&self, mut body: S) -> Result<Held, ProxyError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let mut whole = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| unreadable(&e))?;
+            if whole.len() + chunk.len() > self.signed_form_max {
+                return Err(form_too_large(self.signed_form_max));
+            }
+            whole.extend_from_slice(&chunk);
+        }
+        Ok(Held { body: HeldBody::Whole(Bytes::from(whole)), over: Arc::new(AtomicBool::new(false)) })
     }
 
     /// One request to the provider with `credentials` injected; the response head.
@@ -509,6 +556,16 @@ fn is_form(headers: &HeaderMap) -> bool {
 
 fn too_large(max: u64) -> ProxyError {
     ProxyError::new(ProxyCode::BodyTooLarge, format!("the request body is larger than the proxy accepts ({max} bytes)"))
+}
+
+fn form_too_large(max: usize) -> ProxyError {
+    ProxyError::new(
+        ProxyCode::BodyTooLarge,
+        format!(
+            "a form body to an OAuth 1.0a provider is signed whole, so the proxy holds it: at most {max} bytes \
+             (connectors.proxy_signed_form_max_bytes)"
+        ),
+    )
 }
 
 fn unreadable(error: &(dyn std::error::Error + 'static)) -> ProxyError {

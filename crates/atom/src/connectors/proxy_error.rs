@@ -20,7 +20,8 @@ pub enum ProxyCode {
     NotConfigured,
     /// The path would leave the provider's base URL (400).
     InvalidPath,
-    /// The request body is larger than `connectors.proxy_max_body_bytes` (413).
+    /// The request body is larger than `connectors.proxy_max_body_bytes`, or a form body to
+    /// be signed for an OAuth 1.0a provider than `connectors.proxy_signed_form_max_bytes` (413).
     BodyTooLarge,
     /// The caller sent too many calls for this connection or key (429).
     RateLimited,

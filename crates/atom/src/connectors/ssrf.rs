@@ -185,9 +185,11 @@ pub fn join_path(base: &url::Url, path: &str, query: Option<&str>) -> Result<url
         }
     }
     let base_path = base.path().trim_end_matches('/');
-    let joined = format!("{base_path}/{}", path.trim_start_matches('/'));
     let mut url = base.clone();
-    url.set_path(&joined);
+    // No path is the base URL itself, as the template writes it (`…/1`, not `…/1/`).
+    if !path.is_empty() {
+        url.set_path(&format!("{base_path}/{}", path.trim_start_matches('/')));
+    }
     url.set_query(query.filter(|q| !q.is_empty()));
     let same_origin = url.scheme() == base.scheme()
         && url.host() == base.host()
@@ -294,6 +296,9 @@ mod tests {
         assert_eq!(ok("users/@me"), "https://api.example.com/v2/users/@me?a=1");
         assert_eq!(ok("@evil.com/x"), "https://api.example.com/v2/@evil.com/x?a=1", "an @ stays in the path");
         assert_eq!(ok("a%20b"), "https://api.example.com/v2/a%20b?a=1");
+        assert_eq!(ok(""), "https://api.example.com/v2?a=1", "no path: the base URL itself");
+        let slashed = url::Url::parse("https://api.example.com/v2/").expect("base");
+        assert_eq!(join_path(&slashed, "", None).expect("joined").as_str(), "https://api.example.com/v2/");
         for refused in [
             "../admin",
             "a/../../admin",

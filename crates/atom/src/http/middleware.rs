@@ -225,7 +225,7 @@ fn limit_body(state: &AppState, req: Request) -> Result<Request, StatusCode> {
     let proxied = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str() == crate::connectors::agent_routes::PROXY_ROUTE);
+        .is_some_and(|p| crate::connectors::agent_routes::is_proxy_route(p.as_str()));
     let limit =
         if proxied { state.config.connectors.proxy_max_body_bytes } else { state.config.http.body_limit_bytes as u64 };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());

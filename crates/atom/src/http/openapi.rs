@@ -34,6 +34,7 @@ use crate::identity;
         crate::connectors::connection_routes::submit,
         crate::connectors::routes::list, crate::connectors::routes::show,
         crate::connectors::agent_routes::token, crate::connectors::agent_routes::proxy,
+        crate::connectors::agent_routes::proxy_base, crate::connectors::agent_routes::proxy_base_slash,
         crate::connectors::webhook_routes::receive, crate::connectors::webhook_routes::receive_for_connection,
         crate::connectors::webhook_routes::list_events,
         crate::connectors::admin_routes::list, crate::connectors::admin_routes::stats,

@@ -238,6 +238,25 @@ async fn handle(State(stub): State<Trello>, method: Method, uri: Uri, headers: H
             stub.issued.lock().expect("lock").access_tokens.remove(&token);
             axum::Json(json!({ "_value": null })).into_response()
         }
+        (Method::POST, "/1/cards") => {
+            // An API call through the proxy: signed with the access token, the form body's
+            // parameters in the signature.
+            let token = oauth_params(&seen).ok().and_then(|o| o.get("oauth_token").cloned()).unwrap_or_default();
+            let Some(secret) = stub.issued.lock().expect("lock").access_tokens.get(&token).cloned() else {
+                return refuse(&stub, "unknown access token".into(), false);
+            };
+            if let Err(why) = verify(&stub, &seen, &secret) {
+                return refuse(&stub, why, false);
+            }
+            let form = seen.form();
+            axum::Json(json!({
+                "id": next("card"),
+                "name": form.get("name"),
+                "desc_len": form.get("desc").map_or(0, String::len),
+                "idList": seen.query.get("idList"),
+            }))
+            .into_response()
+        }
         (method, path) => {
             stub.record.violation(format!("unexpected {method} {path}"));
             StatusCode::NOT_FOUND.into_response()
@@ -267,6 +286,8 @@ async fn setup(consumer_secret: &str) -> Setup {
     let dir = dir.display().to_string();
     let mut config = oauth_peer::app_config();
     config.push(("CONNECTORS_PROVIDERS_DIR", dir.as_str()));
+    // The proxy may call the stub on loopback.
+    config.push(("CONNECTORS_PROXY_ALLOW_RANGES", "[\"127.0.0.0/8\"]"));
     let app = TestApp::spawn_on(db, &config, Router::new()).await;
     let admin = app.user("admin").await;
     let response = app
@@ -460,6 +481,63 @@ async fn a_revocation_trello_refuses_still_deletes_the_connection_and_records_th
     assert!(details.contains("provider_unavailable") && details.contains("\"revoked\":false"), "{details}");
     let text = serde_json::to_string(&audit).expect("json") + &body.to_string();
     assert!(!text.contains(&access), "no token in the audit log or the answer");
+    stub.assert_no_violations();
+    app.stop().await;
+}
+
+/// Connects `user`'s Trello account through the three legs; the connection id.
+async fn connect(app: &TestApp, user: &TestUser) -> String {
+    let started: Value = start(app, user).await.json().await.expect("json");
+    let callback = authorize(started["authorization_url"].as_str().expect("url")).await;
+    let landed = landing(deliver(app, &callback).await).await;
+    landed.get("connection_id").unwrap_or_else(|| panic!("connected: {landed:?}")).clone()
+}
+
+/// A form body as a stream of chunks with no `Content-Length` (sent chunked).
+fn chunked(body: String) -> reqwest::Body {
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        body.into_bytes().chunks(16 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn proxied_form_bodies_are_signed_whole_within_the_bound_and_refused_beyond_it() {
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let Setup { app, stub, .. } = setup(CONSUMER_SECRET).await;
+    let user = app.user("user").await;
+    let id = connect(&app, &user).await;
+    let cards = app.url(&format!("/v1/proxy/{id}/cards?idList=list-1"));
+    let post = |body: reqwest::Body| {
+        app.client.post(&cards).bearer_auth(&user.access_token).header("content-type", FORM).body(body).send()
+    };
+    let form = |desc: &str| {
+        form_urlencoded::Serializer::new(String::new()).extend_pairs([("name", "Card one"), ("desc", desc)]).finish()
+    };
+
+    // A small form: its parameters are in the signature the stub recomputes.
+    let response = post(form("caf\u{e9} & more").into()).await.expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let card: Value = response.json().await.expect("json");
+    assert_eq!((card["name"].as_str(), card["idList"].as_str()), (Some("Card one"), Some("list-1")));
+
+    // Beyond what the proxy holds for a replay (64 KiB), streamed in without a length: still
+    // held whole and signed with it.
+    let desc = "x".repeat(300 * 1024);
+    let response = post(chunked(form(&desc))).await.expect("sent");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    assert_eq!(response.json::<Value>().await.expect("json")["desc_len"], desc.len());
+    let sent = stub.seen().into_iter().filter(|s| s.path == "/1/cards").count();
+    assert_eq!(sent, 2);
+
+    // Over the bound (1 MiB by default): refused before anything goes out, declared or not.
+    let desc = "x".repeat(1024 * 1024);
+    for body in [reqwest::Body::from(form(&desc)), chunked(form(&desc))] {
+        let problem = assert_problem(post(body).await.expect("sent"), 413).await;
+        assert_eq!(problem["code"], "body_too_large", "{problem}");
+        assert_eq!(problem["fault"], "caller", "{problem}");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("OAuth 1.0a")), "{problem}");
+    }
+    assert_eq!(stub.seen().into_iter().filter(|s| s.path == "/1/cards").count(), sent, "nothing sent");
     stub.assert_no_violations();
     app.stop().await;
 }

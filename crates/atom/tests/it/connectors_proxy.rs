@@ -32,7 +32,7 @@ use crate::common::{TestApp, TestDb, TestUser, assert_problem};
 use crate::connectors_flows::audit_rows;
 use crate::oauth_peer::{self, OAuthPeer, connect};
 
-const KEY: &str = "stub-key-0123456789";
+pub(crate) const KEY: &str = "stub-key-0123456789";
 const BASIC_USER: &str = "stub-user";
 const BASIC_PASSWORD: &str = "stub-password-0123456789";
 const CONSUMER_KEY: &str = "stub-consumer";
@@ -43,12 +43,12 @@ const MB: usize = 1024 * 1024;
 
 /// One request as the stub received it.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -65,14 +65,14 @@ struct StubState {
 }
 
 /// A provider API on loopback.
-struct Stub {
+pub(crate) struct Stub {
     addr: SocketAddr,
     state: Arc<StubState>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Stub {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(StubState::default());
@@ -88,7 +88,7 @@ impl Stub {
         self.state.seen.lock().expect("lock").clone()
     }
 
-    fn seen_path(&self, path: &str) -> Vec<Seen> {
+    pub(crate) fn seen_path(&self, path: &str) -> Vec<Seen> {
         self.seen().into_iter().filter(|s| s.path == path).collect()
     }
 }
@@ -385,7 +385,7 @@ fn closed_port() -> u16 {
 
 /// An application with the peer's and the stub's templates, loopback allowed unless
 /// `extra` says otherwise, the OAuth apps set.
-async fn spawn(stub: &Stub, peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn spawn(stub: &Stub, peer: &OAuthPeer, extra: &[(&str, &str)]) -> TestApp {
     let db = TestDb::new().await;
     let dir = db.dir.path().join("providers");
     peer.write_templates(&dir);
@@ -451,7 +451,7 @@ async fn store(
     row.id
 }
 
-async fn key_connection(app: &TestApp, user: &TestUser, provider: &str) -> String {
+pub(crate) async fn key_connection(app: &TestApp, user: &TestUser, provider: &str) -> String {
     store(app, user, provider, "api_key", &[("api_key", KEY)], json!({})).await
 }
 
@@ -473,7 +473,7 @@ async fn use_key(app: &TestApp, user: &TestUser) -> String {
     api_key(app, user, json!({ "name": "agent", "scopes": ["connections:use"] })).await
 }
 
-fn proxy_url(app: &TestApp, id: &str, path: &str) -> String {
+pub(crate) fn proxy_url(app: &TestApp, id: &str, path: &str) -> String {
     app.url(&format!("/v1/proxy/{id}/{path}"))
 }
 

@@ -31,6 +31,7 @@ mod connectors_keys;
 mod connectors_nodes;
 mod connectors_oauth1;
 mod connectors_proxy;
+mod connectors_proxy_use;
 mod connectors_quirks;
 mod connectors_refresh;
 mod connectors_submit;
