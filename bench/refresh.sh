@@ -82,7 +82,9 @@ export PEER_CLIENT_SECRET=post-client-secret-value-0123456789
 ATOM_MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
 export ATOM_MASTER_KEY
 
-start_node() { # $1: name; prints the base URL
+# Sets node_url to the node's base URL. Not printed for a `$(...)` to capture: that would run
+# it in a subshell, whose `pids` the cleanup never sees, and leave the servers running.
+start_node() { # $1: name
   local port
   port=$(free_port)
   ATOM_CONFIG=$tmp/atom.toml ATOM_LISTEN=127.0.0.1:$port ATOM_DATA_DIR=$tmp/$1 ATOM_LOG=warn \
@@ -91,7 +93,7 @@ start_node() { # $1: name; prints the base URL
     target/$profile/atom serve >"$tmp/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
-  echo "http://127.0.0.1:$port"
+  node_url="http://127.0.0.1:$port"
 }
 fresh_db() {
   psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
@@ -104,13 +106,16 @@ stop_nodes() { # leaves the peer (pids[0]) running
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 export ATOM_DATABASE_URL=$pg/$db
 fresh_db
-one=$(start_node one)
+start_node one
+one=$node_url
 printf '{"case":"one node, postgres","results":%s}\n' "$(node bench/refresh.mjs "$issuer" "$one")"
 stop_nodes
 
 fresh_db
-a=$(start_node a)
-b=$(start_node b)
+start_node a
+a=$node_url
+start_node b
+b=$node_url
 printf '{"case":"two nodes, one postgres","results":%s}\n' "$(node bench/refresh.mjs "$issuer" "$a" "$b")"
 stop_nodes
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
