@@ -18,6 +18,10 @@
 //! Before its first `sync` a socket gets no `message:new`: it cannot be told the missing
 //! ones in order until it says what it has. Clients send `sync` on every connect.
 //!
+//! A live message is encoded once, whatever the size of its room. The common case (the
+//! socket idle, synced, and this message the next one it should get) is sent in place by
+//! [`SocketDelivery::try_live`]; only a socket that is busy, behind or full gets a task.
+//!
 //! The bus is also how membership changes reach each node's sockets (joining or leaving the
 //! conversation's room) and how other modules' `notification`s reach a user.
 
@@ -25,6 +29,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
@@ -102,18 +108,41 @@ impl SocketDelivery {
         Ok(positions)
     }
 
+    /// Delivers a live message now if that needs neither waiting nor the database: the socket
+    /// is not being sent to, and the message is the next one it should get (or one it had, or
+    /// it has not synced). False when it needs [`Self::live`]: the socket is busy, has missed
+    /// some, joined the conversation since its sync, or its buffer is full.
+    pub fn try_live<A: Adapter>(&self, socket: &SocketRef<A>, live: &Live) -> bool {
+        let Ok(mut state) = self.state.try_lock() else { return false };
+        if !state.synced {
+            return true;
+        }
+        let Some(sent) = state.sent.get_mut(&live.message.conversation_id) else { return false };
+        if live.message.seq <= *sent {
+            return true;
+        }
+        if live.message.seq != *sent + 1 {
+            return false;
+        }
+        match socket.emit("message:new", &*live.payload) {
+            Ok(()) => {
+                *sent = live.message.seq;
+                count_out("live");
+                true
+            }
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => false,
+            // Closed: its next connection syncs.
+            Err(_) => true,
+        }
+    }
+
     /// Sends a live message, after any the socket has not had yet, unless it already had it.
-    pub async fn live<A: Adapter>(
-        &self,
-        socket: &SocketRef<A>,
-        db: &Db,
-        batch: u32,
-        message: &Message,
-    ) -> Result<(), SyncError> {
+    pub async fn live<A: Adapter>(&self, socket: &SocketRef<A>, db: &Db, batch: u32, live: &Live) -> Result<(), SyncError> {
         let mut state = self.state.lock().await;
         if !state.synced {
             return Ok(());
         }
+        let message = &live.message;
         let conversation_id = &message.conversation_id;
         let from = match state.sent.get(conversation_id) {
             Some(sent) => *sent,
@@ -127,14 +156,14 @@ impl SocketDelivery {
             return Ok(());
         }
         let reached = if message.seq == from + 1 {
-            emit(socket, message).await?;
+            emit(socket, &live.payload).await?;
             count_out("live");
             message.seq
         } else {
             let reached = send_range(socket, db, conversation_id, from, message.seq + 1, batch, "gap").await?;
             if reached < message.seq {
                 // Not in the database any more (retention): sent as it came.
-                emit(socket, message).await?;
+                emit(socket, &live.payload).await?;
                 count_out("live");
             }
             message.seq
@@ -165,6 +194,26 @@ impl From<Gone> for SyncError {
     }
 }
 
+/// A live message and its `message:new` payload, encoded once for all its sockets.
+#[derive(Debug)]
+pub struct Live {
+    pub message: Message,
+    payload: Box<RawValue>,
+}
+
+impl Live {
+    pub fn new(message: Message) -> Result<Self, serde_json::Error> {
+        let payload = serde_json::value::to_raw_value(&NewMessage { message: &message })?;
+        Ok(Self { message, payload })
+    }
+}
+
+/// The `message:new` payload: `{"message": …}`.
+#[derive(Serialize)]
+struct NewMessage<'a> {
+    message: &'a Message,
+}
+
 fn count_out(how: &'static str) {
     metrics::counter!("conversation_messages_delivered_total", "how" => how).increment(1);
 }
@@ -186,7 +235,7 @@ async fn send_range<A: Adapter>(
         let done = rows.len() < batch as usize;
         for row in rows {
             let seq = row.seq;
-            emit(socket, &Message::from(row)).await?;
+            emit(socket, &NewMessage { message: &Message::from(row) }).await?;
             count_out(how);
             if how == "replay" {
                 metrics::counter!("conversation_messages_replayed_total").increment(1);
@@ -200,12 +249,11 @@ async fn send_range<A: Adapter>(
 }
 
 /// Emits `message:new`, waiting while the socket's buffer is full.
-async fn emit<A: Adapter>(socket: &SocketRef<A>, message: &Message) -> Result<(), Gone> {
-    let payload = serde_json::json!({ "message": message });
+async fn emit<A: Adapter, T: Serialize + ?Sized>(socket: &SocketRef<A>, payload: &T) -> Result<(), Gone> {
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        match socket.emit("message:new", &payload) {
+        match socket.emit("message:new", payload) {
             Ok(()) => return Ok(()),
             Err(SendError::Socket(SocketError::InternalChannelFull)) if started.elapsed() < STALLED_AFTER => {
                 tokio::time::sleep(pause).await;
@@ -251,13 +299,22 @@ pub fn start<A: Adapter>(io: SocketIo<A>, bus: &Bus, deliverer: Deliverer) -> to
 async fn handle<A: Adapter>(io: &SocketIo<A>, deliverer: &Deliverer, event: Event) {
     match event.kind {
         EventKind::MessageStored { message } => {
-            let message = Arc::new(message);
-            for socket in io.local().to(conversation_room(&message.conversation_id)).sockets() {
+            let live = match Live::new(message) {
+                Ok(live) => Arc::new(live),
+                Err(e) => {
+                    // Not reachable for a `Message`; its sockets would get it by gap or sync.
+                    return tracing::error!(target: "atom::realtime", error = %e, "message not encoded");
+                }
+            };
+            for socket in io.local().to(conversation_room(&live.message.conversation_id)).sockets() {
                 let Some(delivery) = socket.extensions.get::<Arc<SocketDelivery>>() else { continue };
-                let (message, deliverer) = (Arc::clone(&message), deliverer.clone());
+                if delivery.try_live(&socket, &live) {
+                    continue;
+                }
+                let (live, deliverer) = (Arc::clone(&live), deliverer.clone());
                 tokio::spawn(async move {
                     if let Err(SyncError::Conversation(e)) =
-                        delivery.live(&socket, &deliverer.db, deliverer.replay_batch, &message).await
+                        delivery.live(&socket, &deliverer.db, deliverer.replay_batch, &live).await
                     {
                         // The socket misses this one until its next message or sync.
                         tracing::warn!(target: "atom::realtime", sid = %socket.id, error = %crate::error::ErrorChain(&e), "live delivery failed");

@@ -259,6 +259,10 @@ struct Context {
     app: AppState,
     caps: Arc<ConnectionCaps>,
     limits: events::EventLimits,
+    /// Admissions reading the database at once (see [`admit`]), and how long one waits its
+    /// turn before it is refused `unavailable`.
+    admissions: Arc<tokio::sync::Semaphore>,
+    admission_wait: Duration,
 }
 
 /// The Socket.io route at [`PATH`], and the handle of this node's server: over
@@ -286,7 +290,14 @@ pub async fn start(state: &AppState) -> Result<(Router<AppState>, Realtime), red
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
-        .with_state(Context { app: state.clone(), caps: Arc::clone(&caps), limits });
+        .with_state(Context {
+            app: state.clone(),
+            caps: Arc::clone(&caps),
+            limits,
+            // Half the pool: requests and sends keep the other half during a connect storm.
+            admissions: Arc::new(tokio::sync::Semaphore::new((config.database.pool_size as usize / 2).max(1))),
+            admission_wait: connect_timeout,
+        });
     match &config.redis.url {
         None => {
             let conversations = Hub::<LocalAdapter>::new(&state.db, &state.bus, &config.conversations);
@@ -432,6 +443,12 @@ async fn admit<A: Adapter>(
             "socket.io connection refused"
         );
         refusal
+    };
+    // Admission reads the database (the account, the user's conversations). A connect storm,
+    // such as the restart of a busy node, would queue thousands of admissions on the pool at
+    // once and refuse those still waiting at its acquire timeout; here they wait their turn.
+    let Ok(Ok(_admission)) = tokio::time::timeout(context.admission_wait, context.admissions.acquire()).await else {
+        return Err(refuse(Refusal::Unavailable));
     };
     let principal = match authenticate(&context.app, auth.ok().and_then(|a| a.token), address).await {
         Ok(principal) => principal,
