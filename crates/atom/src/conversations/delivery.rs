@@ -137,7 +137,13 @@ impl SocketDelivery {
     }
 
     /// Sends a live message, after any the socket has not had yet, unless it already had it.
-    pub async fn live<A: Adapter>(&self, socket: &SocketRef<A>, db: &Db, batch: u32, live: &Live) -> Result<(), SyncError> {
+    pub async fn live<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        db: &Db,
+        batch: u32,
+        live: &Live,
+    ) -> Result<(), SyncError> {
         let mut state = self.state.lock().await;
         if !state.synced {
             return Ok(());
