@@ -1,6 +1,7 @@
 //! Socket.io behind the edge and its dependencies: a client that connects while the
 //! database is down is told `unavailable` (and is admitted once it is back; with Redis down
-//! the credential check reads the database and admits it), and Socket.io requests get what
+//! the credential check reads the database and admits it), a connect storm on a slow
+//! database is admitted in turn rather than refused, and Socket.io requests get what
 //! every HTTP request gets: CORS for the allowed origins only, the per-address rate limit,
 //! load shedding, and the body limit on messages over both transports.
 
@@ -70,6 +71,51 @@ async fn a_client_connecting_while_the_database_is_down_is_told_unavailable_then
     for transport in TRANSPORTS {
         admitted_within_bound(&mut peer, &format!("back-{transport}"), &app, transport, &user.access_token).await;
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connect_storm_on_a_slow_database_waits_its_turn_and_every_client_is_admitted() {
+    // PostgreSQL behind a proxy that slows every answer, a pool of two with a one-second
+    // acquire timeout: two dozen admissions at once need more than two seconds of the pool
+    // between them. Queued on the pool, those still waiting at its timeout would be refused
+    // `unavailable`; queued for their turn to admit, every one gets in (about five seconds in
+    // all, within the peer's ten-second wait for each outcome).
+    let db = TestDb::postgres().await;
+    let pg = db.pg.as_ref().expect("postgres");
+    let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
+    let url = via(&pg.url, proxy.addr);
+    let extra = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_POOL_SIZE", "2"),
+        ("DATABASE_ACQUIRE_TIMEOUT_SECS", "1"),
+        ("REALTIME_CONNECT_TIMEOUT_SECS", "60"),
+        ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "100"),
+        ("REALTIME_MAX_CONNECTIONS_PER_USER", "100"),
+        ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "60000"),
+        ("RATE_LIMIT_ANONYMOUS_BURST", "10000"),
+    ];
+    let app = TestApp::spawn_on(db, &extra, Router::new()).await;
+    let user = app.user("user").await;
+    let mut peer = Peer::start().await;
+    peer.admitted("warm", &app, "websocket", &user.access_token).await;
+
+    const STORM: usize = 24;
+    proxy.set_delay(Duration::from_millis(100));
+    for i in 0..STORM {
+        peer.send(json!({
+            "op": "connect", "id": format!("storm-{i}"), "url": app.url(""), "transport": "websocket",
+            "auth": { "token": user.access_token },
+        }))
+        .await;
+    }
+    for i in 0..STORM {
+        let id = format!("storm-{i}");
+        let outcome = peer.next(&id).await;
+        assert_eq!(outcome["event"], "connected", "{id} was refused in the storm: {outcome}");
+    }
+    proxy.set_delay(Duration::ZERO);
+    assert_eq!(peer.whoami("storm-0").await["user_id"], json!(user.id));
     app.stop().await;
 }
 
