@@ -124,6 +124,16 @@ impl TestDb {
         Self { dir, pg: Some(PgDatabase::create().await), key_space: uuid::Uuid::new_v4().simple().to_string() }
     }
 
+    /// PostgreSQL whatever the suite's backend, behind a [`TcpProxy`] that can take it away
+    /// or slow it down; the URL through the proxy, for `DATABASE_URL`.
+    pub async fn postgres_behind_proxy() -> (Self, TcpProxy, String) {
+        let db = Self::postgres().await;
+        let pg = db.pg.as_ref().expect("postgres");
+        let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
+        let url = via(&pg.url, proxy.addr);
+        (db, proxy, url)
+    }
+
     /// Configuration pairs (without `ATOM_`) that point an application at this database.
     pub fn pairs(&self) -> Vec<(String, String)> {
         let mut pairs = vec![("DATA_DIR".to_owned(), self.dir.path().display().to_string())];

@@ -13,9 +13,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 
-use crate::common::{
-    CapturedLogs, TcpProxy, TestApp, TestDb, assert_problem, connect_pg, pg_admin_url, socket_addr_of, via,
-};
+use crate::common::{CapturedLogs, TestApp, TestDb, assert_problem, connect_pg, pg_admin_url};
 
 /// `/test/pg-sleep/{ms}`: one query that holds its connection busy for `ms`.
 fn routes() -> Router<AppState> {
@@ -148,10 +146,7 @@ async fn requests_under_a_terminate_loop_answer_200_or_503_never_500() {
 
 #[tokio::test]
 async fn while_postgres_refuses_connections_requests_and_ready_fail_fast_until_it_is_back() {
-    let db = TestDb::postgres().await;
-    let pg = db.pg.as_ref().expect("postgres");
-    let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
-    let url = via(&pg.url, proxy.addr);
+    let (db, proxy, url) = TestDb::postgres_behind_proxy().await;
     let extra = [
         ("DATABASE_URL", url.as_str()),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "30"),

@@ -25,10 +25,7 @@ async fn wait_for_status(app: &TestApp, path: &str, status: u16, within: Duratio
 
 #[tokio::test]
 async fn postgres_going_down_turns_ready_503_and_requests_get_503_then_both_recover() {
-    let db = TestDb::postgres().await;
-    let pg = db.pg.as_ref().expect("postgres");
-    let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
-    let url = via(&pg.url, proxy.addr);
+    let (db, proxy, url) = TestDb::postgres_behind_proxy().await;
     let extra = [("DATABASE_URL", url.as_str()), ("HTTP_READY_CHECK_TIMEOUT_MS", "1000")];
     let app = TestApp::spawn_on(db, &extra, test_routes()).await;
     assert_eq!(app.get("/ready").await.status(), 200);

@@ -45,10 +45,7 @@ async fn admitted_within_bound(peer: &mut Peer, id: &str, app: &TestApp, transpo
 #[tokio::test]
 async fn a_client_connecting_while_the_database_is_down_is_told_unavailable_then_admitted_once_it_is_back() {
     // PostgreSQL behind a proxy, whatever the suite's backend: a database that can go away.
-    let db = TestDb::postgres().await;
-    let pg = db.pg.as_ref().expect("postgres");
-    let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
-    let url = via(&pg.url, proxy.addr);
+    let (db, proxy, url) = TestDb::postgres_behind_proxy().await;
     let extra = [
         ("DATABASE_URL", url.as_str()),
         ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "60000"),
@@ -81,10 +78,7 @@ async fn a_connect_storm_on_a_slow_database_waits_its_turn_and_every_client_is_a
     // between them. Queued on the pool, those still waiting at its timeout would be refused
     // `unavailable`; queued for their turn to admit, every one gets in (about five seconds in
     // all, within the peer's ten-second wait for each outcome).
-    let db = TestDb::postgres().await;
-    let pg = db.pg.as_ref().expect("postgres");
-    let proxy = TcpProxy::start(socket_addr_of(&pg.url)).await;
-    let url = via(&pg.url, proxy.addr);
+    let (db, proxy, url) = TestDb::postgres_behind_proxy().await;
     let extra = [
         ("DATABASE_URL", url.as_str()),
         ("DATABASE_POOL_SIZE", "2"),
